@@ -1,0 +1,101 @@
+"""Build precision's Cython kernels.
+
+Every ``kernels/<name>.pyx.tp`` is rendered with Cython's Tempita (with the policies of
+``kernels/policies.py``) into ``kernels/<name>.pyx`` and compiled to ``precision._kernels.<name>``.
+
+On x86-64 each kernel module (not the ``_``-prefixed helpers) is also built a second time as
+``<name>__v3`` with ``-march=x86-64-v3`` (AVX2): ``precision._kernels.load(name)`` picks it at
+import when the CPU has AVX2 and FMA.  Both builds compute the same bits: contraction is off, so
+the wider vectors change speed, not a single rounding (a test compares them).
+
+Compiler flags are part of the arithmetic contract (DESIGN.md section 3):
+  -ffp-contract=off   no FMA contraction: a*b+c must round twice, as the emulated reference does;
+  -fno-math-errno     sqrt without an errno branch, so loops vectorise;
+  -fno-trapping-math  lets the branch-free rounding selects vectorise (changes no value);
+and never any fast-math flag (a test asserts it).  OpenMP is used when the compiler has it.
+
+Set PRECISION_ONLY=name1,name2 to build a subset while developing.
+"""
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+from setuptools import Extension, setup
+
+ROOT = Path(__file__).parent
+KERNELS = ROOT / "kernels"
+sys.path.insert(0, str(KERNELS))
+from policies import POLICIES  # noqa: E402
+
+COMPILE_ARGS = [
+    "-O3",
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fopenmp",
+    "-Wno-unused-function",
+    "-Wno-unreachable-code",
+]
+LINK_ARGS = ["-fopenmp"]
+
+
+V3_ARGS = ["-march=x86-64-v3", "-mtune=generic"]
+BUILD_V3 = platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("PRECISION_NO_V3")
+
+
+def write_if_changed(path: Path, text: str):
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def render_templates():
+    """Render each template; return [(module name, .pyx path, extra compile args)]."""
+    from Cython import Tempita
+
+    modules = []
+    for tp in sorted(KERNELS.glob("*.pyx.tp")):
+        name = tp.name[: -len(".pyx.tp")]
+        text = Tempita.sub(tp.read_text(), POLICIES=POLICIES)
+        text = f"# Generated from {tp.name} by setup.py; edit the template, not this file.\n" + text
+        write_if_changed(KERNELS / f"{name}.pyx", text)
+        modules.append((name, KERNELS / f"{name}.pyx", []))
+        if BUILD_V3 and not name.startswith("_"):
+            write_if_changed(KERNELS / f"{name}__v3.pyx", text)
+            modules.append((f"{name}__v3", KERNELS / f"{name}__v3.pyx", V3_ARGS))
+    return modules
+
+
+def extensions():
+    only = {s for s in os.environ.get("PRECISION_ONLY", "").split(",") if s}
+    exts = []
+    for name, pyx, extra in render_templates():
+        if only and name.split("__")[0] not in only:
+            continue
+        exts.append(
+            Extension(
+                f"precision._kernels.{name}",
+                [str(pyx.relative_to(ROOT))],
+                include_dirs=[str(KERNELS), np.get_include()],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+                extra_compile_args=COMPILE_ARGS + extra,
+                extra_link_args=LINK_ARGS,
+                depends=[str(KERNELS / "fp.h"), str(KERNELS / "fp.pxd")],
+            )
+        )
+    return exts
+
+
+def cythonized():
+    from Cython.Build import cythonize
+
+    return cythonize(
+        extensions(),
+        include_path=[str(KERNELS)],
+        compiler_directives={"language_level": 3},
+        nthreads=int(os.environ.get("PRECISION_BUILD_JOBS", "2")),
+    )
+
+
+setup(ext_modules=cythonized())
