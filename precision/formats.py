@@ -148,7 +148,9 @@ class Format:
                 _primitives.f64_to_16(self.short, src, flat_out)
             return bits.view(self.dtype)
         # float64 -> float32 is numpy's correctly rounded cast; narrower sources are exact.
-        return arr.astype(np.float64).astype(self.dtype)
+        # Overflow to inf is the correct rounding here, not an accident to warn about.
+        with np.errstate(over="ignore"):
+            return arr.astype(np.float64).astype(self.dtype)
 
     def _round_exact(self, arr: np.ndarray) -> np.ndarray:
         ctx = self.context()

@@ -189,3 +189,13 @@ def test_build_flags_keep_the_arithmetic_contract():
     assert '"-ffp-contract=off"' in args
     for bad in ("-ffast-math", "-Ofast", "-funsafe-math-optimizations", "-fassociative-math"):
         assert bad not in args
+
+
+def test_rounding_overflow_is_silent_and_correct():
+    """Overflow to inf is the correct rounding, not an error: no RuntimeWarning escapes."""
+    import warnings as w
+    with w.catch_warnings():
+        w.simplefilter("error")
+        assert pr.float32.round(np.array([1e39]))[0] == np.inf
+        assert pr.float16.round(np.array([-7e4]))[0] == -np.inf
+        assert pr.bfloat16.round(np.array([1e300]))[0] == np.inf

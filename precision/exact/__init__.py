@@ -1,0 +1,68 @@
+"""The two oracles every kernel is judged by (DESIGN.md §3.6).
+
+* **exact** (:mod:`precision.exact.mp`): the mathematical function of the exact input values in
+  arbitrary precision (mpmath with the gmpy2 backend), with ``dps`` significant digits chosen by
+  the caller (default 40, enough to round correctly to float64).  Results are object arrays of
+  ``mpmath.mpf``; round them into any format with ``fmt.round(result)``::
+
+      loss, grad = pr.exact.softmax_cross_entropy(logits, targets, return_grad=True, dps=50)
+      pr.float16.round(grad)            # the correctly rounded float16 gradient
+      pr.errors.compare(np.exp(x32), pr.exact.exp(x32), pr.float32)   # how good is numpy's exp?
+
+* **emulated** (:mod:`precision.exact.emulate`): a kernel's own algorithm run operation by
+  operation, each result rounded once into the format (gmpy2 IEEE contexts)::
+
+      f16 = pr.exact.emulate("float16")
+      f16.add(a, b); f16.exp(x); f16.sum(values, order="pairwise")
+"""
+from .emulate import (
+    PAIRWISE_BLOCK,
+    PAIRWISE_LANES,
+    SUMMATION_ORDERS,
+    Emulated,
+    emulate,
+    kahan_sum,
+    pairwise_sum,
+    sequential_sum,
+    summation,
+)
+from .mp import (
+    DEFAULT_DPS,
+    entropy,
+    exp,
+    expm1,
+    kl_divergence,
+    log,
+    log1p,
+    sqrt,
+    log_softmax,
+    logsumexp,
+    softmax,
+    softmax_cross_entropy,
+    to_float64,
+)
+
+__all__ = [
+    "DEFAULT_DPS",
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    "softmax_cross_entropy",
+    "kl_divergence",
+    "entropy",
+    "exp",
+    "log",
+    "log1p",
+    "expm1",
+    "sqrt",
+    "to_float64",
+    "emulate",
+    "Emulated",
+    "SUMMATION_ORDERS",
+    "PAIRWISE_BLOCK",
+    "PAIRWISE_LANES",
+    "pairwise_sum",
+    "sequential_sum",
+    "kahan_sum",
+    "summation",
+]

@@ -1,0 +1,364 @@
+"""Op-by-op emulation of a format's arithmetic: every operation rounded once into the format.
+
+``emulate(fmt)`` returns an :class:`Emulated` arithmetic whose methods compute, for their
+arguments taken as *exact* real numbers, the operation's exact result rounded once (to nearest,
+ties to even) into ``fmt``, with ``fmt``'s subnormals, overflow to ±inf and IEEE-754 special
+values.  This is what hardware of that format does for + − × ÷ √ and fma, and what a correctly
+rounded libm does for exp, log, log1p, expm1.  Running a kernel's documented algorithm through it
+gives the kernel's bit-exact reference (see DESIGN.md §3.6).
+
+How it works: each operation is one MPFR call in ``fmt.context()`` (gmpy2): precision p,
+round-to-nearest-even, ``subnormalize=True`` and MPFR's exponent range.  MPFR writes a number as
+m·2^e with 1/2 ≤ m < 1, so its exponents are IEEE's plus one: float16 (IEEE emin −14, emax 15) is
+MPFR emax 16 and emin −23 (the exponent of the smallest subnormal 2^−24 = 0.5·2^−23), exactly
+``gmpy2.ieee(16)``; bfloat16 is precision 8, emax 128, emin −132.  MPFR rounds to p bits and then
+re-rounds subnormal results using the first rounding's direction, so subnormal results are rounded
+once, correctly.  Arguments are converted to MPFR *exactly* first (a gmpy2 context would otherwise
+round a Python float argument to p bits before the operation, a double rounding).
+
+Values: arguments may be Python floats and ints, numpy scalars (any of our dtypes), gmpy2 ``mpfr``
+and ``mpz``, or mpmath ``mpf``; they need not be values of ``fmt`` (they are taken exactly).
+Results are Python floats: every value of every format here (float16, bfloat16, float32,
+float64, their subnormals, ±0, ±inf, NaN) is exactly representable as a float64, so a float
+carries the result without loss.  ``Emulated.round`` also takes ``Fraction`` and ``mpq``, and
+rounds mpf/mpfr values of any magnitude (an mpf such as exp(10^19) lies beyond MPFR's exponent
+range; ``round`` sends it to ±inf or ±0 as every format does, arithmetic refuses it with
+OverflowError).
+
+Special values follow IEEE-754: NaN in → NaN out; inf − inf, 0·inf, 0/0, √(−1), log(−1) are NaN;
+x/±0 = ±inf; log(0) = −inf; x − x = +0; (−0) + (−0) = −0; √(−0) = −0.
+
+Summation orders (the project's fixed reduction orders, DESIGN.md §3.4; kernels implement the
+same orders, so their tests replay them here):
+
+* ``"sequential"``: s₀ = +0; sᵢ = sᵢ₋₁ ⊕ xᵢ in index order.
+* ``"kahan"``: s = +0, c = +0; for each x: y = x ⊖ c; t = s ⊕ y; c = (t ⊖ s) ⊖ y; s = t.
+* ``"pairwise"`` (default): leaves are consecutive blocks of ``PAIRWISE_BLOCK`` = 128 elements
+  (the last may be shorter).  In a leaf, lane j (j = 0..7) starts at +0 and adds, in order, the
+  leaf's elements j, j+8, j+16, …; the leaf's sum is ((l₀⊕l₁)⊕(l₂⊕l₃))⊕((l₄⊕l₅)⊕(l₆⊕l₇)).  Leaf
+  sums are then combined level by level: (s₀⊕s₁), (s₂⊕s₃), …, an odd last one moving up
+  unchanged, until one remains.  The empty sum is +0.
+
+(⊕, ⊖: addition and subtraction rounded to the format.)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from fractions import Fraction
+from functools import lru_cache
+
+import gmpy2
+import numpy as np
+
+from precision import formats as _formats
+
+__all__ = [
+    "Emulated",
+    "emulate",
+    "SUMMATION_ORDERS",
+    "PAIRWISE_BLOCK",
+    "PAIRWISE_LANES",
+    "pairwise_sum",
+    "sequential_sum",
+    "kahan_sum",
+    "summation",
+    "to_mpfr",
+]
+
+PAIRWISE_BLOCK = 128
+PAIRWISE_LANES = 8
+SUMMATION_ORDERS = ("pairwise", "sequential", "kahan")
+
+# float64 values are exact at 53 bits; MPFR's default exponent range covers all of them,
+# subnormals included (no subnormalize here: this context only converts, never rounds).
+_EXACT_F64 = gmpy2.context(precision=53, emin=-(1 << 30), emax=1 << 30)
+_WIDE = gmpy2.context(precision=2, emin=-(1 << 30), emax=1 << 30)
+
+
+# ---------------------------------------------------------------------- exact conversion
+def to_mpfr(value):
+    """``value`` as an exactly equal gmpy2 ``mpfr`` (its precision is as large as needed).
+
+    Accepts Python floats and ints, numpy float/int scalars (bfloat16 included), gmpy2 ``mpfr``
+    and ``mpz``, and mpmath ``mpf`` (NaN and ±inf included).  Rationals that are not dyadic
+    (``Fraction``, ``mpq``) have no exact binary value: TypeError (round them with
+    :meth:`Emulated.round`).  Booleans are not numbers here: TypeError.
+    """
+    if type(value) is float:
+        return _EXACT_F64.plus(value)
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError("booleans are not numbers for the arithmetic")
+    tname = type(value).__name__
+    if tname == "mpfr":
+        return value
+    if isinstance(value, np.generic) and not isinstance(value, np.integer):
+        if np.issubdtype(value.dtype, np.complexfloating):
+            raise TypeError(f"complex value {value!r} has no real format")
+        try:
+            return _EXACT_F64.plus(float(value))  # every float format here is exact in float64
+        except (TypeError, ValueError):
+            raise TypeError(f"cannot take a {tname} as a number") from None
+    if isinstance(value, numbers.Integral):  # int, np.integer, mpz
+        n = int(value)
+        return gmpy2.mpfr(n, max(2, n.bit_length()))
+    if isinstance(value, float):  # float subclasses
+        return _EXACT_F64.plus(float(value))
+    mpf_tuple = getattr(value, "_mpf_", None)
+    if mpf_tuple is not None:
+        return _mpf_tuple_to_mpfr(mpf_tuple)
+    if isinstance(value, Fraction) or tname == "mpq":
+        raise TypeError(
+            f"{value!r} is not a binary floating-point number; round it first (Emulated.round)"
+        )
+    raise TypeError(f"cannot take a {tname} as a number")
+
+
+# Magnitudes 2^±4096 lie far outside every format here: an exact value beyond them rounds, in
+# every format, exactly as the same mantissa at the clamped exponent does (to ±inf or ±0).
+ROUNDING_EXPONENT_LIMIT = 4096
+# MPFR's default exponent range is about ±2^30; arithmetic on mpf beyond this is refused.
+_MPFR_EXPONENT_LIMIT = 1 << 29
+
+
+def clamp_mpf_exponent(mpf_tuple, limit=ROUNDING_EXPONENT_LIMIT):
+    """An mpf tuple (sign, man, exp, bc) with its magnitude exponent exp + bc moved into
+    [-limit, limit], mantissa and sign kept: equal for rounding into any format here."""
+    sign, man, exp, bc = mpf_tuple
+    if not man:
+        return mpf_tuple
+    top = exp + bc
+    if top > limit:
+        return (sign, man, exp - (top - limit), bc)
+    if top < -limit:
+        return (sign, man, exp + (-limit - top), bc)
+    return mpf_tuple
+
+
+def _mpf_tuple_to_mpfr(mpf_tuple):
+    sign, man, exp, bc = mpf_tuple
+    if man and abs(exp + bc) > _MPFR_EXPONENT_LIMIT:
+        raise OverflowError(
+            f"an mpf of magnitude 2^{exp + bc} is outside MPFR's exponent range; "
+            "Emulated.round() still rounds it")
+    if not man:
+        # mpmath encodes 0, inf, -inf, nan with a zero mantissa and a special exponent
+        if exp == 0 and bc == 0:
+            return gmpy2.mpfr(0)
+        import mpmath.libmp as libmp
+
+        if mpf_tuple == libmp.finf:
+            return gmpy2.inf()
+        if mpf_tuple == libmp.fninf:
+            return -gmpy2.inf()
+        return gmpy2.nan()
+    m = gmpy2.mpfr(-man if sign else man, max(2, int(bc)))
+    # a power-of-two scaling is exact at any precision >= the mantissa's
+    with gmpy2.context(_WIDE, precision=max(2, int(bc))):
+        return gmpy2.mul_2exp(m, int(exp))
+
+
+def _rational(value):
+    """Fraction/mpq as an mpq, or None."""
+    if isinstance(value, Fraction):
+        return gmpy2.mpq(value.numerator, value.denominator)
+    if type(value).__name__ == "mpq":
+        return value
+    return None
+
+
+# ---------------------------------------------------------------------- summation orders
+def sequential_sum(values, add, zero=0.0):
+    """s = zero; s = add(s, x) for each x in order."""
+    s = zero
+    for x in values:
+        s = add(s, x)
+    return s
+
+
+def kahan_sum(values, add, sub, zero=0.0):
+    """Kahan's compensated sum: s = c = zero; per x: y = x − c; t = s + y; c = (t − s) − y; s = t."""
+    s = zero
+    c = zero
+    for x in values:
+        y = sub(x, c)
+        t = add(s, y)
+        c = sub(sub(t, s), y)
+        s = t
+    return s
+
+
+def pairwise_sum(values, add, zero=0.0):
+    """The project's pairwise order (module docstring): 128-element leaves summed in 8 lanes,
+    lanes combined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), leaves combined level by level."""
+    values = list(values)
+    n = len(values)
+    if n == 0:
+        return zero
+    level = []
+    for start in range(0, n, PAIRWISE_BLOCK):
+        leaf = values[start:start + PAIRWISE_BLOCK]
+        lanes = []
+        for j in range(PAIRWISE_LANES):
+            lane = zero
+            for x in leaf[j::PAIRWISE_LANES]:
+                lane = add(lane, x)
+            lanes.append(lane)
+        l0, l1, l2, l3, l4, l5, l6, l7 = lanes
+        level.append(add(add(add(l0, l1), add(l2, l3)), add(add(l4, l5), add(l6, l7))))
+    while len(level) > 1:
+        paired = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
+def summation(values, order, add, sub, zero=0.0):
+    """Sum ``values`` in the named order ("pairwise", "sequential" or "kahan") with the given
+    ``add``/``sub`` operations (e.g. ``operator.add`` for plain float64)."""
+    if order == "pairwise":
+        return pairwise_sum(values, add, zero)
+    if order == "sequential":
+        return sequential_sum(values, add, zero)
+    if order == "kahan":
+        return kahan_sum(values, add, sub, zero)
+    raise ValueError(f"unknown summation order {order!r}; expected one of {SUMMATION_ORDERS}")
+
+
+def _check_order(order):
+    if order not in SUMMATION_ORDERS:
+        raise ValueError(f"unknown summation order {order!r}; expected one of {SUMMATION_ORDERS}")
+
+
+def _flat(values):
+    """A flat list of the elements of an array, list or other iterable of numbers."""
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind == "f" or (values.dtype.kind == "V" and values.dtype.itemsize == 2):
+            with np.errstate(invalid="ignore"):  # bfloat16 NaN -> float64 warns, needlessly
+                return values.astype(np.float64).reshape(-1).tolist()
+        return list(values.reshape(-1))
+    return list(values)
+
+
+# ---------------------------------------------------------------------- the arithmetic
+class Emulated:
+    """Correctly rounded arithmetic in one format (see the module docstring).
+
+    Attributes: ``fmt`` (the :class:`precision.formats.Format`), ``zero`` (+0.0), ``context``
+    (the gmpy2 context used; do not modify it).  Every method returns a Python float.
+    """
+
+    def __init__(self, fmt):
+        self.fmt = _formats.format(fmt)
+        self.context = self.fmt.context()
+        self.zero = 0.0
+        self._mpfr_zero = gmpy2.mpfr(0)
+
+    def __repr__(self):
+        return f"emulate({self.fmt.name!r})"
+
+    # --- one rounding -------------------------------------------------------------------
+    def round(self, x) -> float:
+        """x rounded once into the format (x: float, int, Fraction, mpq, mpf, mpfr, numpy scalar)."""
+        q = _rational(x)
+        if q is not None:
+            return float(gmpy2.mpfr(q, 0, self.context))
+        if type(x).__name__ == "mpfr":  # (mpfr has an _mpf_ attribute too)
+            if gmpy2.is_regular(x) and abs(gmpy2.get_exp(x)) > ROUNDING_EXPONENT_LIMIT:
+                return math.copysign(math.inf if gmpy2.get_exp(x) > 0 else 0.0, x)
+            return float(self.context.plus(x))
+        mpf_tuple = getattr(x, "_mpf_", None)
+        if mpf_tuple is not None:
+            return float(self.context.plus(_mpf_tuple_to_mpfr(clamp_mpf_exponent(mpf_tuple))))
+        return float(self.context.plus(to_mpfr(x)))
+
+    def neg(self, x) -> float:
+        """−x (rounded: a no-op for values of the format)."""
+        return float(self.context.minus(to_mpfr(x)))
+
+    # --- + − × ÷ √ fma ------------------------------------------------------------------
+    def add(self, a, b) -> float:
+        """a + b, rounded once."""
+        return float(self.context.add(to_mpfr(a), to_mpfr(b)))
+
+    def sub(self, a, b) -> float:
+        """a − b, rounded once."""
+        return float(self.context.sub(to_mpfr(a), to_mpfr(b)))
+
+    def mul(self, a, b) -> float:
+        """a × b, rounded once."""
+        return float(self.context.mul(to_mpfr(a), to_mpfr(b)))
+
+    def div(self, a, b) -> float:
+        """a ÷ b, rounded once (x/±0 = ±inf, 0/0 = NaN)."""
+        return float(self.context.div(to_mpfr(a), to_mpfr(b)))
+
+    def sqrt(self, x) -> float:
+        """√x, rounded once (√(−0) = −0, √(x<0) = NaN)."""
+        return float(self.context.sqrt(to_mpfr(x)))
+
+    def fma(self, a, b, c) -> float:
+        """a × b + c with a single rounding."""
+        return float(self.context.fma(to_mpfr(a), to_mpfr(b), to_mpfr(c)))
+
+    # --- elementary functions (MPFR's are correctly rounded) ----------------------------
+    def exp(self, x) -> float:
+        """e^x, correctly rounded."""
+        return float(self.context.exp(to_mpfr(x)))
+
+    def expm1(self, x) -> float:
+        """e^x − 1, correctly rounded."""
+        return float(self.context.expm1(to_mpfr(x)))
+
+    def log(self, x) -> float:
+        """ln x, correctly rounded (log(0) = −inf, log(x<0) = NaN)."""
+        return float(self.context.log(to_mpfr(x)))
+
+    def log1p(self, x) -> float:
+        """ln(1 + x), correctly rounded (log1p(−1) = −inf, log1p(x<−1) = NaN)."""
+        return float(self.context.log1p(to_mpfr(x)))
+
+    # --- reductions in the project's fixed orders ---------------------------------------
+    def sum(self, values, order: str = "pairwise") -> float:
+        """Σ values in the given order (module docstring), each addition rounded."""
+        _check_order(order)
+        xs = [to_mpfr(v) for v in _flat(values)]
+        ctx = self.context
+        return float(summation(xs, order, ctx.add, ctx.sub, self._mpfr_zero))
+
+    def dot(self, a, b, order: str = "pairwise") -> float:
+        """Σ (a_i ⊗ b_i): the rounded products summed in the given order."""
+        _check_order(order)
+        xa = _flat(a)
+        xb = _flat(b)
+        if len(xa) != len(xb):
+            raise ValueError(f"dot of vectors of different lengths {len(xa)} and {len(xb)}")
+        ctx = self.context
+        products = [ctx.mul(to_mpfr(x), to_mpfr(y)) for x, y in zip(xa, xb)]
+        return float(summation(products, order, ctx.add, ctx.sub, self._mpfr_zero))
+
+    def max(self, values) -> float:
+        """The largest value (IEEE: NaN if any value is NaN; +0 counts as above −0)."""
+        xs = _flat(values)
+        if not xs:
+            raise ValueError("max of an empty sequence")
+        best = None
+        for v in xs:
+            m = to_mpfr(v)
+            if gmpy2.is_nan(m):
+                return math.nan
+            if best is None or m > best or (m == best and m == 0 and not gmpy2.is_signed(m)):
+                best = m
+        return float(self.context.plus(best))
+
+
+@lru_cache(maxsize=None)
+def _emulated(fmt) -> Emulated:
+    return Emulated(fmt)
+
+
+def emulate(fmt) -> Emulated:
+    """The correctly rounded arithmetic of ``fmt`` (a Format, a name such as "float16" or
+    "bf16", or a dtype).  Instances are cached: one per format."""
+    return _emulated(_formats.format(fmt))
