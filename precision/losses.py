@@ -1,0 +1,497 @@
+"""Softmax, log-softmax, log-sum-exp and the losses built on them, in every format.
+
+    import precision as pr
+    loss = pr.softmax_cross_entropy(logits, targets)          # targets: (N, C) probs or (N,) ints
+    loss, grad = pr.softmax_cross_entropy(logits, targets, return_grad=True, accum="float32")
+    p = pr.softmax(x); lp = pr.log_softmax(x); y = pr.logsumexp(x)
+    kl = pr.kl_divergence(targets, logits); h = pr.entropy(probs)
+
+The storage format S is the dtype of the arrays (float16, bfloat16, float32 or float64; all arrays
+of a call share it).  ``accum`` names the arithmetic format A (default S; it must be at least as
+wide: float16 -> float16/float32/float64, bfloat16 -> bfloat16/float32/float64, float32 ->
+float32/float64, float64 -> float64).  Every +, -, *, / is rounded to A (to nearest even, with A's
+subnormals and overflow); exp, log and log1p are evaluated in double and rounded once to A
+(correctly rounded for A = float16 and bfloat16; within 1 ulp for float32 and float64); each
+output is rounded once from A to S.  With A one format wider than S this is "compute wide,
+round once" (the loss and, away from cancellation, the gradient come out within 1 ulp of S).
+
+The algorithm, per row x of C logits (Blanchard, Higham & Higham, "Accurately computing the
+log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021; R(.) rounds to A):
+
+    a   = max_i x_i  (NaN if any x_i is NaN),  k = the first index with x_k = a
+    z_i = R(x_i - a)  (<= 0),   e_i = exp_A(z_i)  (e_k = 1)
+    s   = pairwise_A(e_i, i != k),   L = log1p_A(s),   D = R(1 + s)
+    logsumexp(x)   = R(a + L)
+    log_softmax_i  = R(z_i - L)
+    softmax_i      = p_i = R(e_i / D)
+    CE (soft t)    = pairwise_A(t_i != 0 ? R(t_i * R(L - z_i)) : 0)     every term >= 0
+    CE (class y)   = R(L - z_y)
+    KL(t || p)     = pairwise_A(t_i > 0 ? R(t_i * R(log_A(t_i) + R(L - z_i))) : 0)
+    H(p)           = pairwise_A(p_i > 0 ? R(p_i * R(-log_A(p_i))) : 0)
+
+Gradient of the CE row loss with respect to x (T = the row's target mass, 1 for class indices):
+
+    Tk  = pairwise_A(t_i, i != k),  T = R(Tk + t_k)
+    g_j = R(R(T * p_j) - t_j)                  (j != k)
+    g_k = R(R(Tk - R(t_k * s)) / D)            = T p_k - t_k written without the cancellation
+                                                 1/(1+s) - 1 of a confident row
+    and for reduction="mean" each g_j is then R(g_j / N_A).
+
+Label smoothing eps (PyTorch's definition t' = (1 - eps) t + eps / C): t'_i = R(R(c1 t_i) + c2)
+with c1 = 1 - eps and c2 = eps / C computed exactly and rounded once into A (for class indices
+t'_i = c2 and t'_y = R(c1 + c2)).  Reductions: "none" gives the row values, "sum" their
+pairwise_A sum, "mean" R(sum / N_A) with N_A the number of rows rounded once into A (a
+PrecisionWarning says so when N is not exact in A, e.g. 257 rows in bfloat16).
+
+pairwise_A is the project's fixed summation order (DESIGN.md §3.4, the same as
+``precision.exact.emulate(A).sum(v, order="pairwise")``).  Rows run in parallel; the reduction
+over rows is serial and in the fixed order, so results are bit-identical for any ``num_threads``.
+``precision.exact`` holds the exact twins of every function, and the tests replay this algorithm
+op by op with ``precision.exact.emulate(A)``.
+
+Special values: NaN and infinite logits are not errors; they propagate as the formulas above do in
+IEEE arithmetic.  A row with a NaN gives NaN everywhere.  A -inf logit has p_i = 0 and
+log_softmax_i = -inf; its loss term is 0 when its target is 0 (0 log 0 = 0) and +inf otherwise.
+A +inf logit x_k gives z_k = inf - inf = NaN, so p_k, log_softmax_k, the loss (when t_k > 0) and
+the row's gradient entry k are NaN; logsumexp is +inf if x_k is the row's only +inf (NaN if
+there are several).  Overflow is possible only where an intermediate exceeds A's range: s <= C - 1
+overflows in float16 arithmetic once C > 65504, and z_i = x_i - a overflows when the logits
+spread over more than A's largest value (then log_softmax_i = -inf, and a loss term with t_i > 0
+is +inf); ``accum`` one format wider removes both.
+
+Targets are checked before anything is written: soft targets (and KL targets, entropy
+probabilities) must be finite, >= 0 and sum to 1 per row within (C + 1) u_S, where u_S is the
+unit roundoff of the storage format (u = 2^-11 float16, 2^-8 bfloat16, 2^-24 float32, 2^-53
+float64): that is the error bound of normalising a row in S (C - 1 roundings in its sum, one in
+each division), so rows normalised in S pass and genuinely unnormalised rows do not.  The kernels
+use each row's actual sum T, so the gradient is the true gradient of the loss as computed.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import warnings
+from fractions import Fraction
+
+import numpy as np
+
+from . import formats as _formats
+from ._kernels import load as _load
+
+__all__ = [
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    "softmax_cross_entropy",
+    "kl_divergence",
+    "entropy",
+]
+
+# Wider-or-equal arithmetic for each storage format (kernels/policies.py).
+_ARITH_FOR = {
+    "f16": ("f16", "f32", "f64"),
+    "bf16": ("bf16", "f32", "f64"),
+    "f32": ("f32", "f64"),
+    "f64": ("f64",),
+}
+_REDUCTIONS = ("mean", "sum", "none")
+# Below this many logits a parallel region costs more than it saves.
+_PARALLEL_MIN_WORK = 1 << 15
+_COMPUTE_DTYPE = {"f16": np.float32, "bf16": np.float32, "f32": np.float32, "f64": np.float64}
+
+
+def _kernels():
+    return _load("losses")
+
+
+# ----------------------------------------------------------------------------- arguments
+def _array(x, name: str) -> np.ndarray:
+    """x as an array of one of our formats (TypeError otherwise)."""
+    arr = np.asarray(x)
+    if arr.dtype == np.bool_:
+        raise TypeError(f"{name} must be a float array, got a boolean array")
+    try:
+        _formats.of(arr)
+    except TypeError:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got dtype "
+                        f"{arr.dtype}") from None
+    return arr
+
+
+def _same_format(arr: np.ndarray, name: str, fmt, against: str) -> None:
+    if arr.dtype != fmt.dtype:
+        raise TypeError(f"{name} has dtype {arr.dtype} but {against} is {fmt.name}: all arrays "
+                        f"of a call must share one storage format (convert one explicitly)")
+
+
+def _arithmetic(accum, storage):
+    """The arithmetic format A for storage S."""
+    if accum is None:
+        return storage
+    try:
+        fmt = _formats.format(accum)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"accum: {error}") from None
+    allowed = _ARITH_FOR[storage.short]
+    if fmt.short not in allowed:
+        if storage.short == "f64":
+            raise ValueError(f"accum={fmt.name} is narrower than the storage format float64, "
+                             f"and float64 has no wider format here: use accum=None or 'float64'")
+        names = ", ".join(_formats.format(a).name for a in allowed)
+        raise ValueError(f"accum={fmt.name} is not at least as wide as the storage format "
+                         f"{storage.name} (in precision and range); use one of {names}")
+    return fmt
+
+
+def _threads(num_threads, work: int) -> int:
+    if num_threads is None:
+        if work < _PARALLEL_MIN_WORK:
+            return 1
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cpus = os.cpu_count() or 1
+        omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        if omp.isdigit() and int(omp) > 0:
+            cpus = min(cpus, int(omp))
+        return max(1, cpus)
+    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
+        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    return int(num_threads)
+
+
+def _reduction(reduction, allowed=_REDUCTIONS) -> str:
+    if not isinstance(reduction, str) or reduction not in allowed:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}, "
+                         f"got {reduction!r}")
+    return reduction
+
+
+def _rows(arr: np.ndarray, name: str) -> np.ndarray:
+    """A 2-D (rows, C) view of arr (..., C) whose last axis is contiguous (copy only if not)."""
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the class axis)")
+    c = arr.shape[-1]
+    if c == 0:
+        raise ValueError(f"{name} has no classes (its last axis has length 0)")
+    if arr.size == 0:
+        raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
+    rows = arr.reshape(-1, c)
+    item = rows.itemsize
+    if (c > 1 and rows.strides[1] != item) or rows.strides[0] % item:
+        rows = np.ascontiguousarray(rows)
+    return rows
+
+
+def _kernel_view(rows: np.ndarray, fmt) -> np.ndarray:
+    """The array as the kernels take it (16-bit formats as their uint16 bit patterns)."""
+    return rows.view(np.uint16) if fmt.bits == 16 else rows
+
+
+def _check_out(out, name: str, shape, fmt, inputs) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if out.dtype != fmt.dtype:
+        raise TypeError(f"{name} must have the storage dtype {fmt.dtype}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    for other_name, other in inputs:
+        if other is not None and np.shares_memory(out, other):
+            raise ValueError(f"{name} overlaps {other_name}: results cannot be written over "
+                             f"an input")
+    return out
+
+
+def _check_probabilities(rows: np.ndarray, fmt, name: str) -> None:
+    """Finite, non-negative rows summing to 1 within (C + 1) u_S (module docstring)."""
+    c = rows.shape[1]
+    # the float64 check's own rounding error (8 lanes of about C/8 additions) is allowed for
+    tolerance = (c + 1) * fmt.u + (c / 8 + 4) * 2.0 ** -53 * 2
+    check = getattr(_kernels(), f"check_probabilities_{fmt.short}")
+    code, row = check(_kernel_view(rows, fmt), tolerance)
+    if code == 0:
+        return
+    values = rows[row].astype(np.float64)
+    if code == 1:
+        raise ValueError(f"{name} row {row} contains NaN or infinity")
+    if code == 2:
+        raise ValueError(f"{name} row {row} has a negative value ({values.min():g})")
+    raise ValueError(
+        f"{name} row {row} sums to {math.fsum(values)!r}, not 1: rows must be probability "
+        f"distributions (|sum - 1| <= (C + 1) * u = {(c + 1) * fmt.u:.3g} for C = {c} in "
+        f"{fmt.name})")
+
+
+def _batch_divisor(n_rows: int, arith) -> float:
+    """N rounded once into A, with a PrecisionWarning when it is not N."""
+    n_a = float(arith.round(n_rows))
+    if n_a != n_rows:
+        warnings.warn(
+            f"batch size {n_rows} is not exact in {arith.name}: reduction='mean' divides by "
+            f"{n_a:g} (the batch size rounded to the arithmetic format)",
+            _formats.PrecisionWarning, stacklevel=3)
+    return n_a
+
+
+def _loss_out(out, reduction: str, lead_shape, fmt, inputs):
+    """(user out or None, kernel buffer): "none" writes lead_shape, the others one value."""
+    shape = lead_shape if reduction == "none" else ()
+    if out is not None:
+        _check_out(out, "out", shape, fmt, inputs)
+        buf = out.reshape(-1)
+    else:
+        buf = np.empty(int(np.prod(shape, dtype=np.int64)) if shape else 1, dtype=fmt.dtype)
+    return buf, shape
+
+
+def _result(out, buf, shape):
+    if out is not None:
+        return out
+    if shape == ():
+        return buf[0]
+    return buf.reshape(shape)
+
+
+# ----------------------------------------------------------------------------- row functions
+def logsumexp(x, *, accum=None, num_threads=None, out=None):
+    """log(sum_i exp(x_i)) over the last axis: R(a + log1p_A(s)) (module docstring).
+
+    x: (..., C) of one of our formats (rows may be strided; the last axis is copied only if it
+    is not contiguous).  Returns an array of shape x.shape[:-1] (a numpy scalar for 1-D x) in
+    x's dtype, or ``out`` (that shape, x's dtype, C-contiguous, writable) when given.
+    """
+    x = _array(x, "x")
+    fmt = _formats.of(x)
+    arith = _arithmetic(accum, fmt)
+    rows = _rows(x, "x")
+    shape = x.shape[:-1]
+    if out is not None:
+        _check_out(out, "out", shape, fmt, [("x", x)])
+        buf = out.reshape(-1)
+    else:
+        buf = np.empty(rows.shape[0], dtype=fmt.dtype)
+    nt = _threads(num_threads, rows.size)
+    kernel = getattr(_kernels(), f"logsumexp_{fmt.short}_{arith.short}")
+    kernel(_kernel_view(rows, fmt), _kernel_view(buf, fmt), nt)
+    if out is not None:
+        return out
+    return buf[0] if shape == () else buf.reshape(shape)
+
+
+def _softmax(x, log: bool, accum, num_threads, out):
+    x = _array(x, "x")
+    fmt = _formats.of(x)
+    arith = _arithmetic(accum, fmt)
+    rows = _rows(x, "x")
+    if out is not None:
+        _check_out(out, "out", x.shape, fmt, [("x", x)])
+        result = out
+    else:
+        result = np.empty(x.shape, dtype=fmt.dtype)
+    nt = _threads(num_threads, rows.size)
+    kernel = getattr(_kernels(), f"softmax_{fmt.short}_{arith.short}")
+    kernel(_kernel_view(rows, fmt), _kernel_view(result.reshape(rows.shape), fmt), log, nt)
+    return result
+
+
+def softmax(x, *, accum=None, num_threads=None, out=None):
+    """softmax over the last axis: p_i = R(e_i / R(1 + s)), e_i = exp_A(R(x_i - max x)).
+
+    Same arguments as :func:`logsumexp`; returns an array of x's shape and dtype (or ``out``).
+    Division by D = 1 + s >= 1 cannot overflow; entries below A's range underflow to 0.
+    """
+    return _softmax(x, False, accum, num_threads, out)
+
+
+def log_softmax(x, *, accum=None, num_threads=None, out=None):
+    """log-softmax over the last axis: R(z_i - log1p_A(s)), z_i = R(x_i - max x).
+
+    Same arguments as :func:`logsumexp`; returns an array of x's shape and dtype (or ``out``).
+    Both terms are <= 0 and >= 0 respectively, so nothing cancels.
+    """
+    return _softmax(x, True, accum, num_threads, out)
+
+
+# ----------------------------------------------------------------------------- losses
+def _label_smoothing(eps, arith, n_classes):
+    """(smooth?, c1, c2): c1 = 1 - eps, c2 = eps / C, each exact and rounded once into A."""
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (numbers.Real, np.floating)):
+        raise TypeError(f"label_smoothing must be a real number, got {type(eps).__name__}")
+    eps_f = float(eps)
+    if not 0.0 <= eps_f <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {eps!r}")
+    if eps_f == 0.0:
+        return False, 1.0, 0.0
+    exact = Fraction(eps_f)
+    c1 = _formats.round_scalar(1 - exact, arith, "1 - label_smoothing", stacklevel=4)
+    c2 = _formats.round_scalar(exact / n_classes, arith, "label_smoothing / C", stacklevel=4)
+    return True, c1, c2
+
+
+def _labels(targets, n: int, c: int) -> np.ndarray:
+    """Class indices as a contiguous int64 array, checked to lie in [0, C)."""
+    if targets.dtype == np.bool_ or targets.dtype.kind not in "iu":
+        raise TypeError(f"class-index targets must be integers, got dtype {targets.dtype} "
+                        f"(soft targets must have the logits' shape and dtype)")
+    if targets.shape != (n,):
+        raise ValueError(f"class-index targets must have shape ({n},) for {n} rows of logits, "
+                         f"got {targets.shape}")
+    lo, hi = targets.min(), targets.max()
+    if lo < 0 or hi >= c:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"class index {int(bad)} is out of range for {c} classes "
+                         f"(indices must lie in [0, {c}))")
+    return np.ascontiguousarray(targets, dtype=np.int64)
+
+
+def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=False,
+                          label_smoothing=0.0, accum=None, out=None, grad_out=None,
+                          num_threads=None):
+    """Softmax cross-entropy of logits against soft or hard targets, and its gradient.
+
+    logits: (N, C) (or (C,) for one row) of one of our formats.  targets: probabilities of the
+    same shape and dtype (each row finite, >= 0, summing to 1 within (C + 1) u_S), or class
+    indices: an (N,) integer array (an int for 1-D logits).
+
+    Per row (module docstring): loss = sum_i t_i (L - z_i) = -sum_i t_i log softmax(x)_i,
+    computed as pairwise_A(t_i != 0 ? R(t_i * R(L - z_i)) : 0) (R(L - z_y) for an index y).
+    reduction: "mean" (R(pairwise sum / N_A), the default), "sum", or "none" (the (N,) row
+    losses).  label_smoothing eps: t' = (1 - eps) t + eps / C (PyTorch's definition).
+
+    return_grad: also return the gradient of the reduced loss with respect to the logits,
+    g_j = T p_j - t_j per row (T = sum of the row's targets), divided by N_A for "mean"; for
+    "none" row n is the gradient of loss[n].  Loss and gradient come from one pass per row.
+
+    accum: the arithmetic format A (module docstring).  out: where to write the loss (shape
+    (N,) for "none", else () -- a 0-d array), grad_out: where to write the gradient (the logits'
+    shape); both of the logits' dtype, C-contiguous, writable, not overlapping any input.
+    num_threads: threads over rows (default: all available CPUs for large inputs, honouring
+    OMP_NUM_THREADS); results are bit-identical for any value.
+
+    Returns the loss (a numpy scalar of the logits' dtype for "mean"/"sum" or 1-D logits, an
+    (N,) array for "none"; ``out`` itself when given), and (loss, grad) with return_grad.
+    """
+    x = _array(logits, "logits")
+    fmt = _formats.of(x)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"logits must have shape (N, C) or (C,), got {x.shape}")
+    one_row = x.ndim == 1
+    reduction = _reduction(reduction)
+    arith = _arithmetic(accum, fmt)
+    rows = _rows(x, "logits")
+    n, c = rows.shape
+    t = np.asarray(targets)
+    soft = t.dtype.kind == "f" or (t.dtype.kind == "V" and t.dtype.itemsize == 2)
+    if soft:
+        _same_format(t, "targets", fmt, "logits")
+        if t.shape != x.shape:
+            raise ValueError(f"soft targets must have the logits' shape {x.shape}, got {t.shape}")
+        soft_rows = _rows(t, "targets")
+        labels = None
+    else:
+        if one_row and t.ndim == 0:
+            t = t.reshape(1)
+        labels = _labels(t, n, c)
+        soft_rows = None
+    if not isinstance(return_grad, (bool, np.bool_)):
+        raise TypeError(f"return_grad must be True or False, got {return_grad!r}")
+    inputs = [("logits", x), ("targets", t)]
+    lead = () if one_row else (n,)    # the shape of reduction="none"
+    if grad_out is not None:
+        if not return_grad:
+            raise ValueError("grad_out is given but return_grad is False")
+        _check_out(grad_out, "grad_out", x.shape, fmt, inputs)
+    buf, shape = _loss_out(out, reduction, lead, fmt,
+                           inputs + [("grad_out", grad_out)])
+    if soft:
+        _check_probabilities(soft_rows, fmt, "targets")
+    smooth, c1, c2 = _label_smoothing(label_smoothing, arith, c)
+    # every check has passed: from here on only warnings and writes
+    batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
+    grad = None
+    if return_grad:
+        grad = grad_out if grad_out is not None else np.empty(x.shape, dtype=fmt.dtype)
+    row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
+    kernel = getattr(_kernels(), f"softmax_cross_entropy_{fmt.short}_{arith.short}")
+    kernel(
+        _kernel_view(rows, fmt),
+        None if soft_rows is None else _kernel_view(soft_rows, fmt),
+        labels,
+        smooth, c1, c2,
+        _kernels().REDUCTIONS[reduction], batch,
+        _kernel_view(buf, fmt), row_loss,
+        None if grad is None else _kernel_view(grad.reshape(n, c), fmt),
+        _threads(num_threads, n * c),
+    )
+    loss = _result(out, buf, shape)
+    return (loss, grad) if return_grad else loss
+
+
+def _reduce_rows_args(arr, name, reduction, accum, allowed=_REDUCTIONS):
+    reduction = _reduction(reduction, allowed)
+    if reduction == "batchmean":
+        reduction = "mean"
+    fmt = _formats.of(arr)
+    arith = _arithmetic(accum, fmt)
+    rows = _rows(arr, name)
+    return reduction, fmt, arith, rows
+
+
+def kl_divergence(targets, logits, *, reduction="mean", accum=None, out=None, num_threads=None):
+    """KL(t || softmax(x)) = sum_i t_i (log t_i - log softmax(x)_i) per row, computed directly.
+
+    targets, logits: the same shape (..., C) and dtype; targets are probability rows (finite,
+    >= 0, summing to 1 within (C + 1) u_S).  Per row (module docstring):
+    pairwise_A(t_i > 0 ? R(t_i * R(log_A(t_i) + R(L - z_i))) : 0), so 0 log 0 = 0 and a class
+    with zero target never matters, not even with a -inf logit.  Not computed as CE - H (which
+    would cancel).  reduction: "mean" over rows (PyTorch's "batchmean", also accepted by that
+    name; PyTorch's own "mean" divides by the number of elements instead), "sum", or "none"
+    (shape targets.shape[:-1]).  accum, out, num_threads: as in :func:`softmax_cross_entropy`.
+    Returns a numpy scalar of the dtype (or an array for "none", or ``out``).
+    """
+    t = _array(targets, "targets")
+    x = _array(logits, "logits")
+    fmt = _formats.of(x)
+    _same_format(t, "targets", fmt, "logits")
+    if t.shape != x.shape:
+        raise ValueError(f"targets {t.shape} and logits {x.shape} must have the same shape")
+    reduction, fmt, arith, rows = _reduce_rows_args(x, "logits", reduction, accum,
+                                                    _REDUCTIONS + ("batchmean",))
+    t_rows = _rows(t, "targets")
+    buf, shape = _loss_out(out, reduction, x.shape[:-1], fmt, [("targets", t), ("logits", x)])
+    _check_probabilities(t_rows, fmt, "targets")
+    n = rows.shape[0]
+    batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
+    row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
+    kernel = getattr(_kernels(), f"kl_divergence_{fmt.short}_{arith.short}")
+    kernel(_kernel_view(t_rows, fmt), _kernel_view(rows, fmt), _kernels().REDUCTIONS[reduction],
+           batch, _kernel_view(buf, fmt), row_loss, _threads(num_threads, rows.size))
+    return _result(out, buf, shape)
+
+
+def entropy(probs, *, reduction="mean", accum=None, out=None, num_threads=None):
+    """Entropy H(p) = -sum_i p_i log p_i per row (0 log 0 = 0).
+
+    probs: (..., C) probability rows (finite, >= 0, summing to 1 within (C + 1) u_S).  Per row:
+    pairwise_A(p_i > 0 ? R(p_i * R(-log_A(p_i))) : 0), every term >= 0.  reduction: "mean" over
+    rows, "sum", or "none" (shape probs.shape[:-1]).  accum, out, num_threads: as in
+    :func:`softmax_cross_entropy`.  Returns a numpy scalar of the dtype (or an array, or ``out``).
+    """
+    p = _array(probs, "probs")
+    reduction, fmt, arith, rows = _reduce_rows_args(p, "probs", reduction, accum)
+    buf, shape = _loss_out(out, reduction, p.shape[:-1], fmt, [("probs", p)])
+    _check_probabilities(rows, fmt, "probs")
+    n = rows.shape[0]
+    batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
+    row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
+    kernel = getattr(_kernels(), f"entropy_{fmt.short}_{arith.short}")
+    kernel(_kernel_view(rows, fmt), _kernels().REDUCTIONS[reduction], batch,
+           _kernel_view(buf, fmt), row_loss, _threads(num_threads, rows.size))
+    return _result(out, buf, shape)
