@@ -1,0 +1,290 @@
+"""The soft-target stall study: exact-excess evaluator, theory, an end-to-end smoke run, determinism."""
+import csv
+import math
+import sys
+from pathlib import Path
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import precision as pr
+from precision.study import SerialExecutor, Study, run_study
+from precision.study import store as study_store
+from precision.study import theory
+from precision.study.problems import excess_kl_rows, make_problem
+from precision.study.soft_target import run_cell, summarize
+
+LINEAR_PROBLEMS = ["bias-only", "linear", "linear-noisy"]
+
+
+# ----------------------------------------------------------------------------- exact excess
+
+def _kl_mp(p_star, delta, dps=80):
+    with mpmath.workdps(dps):
+        total = []
+        for ps, d in zip(p_star.tolist(), delta.tolist()):
+            ps = [mpmath.mpf(v) for v in ps]
+            s = mpmath.fsum(ps)
+            ps = [v / s for v in ps]
+            z = [mpmath.mpf(v) for v in d]
+            lse = mpmath.log(mpmath.fsum(p * mpmath.exp(v) for p, v in zip(ps, z)))
+            total.append(lse - mpmath.fsum(p * v for p, v in zip(ps, z)))
+        return total
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 2**32 - 1), scale_exp=st.integers(-17, 1))
+def test_kl_rows_match_mpmath(seed, scale_exp):
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(4), size=3)
+    # (large row shifts are removed exactly before this function: Problem.excess, tested below)
+    delta = rng.normal(size=(3, 4)) * 10.0 ** scale_exp
+    ours = excess_kl_rows(p / p.sum(axis=1, keepdims=True), delta)
+    exact = _kl_mp(p, delta)
+    for a, b in zip(ours, exact):
+        assert a == pytest.approx(float(b), rel=1e-12, abs=0.0)
+
+
+@pytest.mark.parametrize("name", LINEAR_PROBLEMS)
+@settings(max_examples=6)
+@given(seed=st.integers(0, 2**32 - 1), scale_exp=st.integers(-16, -1))
+def test_excess_matches_mpmath_including_tiny_excess(name, seed, scale_exp):
+    problem = make_problem(name, 0)
+    rng = np.random.default_rng(seed)
+    w = problem.w_star + rng.normal(size=problem.w_star.shape) * 10.0 ** scale_exp
+    ours = problem.excess({"w": w})
+    exact = problem.excess_mp({"w": w}, dps=80)
+    assert exact > 0
+    assert ours == pytest.approx(float(exact), rel=1e-12)
+
+
+def test_naive_difference_cancels_where_the_evaluator_does_not():
+    problem = make_problem("linear-noisy", 0)
+    w = problem.w_star + 1e-12 * np.random.default_rng(3).normal(size=problem.w_star.shape)
+    exact = float(problem.excess_mp({"w": w}, dps=80))
+    z = problem.x @ w
+    lse = np.log(np.exp(z).sum(axis=1))
+    naive = float(np.mean(np.sum(problem.targets * (lse[:, None] - z), axis=1))) - problem.min_loss64
+    assert abs(naive - exact) > 100 * exact          # float64 CE − L* is noise at this excess
+    assert problem.excess({"w": w}) == pytest.approx(exact, rel=1e-12)
+
+
+def test_problem_data_is_exact_in_every_format():
+    for name in ("bias-only", "linear", "linear-noisy", "linear-ill-conditioned"):
+        problem = make_problem(name, 0, 1e4 if name == "linear-ill-conditioned" else None)
+        assert np.allclose(problem.targets.sum(axis=1), 1.0, rtol=0, atol=0)
+        for fmt in pr.FORMATS:
+            for arr in (problem.x, problem.targets, problem.init["w"]):
+                assert np.array_equal(fmt.round(arr).astype(np.float64), arr)
+        assert problem.info["optimum_gradient_residual"] < 1e-40
+
+
+# ----------------------------------------------------------------------------- theory
+
+def test_loss_resolution_and_freeze_prediction():
+    assert theory.loss_resolution(1.0266190072458234, "float32") == 2.0 ** -23
+    assert theory.loss_resolution(0.75, "bfloat16") == 2.0 ** -8
+    assert theory.predicted_excess_at_loss_freeze(1.5, "float16") == 1.5 * 2.0 ** -11
+
+
+def test_swamping_floor_hand_case():
+    # one parameter w* = 1.5 in float16: ulp = 2^-10, s = ulp/(2 lr) = 2^-11 (lr = 1); H = [[1]]
+    assert theory.swamping_floor(np.eye(1), np.array([1.5]), 1.0, "float16") == pytest.approx(
+        0.5 * 2.0 ** -22 / 3)
+    # momentum 0.75 shrinks the threshold by 4 (the floor by 16); lr = 2 by another 2 (4)
+    assert theory.swamping_floor(np.eye(1), np.array([1.5]), 2.0, "float16", momentum=0.75) == \
+        pytest.approx(0.5 * 2.0 ** -22 / 3 / 64)
+
+
+def test_gradient_and_representation_floors_hand_case():
+    # bias-only, two classes at p* = (1/2, 1/2): H = 1/4 [[1, -1], [-1, 1]], H⁺ = [[1, -1], [-1, 1]]
+    hessian = 0.25 * np.array([[1.0, -1.0], [-1.0, 1.0]])
+    x = np.ones((8, 1))
+    p_star = np.full((8, 2), 0.5)
+    # float16: ulp(1/2) = 2^-11, error variance 2^-22/12 per class, E = ½ (1 + 1) 2^-22/12
+    assert theory.gradient_resolution_floor(x, p_star, hessian, "float16", shared_prediction=True) == \
+        pytest.approx(2.0 ** -22 / 12)
+    # independent rows average: variance / N
+    assert theory.gradient_resolution_floor(x, p_star, hessian, "float16", shared_prediction=False) == \
+        pytest.approx(2.0 ** -22 / 12 / 8)
+    # rounding w* = (1.5, 1.5) in float16: ½ Σ H_ii ulp²/12 = ½ · 2 · ¼ · 2^-20/12
+    assert theory.representation_floor(hessian, np.array([1.5, 1.5]), "float16") == \
+        pytest.approx(2.0 ** -22 / 12)
+
+
+# ----------------------------------------------------------------------------- runs
+
+def _cell(**kw):
+    cell = {"problem": "bias-only", "condition": None, "format": "float32", "accumulate": "float32",
+            "optimizer": "gd", "state_format": "float32", "variant": "plain", "seed": 0,
+            "iterations": 120, "size": "quick"}
+    cell.update(kw)
+    return cell
+
+
+def test_cell_is_deterministic():
+    params = _cell(format="bfloat16", accumulate="float32", state_format="bfloat16", iterations=80)
+    first = study_store.encode(run_cell(dict(params)))
+    second = study_store.encode(run_cell(dict(params)))
+    assert first == second
+
+
+def test_gd_float32_bias_only_freezes_near_Hu_and_floors_at_u_squared():
+    result = run_cell(_cell(iterations=400))
+    u = 2.0 ** -24
+    assert result["loss_freeze_iteration"] is not None
+    assert 0.01 < result["excess_at_loss_freeze"] / (result["min_loss"] * u) < 100
+    assert result["floor_status"] == "plateau"
+    assert result["excess_floor"] < 10 * u * u           # far below the loss-resolution floor
+    assert np.all(np.diff(result["eval_iterations"]) > 0)
+
+
+def test_smoke_tiny_grid_end_to_end(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+    import soft_target_stall
+
+    cells = [_cell(iterations=60), _cell(optimizer="lbfgs", state_format="float64", iterations=20),
+             _cell(problem="linear", format="float16", accumulate="float16", state_format="float16",
+                   iterations=60),
+             _cell(optimizer="adam", format="bfloat16", accumulate="bfloat16", state_format="float32",
+                   iterations=40),
+             _cell(problem="mlp", format="float16", accumulate="float16", state_format="float16",
+                   iterations=40)]
+    study = Study("soft-target-stall", cells, run_cell, summarize, soft_target_stall.report,
+                  version="test")
+    results = run_study(study, tmp_path, executor=SerialExecutor(), resume=False)
+    assert results.ok, (results.failures, results.report_error)
+    assert (tmp_path / "report.md").read_text().startswith("# Where soft-target training stalls")
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(cells)
+    required = {"problem", "format", "accumulate", "optimizer", "state_format", "loss_freeze_iteration",
+                "excess_at_loss_freeze", "excess_floor", "floor_iteration", "loss_resolution",
+                "unit_roundoff", "predicted_floor", "predicted_excess_at_loss_freeze", "floor_ratio",
+                "freeze_ratio", "predicted_swamping_floor", "predicted_gradient_floor"}
+    assert required <= set(rows[0])
+    assert float(rows[0]["unit_roundoff"]) == 2.0 ** -24
+    assert [r["problem"] for r in rows].count("mlp") == 1
+    assert list((tmp_path / "plots").glob("*.png"))
+
+
+def test_grid_declares_every_problem_and_optimizer():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+    import soft_target_stall
+
+    quick = soft_target_stall.grid()
+    assert {c["problem"] for c in quick} == {"bias-only", "linear", "linear-noisy",
+                                             "linear-ill-conditioned", "mlp"}
+    mlp = {(c["format"], c["optimizer"], c["state_format"]) for c in quick if c["problem"] == "mlp"}
+    for fmt in ("float16", "bfloat16", "float32", "float64"):
+        assert {(fmt, "gd", fmt), (fmt, "lbfgs", "float64")} <= mlp
+        assert (fmt, "adam", "float32" if fmt != "float64" else "float64") in mlp
+    assert {c["optimizer"] for c in quick} == {"gd", "momentum", "adam", "lbfgs"}
+    assert {c["variant"] for c in quick} == {"plain", "exact-gradient", "master-f64"}
+    only = soft_target_stall.grid(formats=["float32"])
+    assert {c["format"] for c in only} == {"float32"}
+    assert len(soft_target_stall.grid(full=True)) > len(quick)
+
+
+def test_post_numbers():
+    from precision.study.report_soft_target import post_numbers
+
+    numbers = post_numbers()
+    exact_h = float(numbers["exact"]["entropy"])
+    assert abs(exact_h - 1.0266190072458234) < float(numbers["exact"]["entropy_uncertainty"])
+    assert numbers["formats"]["float64"]["entropy"] == pytest.approx(exact_h, rel=4e-16)
+    assert numbers["formats"]["float32"]["ulp_at_entropy"] == 2.0 ** -23
+    assert math.isclose(float(numbers["quoted"]["kl"]), 1.026805558049737 - 1.0266190072458234,
+                        rel_tol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the realizable MLP
+
+def _mlp_perturbed(problem, rng, scale):
+    return {k: v + rng.normal(size=v.shape) * scale for k, v in problem.mlp_star.items()}
+
+
+@settings(max_examples=8)
+@given(seed=st.integers(0, 2**32 - 1), scale_exp=st.integers(-16, -1))
+def test_mlp_excess_matches_mpmath_including_tiny_excess(seed, scale_exp):
+    problem = make_problem("mlp", 0)
+    params = _mlp_perturbed(problem, np.random.default_rng(seed), 10.0 ** scale_exp)
+    exact = problem.excess_mp(params, dps=80)       # mean CE in mpmath − mean H(t) (OPT_DPS digits)
+    assert exact > 0
+    assert problem.excess(params) == pytest.approx(float(exact), rel=1e-12)
+
+
+def test_mlp_excess_of_the_start_and_of_format_parameters():
+    problem = make_problem("mlp", 0)
+    assert problem.excess(problem.init) == pytest.approx(float(problem.excess_mp(problem.init)),
+                                                         rel=1e-12)
+    assert problem.excess(problem.init) > 0.01       # the run has a long way to go
+    for fmt in pr.FORMATS:                            # the teacher rounded to each format
+        params = {k: fmt.round(v) for k, v in problem.mlp_star.items()}
+        exact = float(problem.excess_mp(params, dps=80))
+        # rounding costs O(u²): of the order of the representation prediction ½ Σ H_ii ulp(θ*_i)²/12
+        assert 0 < exact < 20 * theory.representation_floor(problem.hessian, problem.w_star, fmt)
+        assert problem.excess(params) == pytest.approx(exact, rel=1e-12)
+
+
+def test_mlp_problem_is_realizable_with_known_minimum():
+    problem = make_problem("mlp", 0)
+    # data, targets and start exact in every format; targets k/64 summing to exactly 1
+    assert np.array_equal(problem.targets.sum(axis=1), np.ones(problem.n_rows))
+    assert np.array_equal(problem.targets * 64, np.round(problem.targets * 64))
+    for fmt in pr.FORMATS:
+        for arr in (problem.x, problem.targets, *problem.init.values()):
+            assert np.array_equal(fmt.round(arr).astype(np.float64), arr)
+    # min CE = mean entropy of the targets, recomputed independently
+    with mpmath.workdps(60):
+        rows = [-mpmath.fsum(mpmath.mpf(v) * mpmath.log(mpmath.mpf(v)) for v in row)
+                for row in problem.targets.tolist()]
+        assert abs(mpmath.fsum(rows) / problem.n_rows - problem.min_loss) < mpmath.mpf(10) ** -55
+        # the teacher (its second layer at 60 digits) reproduces the targets: CE(θ*) = min CE
+        w1, b1 = problem.mlp_star["w1"], problem.mlp_star["b1"]
+        w2, b2 = problem.mlp_star_mp["w2"], problem.mlp_star_mp["b2"]
+        worst = mpmath.mpf(0)
+        for xr, tr in zip(problem.x.tolist(), problem.targets.tolist()):
+            pre = [mpmath.fsum(mpmath.mpf(xj) * mpmath.mpf(w1[j, k]) for j, xj in enumerate(xr))
+                   + mpmath.mpf(b1[k]) for k in range(w1.shape[1])]
+            assert min(abs(v) for v in pre) >= 0.125          # no ReLU kink at the optimum
+            hid = [max(v, 0) for v in pre]
+            z = [mpmath.fsum(h * w2[k][c] for k, h in enumerate(hid)) + b2[c] for c in range(len(b2))]
+            s = mpmath.fsum(mpmath.exp(v) for v in z)
+            worst = max(worst, max(abs(mpmath.exp(v) / s - mpmath.mpf(t)) for v, t in zip(z, tr)))
+        assert worst < mpmath.mpf(10) ** -50
+    assert problem.excess(problem.mlp_star) < 1e-28   # float64 rounding of W2, b2 only
+
+
+def test_mlp_kernel_gradient_matches_exact():
+    from precision.study.soft_target import _Model
+
+    problem = make_problem("mlp", 0)
+    params = _mlp_perturbed(problem, np.random.default_rng(1), 0.05)
+    exact = np.array([float(v) for v in problem.gradient_mp(params)])
+    f64 = pr.float64
+    loss, grads = _Model(problem, f64, f64).loss_and_grads({k: v.copy() for k, v in params.items()})
+    ours = np.concatenate([np.ravel(grads[k]) for k in ("w1", "b1", "w2", "b2")])
+    assert np.max(np.abs(ours - exact)) < 1e-15 * np.max(np.abs(exact)) * 10
+    assert float(loss) == pytest.approx(float(problem.loss_mp(params)), rel=1e-15)
+    from precision.study.problems import mlp_gradient64
+    g64 = mlp_gradient64(problem.x, problem.targets, params)
+    assert np.allclose(np.concatenate([np.ravel(g64[k]) for k in ("w1", "b1", "w2", "b2")]), exact,
+                       rtol=0, atol=1e-14 * np.max(np.abs(exact)))
+
+
+def test_mlp_smoke_cells():
+    gd = run_cell(_cell(problem="mlp", format="bfloat16", accumulate="bfloat16",
+                        state_format="bfloat16", iterations=300))
+    excess = np.asarray(gd["exact_excess"])
+    assert np.isfinite(excess).all() and excess[-1] < excess[0] / 10
+    assert gd["loss_freeze_iteration"] is not None
+    assert math.isfinite(gd["predicted_swamping_floor"]) and math.isfinite(gd["predicted_floor"])
+    assert len(gd["grad_rel_error"]) > 0
+    lbfgs = run_cell(_cell(problem="mlp", optimizer="lbfgs", state_format="float64", iterations=30))
+    assert lbfgs["exact_excess"][-1] < lbfgs["exact_excess"][0]
+    row = summarize(_cell(problem="mlp"), gd)
+    assert row["excess_floor"] == gd["excess_floor"]
