@@ -263,10 +263,22 @@ class Optimizer:
         names = list(self._DEFAULTS[self.convention]) + list(self._FLAGS)
         return {name: getattr(self, name) for name in names}
 
+    _FIXED = ("convention", "state_format", "master_weights", "update", "seed")
+
     def __setattr__(self, name, value):
+        ready = getattr(self, "_ready", False)
+        if ready and name in self._FIXED:
+            raise AttributeError(
+                f"{name} is fixed when the optimizer is created (make a new one, or restore one "
+                f"with load_state_dict)")
+        if ready and name == "num_threads":
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
+                    or value < 1:
+                raise ValueError(f"num_threads must be an integer >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
+            return
         # hyperparameters may change between steps (learning-rate schedules): re-validate
-        if getattr(self, "_ready", False) and (name in self._DEFAULTS[self.convention]
-                                               or name in self._FLAGS):
+        if ready and (name in self._DEFAULTS[self.convention] or name in self._FLAGS):
             old = getattr(self, name)
             if name in self._FLAGS:
                 value = _check_bool(name, value)

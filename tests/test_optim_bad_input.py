@@ -215,6 +215,18 @@ def test_setting_a_bad_hyperparameter_keeps_the_old_one():
         assert getattr(opt, name) == old
 
 
+def test_settings_are_fixed_after_construction():
+    opt = optim.Adam()
+    for name, value in (("convention", "keras"), ("state_format", "float64"),
+                        ("master_weights", True), ("update", "kahan"), ("seed", 3)):
+        with pytest.raises(AttributeError, match="fixed"):
+            setattr(opt, name, value)
+    with pytest.raises(ValueError, match="num_threads"):
+        opt.num_threads = 0
+    opt.num_threads = 1
+    assert opt.convention == "torch" and opt.update == "nearest" and opt.num_threads == 1
+
+
 # ------------------------------------------------------------------ state dicts
 def test_bad_state_dicts_change_nothing():
     p = fresh()
