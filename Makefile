@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SOURCES := $(wildcard kernels/*.pyx.tp kernels/*.pxd kernels/*.h kernels/*.py) setup.py pyproject.toml
+# While developing, `PRECISION_ONLY=losses .venv/bin/python setup.py build_ext --inplace` rebuilds one module.
 
 .PHONY: test study study-full bench clean build
 
@@ -13,13 +14,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# The editable install compiles the kernels in place; it reruns whenever a kernel source changes.
 $(STAMP): $(BIN)/python $(SOURCES)
 	$(BIN)/python -m pip install -q "setuptools>=77" wheel "Cython>=3.0" "numpy>=2"
 	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
 build: $(STAMP)
-	$(BIN)/python setup.py -q build_ext --inplace -j 2
 
 test: build
 	$(BIN)/python -m pytest -q tests --ignore=tests/bench
@@ -31,7 +32,7 @@ study-full: build
 	$(BIN)/precision study soft-target-stall --full
 
 bench: build
-	$(BIN)/python -m pip install -q ".[peers]" || echo "torch not installed: benchmarks skip the torch rows"
+	@$(BIN)/python -c "import torch" 2>/dev/null || echo "torch is not installed: the torch rows are skipped (.venv/bin/pip install torch to add them)"
 	$(BIN)/python -m pytest tests/bench --benchmark-only --benchmark-columns=median,iqr,rounds
 
 clean:
