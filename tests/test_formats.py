@@ -187,8 +187,8 @@ def test_build_flags_keep_the_arithmetic_contract():
     setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
     args = setup[setup.index("COMPILE_ARGS = ["): setup.index("]", setup.index("COMPILE_ARGS = ["))]
     assert '"-ffp-contract=off"' in args
-    for bad in ("-ffast-math", "-Ofast", "-funsafe-math-optimizations", "-fassociative-math"):
-        assert bad not in args
+    for forbidden in ("-ffast-math", "-Ofast", "-funsafe-math-optimizations", "-fassociative-math"):
+        assert forbidden not in args
 
 
 def test_rounding_overflow_is_silent_and_correct():
