@@ -64,7 +64,9 @@ probabilities) must be finite, >= 0 and sum to 1 per row within (C + 1) u_S, whe
 unit roundoff of the storage format (u = 2^-11 float16, 2^-8 bfloat16, 2^-24 float32, 2^-53
 float64): that is the error bound of normalising a row in S (C - 1 roundings in its sum, one in
 each division), so rows normalised in S pass and genuinely unnormalised rows do not.  The kernels
-use each row's actual sum T, so the gradient is the true gradient of the loss as computed.
+use each row's actual sum T, so the gradient is the true gradient of the loss as computed.  (When
+no ``out``/``grad_out`` is given, softmax_cross_entropy checks each target row inside the kernel,
+while the row is in cache, and a bad row voids the call: only buffers of its own were written.)
 """
 from __future__ import annotations
 
@@ -209,17 +211,22 @@ def _check_out(out, name: str, shape, fmt, inputs) -> np.ndarray:
     return out
 
 
-def _check_probabilities(rows: np.ndarray, fmt, name: str) -> None:
-    """Finite, non-negative rows summing to 1 within (C + 1) u_S (module docstring)."""
-    c = rows.shape[1]
-    # plus the check's own rounding error: 8 lanes of about C/8 additions, then 3 levels, in
-    # float for the 16-bit formats and double otherwise (far below (C + 1) u_S either way)
+def _probability_tolerance(fmt, c: int) -> float:
+    """(C + 1) u_S (module docstring), plus the check's own rounding error: 8 lanes of about
+    C/8 additions, then 3 levels, in float for the 16-bit formats and double otherwise (far
+    below (C + 1) u_S either way)."""
     check_unit = 2.0 ** -24 if fmt.bits == 16 else 2.0 ** -53
-    tolerance = (c + 1) * fmt.u + (c / 8 + 4) * check_unit * 2
-    check = getattr(_kernels(), f"check_probabilities_{fmt.short}")
-    code, row = check(_kernel_view(rows, fmt), tolerance)
-    if code == 0:
+    return (c + 1) * fmt.u + (c / 8 + 4) * check_unit * 2
+
+
+def _raise_for_codes(codes: np.ndarray, rows: np.ndarray, fmt, name: str) -> None:
+    """ValueError for the first row whose check code (see check_probabilities_*) is not 0."""
+    bad = np.flatnonzero(codes)
+    if bad.size == 0:
         return
+    row = int(bad[0])
+    code = int(codes[row])
+    c = rows.shape[1]
     values = rows[row].astype(np.float64)
     if code == 1:
         raise ValueError(f"{name} row {row} contains NaN or infinity")
@@ -229,6 +236,14 @@ def _check_probabilities(rows: np.ndarray, fmt, name: str) -> None:
         f"{name} row {row} sums to {math.fsum(values)!r}, not 1: rows must be probability "
         f"distributions (|sum - 1| <= (C + 1) * u = {(c + 1) * fmt.u:.3g} for C = {c} in "
         f"{fmt.name})")
+
+
+def _check_probabilities(rows: np.ndarray, fmt, name: str, num_threads: int) -> None:
+    """Finite, non-negative rows summing to 1 within (C + 1) u_S (module docstring)."""
+    check = getattr(_kernels(), f"check_probabilities_{fmt.short}")
+    codes = np.empty(rows.shape[0], dtype=np.uint8)
+    check(_kernel_view(rows, fmt), _probability_tolerance(fmt, rows.shape[1]), codes, num_threads)
+    _raise_for_codes(codes, rows, fmt, name)
 
 
 def _batch_divisor(n_rows: int, arith) -> float:
@@ -412,8 +427,12 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
         _check_out(grad_out, "grad_out", x.shape, fmt, inputs)
     buf, shape = _loss_out(out, reduction, lead, fmt,
                            inputs + [("grad_out", grad_out)])
-    if soft:
-        _check_probabilities(soft_rows, fmt, "targets")
+    threads = _threads(num_threads, n * c)
+    # soft targets are validated before anything is written; when every output buffer is our
+    # own, the kernel checks each row while it has it in cache and a bad row voids the call
+    fused_check = soft and out is None and grad_out is None
+    if soft and not fused_check:
+        _check_probabilities(soft_rows, fmt, "targets", threads)
     smooth, c1, c2 = _label_smoothing(label_smoothing, arith, c)
     # every check has passed: from here on only warnings and writes
     batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
@@ -421,6 +440,7 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
     if return_grad:
         grad = grad_out if grad_out is not None else np.empty(x.shape, dtype=fmt.dtype)
     row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
+    codes = np.empty(n, dtype=np.uint8) if fused_check else None
     kernel = getattr(_kernels(), f"softmax_cross_entropy_{fmt.short}_{arith.short}")
     kernel(
         _kernel_view(rows, fmt),
@@ -430,8 +450,11 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
         _kernels().REDUCTIONS[reduction], batch,
         _kernel_view(buf, fmt), row_loss,
         None if grad is None else _kernel_view(grad.reshape(n, c), fmt),
-        _threads(num_threads, n * c),
+        threads,
+        codes, _probability_tolerance(fmt, c),
     )
+    if fused_check:
+        _raise_for_codes(codes, soft_rows, fmt, "targets")
     loss = _result(out, buf, shape)
     return (loss, grad) if return_grad else loss
 
@@ -468,13 +491,14 @@ def kl_divergence(targets, logits, *, reduction="mean", accum=None, out=None, nu
                                                     _REDUCTIONS + ("batchmean",))
     t_rows = _rows(t, "targets")
     buf, shape = _loss_out(out, reduction, x.shape[:-1], fmt, [("targets", t), ("logits", x)])
-    _check_probabilities(t_rows, fmt, "targets")
+    threads = _threads(num_threads, rows.size)
+    _check_probabilities(t_rows, fmt, "targets", threads)
     n = rows.shape[0]
     batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
     row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
     kernel = getattr(_kernels(), f"kl_divergence_{fmt.short}_{arith.short}")
     kernel(_kernel_view(t_rows, fmt), _kernel_view(rows, fmt), _kernels().REDUCTIONS[reduction],
-           batch, _kernel_view(buf, fmt), row_loss, _threads(num_threads, rows.size))
+           batch, _kernel_view(buf, fmt), row_loss, threads)
     return _result(out, buf, shape)
 
 
@@ -489,11 +513,12 @@ def entropy(probs, *, reduction="mean", accum=None, out=None, num_threads=None):
     p = _array(probs, "probs")
     reduction, fmt, arith, rows = _reduce_rows_args(p, "probs", reduction, accum)
     buf, shape = _loss_out(out, reduction, p.shape[:-1], fmt, [("probs", p)])
-    _check_probabilities(rows, fmt, "probs")
+    threads = _threads(num_threads, rows.size)
+    _check_probabilities(rows, fmt, "probs", threads)
     n = rows.shape[0]
     batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
     row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
     kernel = getattr(_kernels(), f"entropy_{fmt.short}_{arith.short}")
     kernel(_kernel_view(rows, fmt), _kernels().REDUCTIONS[reduction], batch,
-           _kernel_view(buf, fmt), row_loss, _threads(num_threads, rows.size))
+           _kernel_view(buf, fmt), row_loss, threads)
     return _result(out, buf, shape)

@@ -24,7 +24,8 @@ from precision.exact import emulate
 from precision._kernels import _primitives, load
 
 # finite logits whose intermediates stay within every format's range (bounds hold for these)
-LOGIT_KINDS = ("normal", "small", "wide", "ties", "equal", "huge_spread", "near_max", "one_hot_like")
+LOGIT_KINDS = ("normal", "small", "wide", "ties", "equal", "huge_spread", "near_max",
+               "one_hot_like")
 # logits for which only IEEE propagation is promised (bit-identity with the emulation)
 SPECIAL_LOGIT_KINDS = ("overflowing_spread", "specials")
 TARGET_KINDS = ("dirichlet", "sparse", "one_hot", "uniform", "subnormal", "softmax")

@@ -260,3 +260,28 @@ def test_infinite_and_nan_logits_are_not_errors():
         losses.softmax_cross_entropy(x, np.array([0, 1, 0]), return_grad=True)
         losses.softmax(x)
         losses.kl_divergence(np.full((3, 2), 0.5), x)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16, F32, F64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("given_out", [False, True], ids=["own buffers", "out given"])
+def test_target_checks_agree_inside_and_before_the_kernel(dtype, given_out):
+    """Without out/grad_out the kernel checks the targets itself (no separate pass); with them
+    a pass runs first.  The same rows are rejected with the same message either way."""
+    fmt = pr.format(dtype)
+    x = logits(3, 4, dtype)
+    good = np.full((3, 4), 0.25)
+    for row, bad_row, match in ((1, [0.5, np.nan, 0.25, 0.25], "row 1 contains NaN"),
+                                (2, [0.5, -0.25, 0.5, 0.25], r"row 2 has a negative value"),
+                                (0, [0.5, 0.25, 0.125, 0.0], "row 0 sums to 0.875")):
+        t = good.copy()
+        t[row] = bad_row
+        with np.errstate(invalid="ignore"):
+            t = fmt.round(t)
+        kwargs = {}
+        if given_out:
+            kwargs = dict(out=np.full((), SENTINEL, dtype), return_grad=True,
+                          grad_out=np.full((3, 4), SENTINEL, dtype))
+        with pytest.raises(ValueError, match=match):
+            losses.softmax_cross_entropy(x, t, **kwargs)
+        if given_out:
+            assert (kwargs["out"] == SENTINEL).all() and (kwargs["grad_out"] == SENTINEL).all()
