@@ -42,13 +42,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from fractions import Fraction
 
 import gmpy2
 import numpy as np
 
 from . import formats as _formats
-from .exact.emulate import clamp_mpf_exponent
 
 __all__ = ["ulp_error", "relative_error", "bits_error", "compare", "Comparison"]
 
@@ -123,45 +121,21 @@ class _Exact:
 
 
 def _to_rational(v):
-    """An exact value as an mpq, or as a float for NaN and ±inf."""
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError("booleans are not exact values")
+    """An exact value as an mpq, or as a float for NaN and ±inf.
+
+    A value beyond 2^±EXACT_EXPONENT_LIMIT, far outside every format, comes with its exponent
+    moved to that bound (:func:`precision.formats.exact_gmpy`): every metric here is the same.
+    """
     if isinstance(v, float) or isinstance(v, np.floating):
         v = float(v)
         return v if not math.isfinite(v) else gmpy2.mpq(v)
-    if isinstance(v, Fraction):
-        return gmpy2.mpq(v.numerator, v.denominator)
-    name = type(v).__name__
-    if name == "mpq":
-        return v
-    if isinstance(v, int) or name == "mpz" or isinstance(v, np.integer):
-        return gmpy2.mpq(int(v))
-    if name == "mpfr":
-        if not gmpy2.is_finite(v):
-            return float(v)
-        if gmpy2.is_zero(v):
-            return gmpy2.mpq(0)
-        mantissa, exponent = v.as_mantissa_exp()
-        mantissa = int(mantissa)
-        return _dyadic(mantissa < 0, abs(mantissa), int(exponent))
-    if isinstance(v, np.generic) and v.dtype.kind == "V":  # bfloat16 scalar
-        return _to_rational(float(v))
-    mpf_tuple = getattr(v, "_mpf_", None)
-    if mpf_tuple is not None:
-        sign, man, exp, bc = mpf_tuple
-        if not man:
-            return gmpy2.mpq(0) if (exp == 0 and bc == 0) else float(v)  # zero, or inf/nan
-        return _dyadic(sign, int(man), int(exp))
-    raise TypeError(f"cannot take a {name} as an exact value")
-
-
-def _dyadic(negative, man, exp):
-    """±man·2^exp as an mpq; magnitudes beyond 2^±4096, far outside every format, are moved
-    to that bound with their mantissa kept, which changes none of the metrics (see
-    precision.exact.emulate.clamp_mpf_exponent)."""
-    _, man, exp, _ = clamp_mpf_exponent((negative, man, exp, man.bit_length()))
-    q = gmpy2.mpq(-man if negative else man)
-    return q * gmpy2.mpq(2) ** exp if exp >= 0 else q / gmpy2.mpq(2) ** (-exp)
+    try:
+        exact = _formats.exact_gmpy(v)
+    except TypeError as error:
+        raise TypeError(f"exact values must be real numbers: {error}") from None
+    if type(exact).__name__ == "mpfr" and not gmpy2.is_finite(exact):
+        return float(exact)
+    return gmpy2.mpq(exact)
 
 
 def _prepare(computed, exact):

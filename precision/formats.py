@@ -3,7 +3,8 @@
 A :class:`Format` knows its IEEE-754 parameters and rounds values into itself correctly: once, to
 nearest with ties to even, with subnormals and overflow to +-inf.  ``round`` accepts float arrays
 and scalars *and* exact values (Python ints, ``Fraction``, mpmath ``mpf``, gmpy2 ``mpfr``, or
-object arrays of them), so an exact reference can be rounded to any format in one step.
+object arrays of them), so an exact reference can be rounded to any format in one step, whatever
+its magnitude (mpmath's exponents are unbounded: exp(-1e308) rounds to 0, see ``exact_gmpy``).
 
 Two traps this module avoids (tests prove both):
 
@@ -35,6 +36,10 @@ __all__ = [
     "format",
     "of",
     "round_scalar",
+    "exact_gmpy",
+    "EXACT_EXPONENT_LIMIT",
+    "ARITHMETIC_FOR",
+    "arithmetic_format",
 ]
 
 
@@ -156,9 +161,8 @@ class Format:
         ctx = self.context()
         flat = arr.reshape(-1)
         vals = np.empty(flat.shape[0], dtype=np.float64)
-        with ctx:
-            for i, v in enumerate(flat):
-                vals[i] = float(gmpy2.mpfr(_to_gmpy(v)))
+        for i, v in enumerate(flat):
+            vals[i] = float(gmpy2.mpfr(exact_gmpy(v), 0, ctx))
         # every value now lies on this format's grid, so this cast is exact
         return self._round_float(vals.reshape(arr.shape))
 
@@ -248,33 +252,68 @@ def _is_exact_scalar(x) -> bool:
         or type(x).__module__.startswith(("mpmath", "gmpy2"))
 
 
-_BIG = gmpy2.context(precision=4096, emin=-(1 << 30), emax=1 << 30)
+# An exact value of magnitude beyond 2^+-EXACT_EXPONENT_LIMIT lies far outside every format here
+# (float64 spans 2^-1075 .. 2^1024, the least and greatest magnitudes that do not round to 0
+# and inf).  Moving its exponent to that bound, mantissa and sign kept, changes neither its
+# rounding into any format (still +-inf or +-0) nor any float64 error metric of precision.errors
+# (the parts it shrinks or grows stay below half a float64 ulp of the result, same sign).
+EXACT_EXPONENT_LIMIT = 4096
+# MPFR numbers carry a C long exponent, and gmpy2 keeps them within about +-2^30.
+_MPFR_EXPONENT_LIMIT = 1 << 29
+_WIDE = gmpy2.context(precision=2, emin=-(1 << 30), emax=1 << 30)
 
 
-def _to_gmpy(v):
-    """An exact gmpy2 number (or an mpfr of enough precision) for any supported value."""
-    if isinstance(v, (float, np.floating)):
-        return gmpy2.mpfr(float(v), 53) if np.isfinite(v) else gmpy2.mpfr(float(v))
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError("booleans are not numbers to round")
-    if isinstance(v, numbers.Integral):
-        return gmpy2.mpz(int(v))
-    if isinstance(v, Fraction):
-        return gmpy2.mpq(v.numerator, v.denominator)
-    mod = type(v).__module__
-    if mod.startswith("gmpy2"):
-        return v
-    if mod.startswith("mpmath"):
-        mpf_tuple = getattr(v, "_mpf_", None)
-        if mpf_tuple is None:
-            raise TypeError(f"cannot round {type(v).__name__} (complex?) into a real format")
-        sign, man, exp, bc = mpf_tuple
-        if man == 0:  # zero, inf and nan: a zero mantissa with special exponents
-            return gmpy2.mpfr(float(v))
-        with gmpy2.context(_BIG, precision=max(int(bc), 2)):
-            m = gmpy2.mpfr(gmpy2.mpz(-man if sign else man))
-            return gmpy2.mul_2exp(m, int(exp))
-    raise TypeError(f"cannot round a {type(v).__name__} into a float format")
+def exact_gmpy(value, *, clamp: bool = True):
+    """``value`` as an exact gmpy2 number: an ``mpz``, ``mpq`` or ``mpfr`` equal to it.
+
+    Accepts Python and numpy ints and floats (bfloat16 included), ``Fraction``, mpmath ``mpf``
+    and gmpy2 ``mpz``/``mpq``/``mpfr`` (NaN and +-inf as mpfr).  Booleans and complex values:
+    TypeError.  A binary value +-m*2^e of magnitude 2^E = |value| beyond 2^+-EXACT_EXPONENT_LIMIT
+    (an mpf's exponent is an unbounded Python int: exp(-1e308) is about 2^(-1.4e308)) comes back,
+    when ``clamp`` is true, as +-m*2^(e + LIMIT - E) (or -LIMIT), which rounds and measures like
+    it (see ``EXACT_EXPONENT_LIMIT``); with ``clamp=False`` it is kept, and one beyond MPFR's
+    exponent range (about 2^+-2^29) raises OverflowError.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError("booleans are not numbers")
+    if isinstance(value, float) or isinstance(value, np.floating) or (
+            isinstance(value, np.generic) and value.dtype.kind == "V" and value.dtype.itemsize == 2):
+        return gmpy2.mpfr(float(value), 53)  # every format here is exact in float64
+    if isinstance(value, numbers.Integral):  # int, numpy ints, mpz
+        return gmpy2.mpz(int(value))
+    if isinstance(value, Fraction):
+        return gmpy2.mpq(value.numerator, value.denominator)
+    tname = type(value).__name__
+    if tname == "mpq":
+        return value
+    if tname == "mpfr":  # (mpfr also has an _mpf_ attribute)
+        if not clamp or not gmpy2.is_regular(value) \
+                or abs(gmpy2.get_exp(value)) <= EXACT_EXPONENT_LIMIT:
+            return value
+        man, exp = value.as_mantissa_exp()
+        return _binary(int(man), int(exp), clamp)
+    if isinstance(value, (complex, np.complexfloating)) or tname == "mpc":
+        raise TypeError(f"complex value {value!r} has no real format")
+    mpf_tuple = getattr(value, "_mpf_", None)
+    if mpf_tuple is None or type(value).__module__.split(".")[0] != "mpmath":
+        raise TypeError(f"cannot take a {tname} as a real number")
+    sign, man, exp, _ = mpf_tuple
+    if not man:  # mpmath's zero, inf, -inf and nan: a zero mantissa, special exponents
+        return gmpy2.mpfr(float(value))
+    return _binary(-int(man) if sign else int(man), int(exp), clamp)
+
+
+def _binary(man: int, exp: int, clamp: bool):
+    """man * 2^exp (man != 0) as an exact mpfr; see :func:`exact_gmpy` for ``clamp``."""
+    bits = abs(man).bit_length()
+    top = exp + bits  # 2^(top - 1) <= |value| < 2^top
+    if clamp and abs(top) > EXACT_EXPONENT_LIMIT:
+        exp += (EXACT_EXPONENT_LIMIT if top > 0 else -EXACT_EXPONENT_LIMIT) - top
+    elif abs(top) > _MPFR_EXPONENT_LIMIT:
+        raise OverflowError(f"a value of magnitude 2^{top} is outside MPFR's exponent range")
+    # scaling by a power of two is exact at the mantissa's precision
+    with gmpy2.context(_WIDE, precision=max(2, bits)):
+        return gmpy2.mul_2exp(gmpy2.mpfr(man), exp)
 
 
 float16 = Format("float16", "f16", p=11, emin=-14, emax=15, bits=16, dtype=np.dtype(np.float16))
@@ -328,6 +367,43 @@ def of(arr) -> Format:
     raise TypeError(
         f"arrays must be float16, bfloat16, float32 or float64; got dtype {dt}"
     )
+
+
+# The arithmetic formats A allowed for each storage format S (short names): S itself or one at
+# least as wide in precision and range (float16 -> bfloat16 would lose bits, bfloat16 ->
+# float16 range).  The kernels are built for exactly these pairs: this is kernels/policies.py's
+# ARITH_FOR, a build-time module the package cannot import (a test checks that they agree).
+ARITHMETIC_FOR = {
+    "f16": ("f16", "f32", "f64"),
+    "bf16": ("bf16", "f32", "f64"),
+    "f32": ("f32", "f64"),
+    "f64": ("f64",),
+}
+
+
+def arithmetic_format(accum, storage: Format, name: str = "accum") -> Format:
+    """The arithmetic format A of a call whose arrays are stored in ``storage`` (S).
+
+    ``accum``: a Format, a name or a dtype, or None for S itself; ``name``: the argument's name in
+    error messages.  Raises its lookup's TypeError/ValueError prefixed with ``name``, and a
+    ValueError when A is not S or wider (``ARITHMETIC_FOR[S]``).
+    """
+    if accum is None:
+        return storage
+    try:
+        fmt = format(accum)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{name}: {error}") from None
+    allowed = ARITHMETIC_FOR[storage.short]
+    if fmt.short not in allowed:
+        if len(allowed) == 1:
+            raise ValueError(f"{name}={fmt.name} is narrower than the storage format "
+                             f"{storage.name}, and {storage.name} has no wider format here: use "
+                             f"{name}=None or {storage.name!r}")
+        names = ", ".join(format(a).name for a in allowed)
+        raise ValueError(f"{name}={fmt.name} is not at least as wide as the storage format "
+                         f"{storage.name} (in precision and range); use one of {names}")
+    return fmt
 
 
 def round_scalar(value, fmt, name: str = "value", *, stacklevel: int = 3) -> float:

@@ -18,32 +18,12 @@ from ._kernels import load as _load
 
 __all__ = ["matmul"]
 
-# Wider-or-equal arithmetic for each storage format (as kernels/policies.py).
-_ARITH_FOR = {
-    "f16": ("f16", "f32", "f64"),
-    "bf16": ("bf16", "f32", "f64"),
-    "f32": ("f32", "f64"),
-    "f64": ("f64",),
-}
 # Below this many multiply-adds a parallel region costs more than it saves.
 _PARALLEL_MIN_WORK = 1 << 18
 
 
 def _kernels():
     return _load("linalg")
-
-
-def _arithmetic(accum, storage: _formats.Format) -> _formats.Format:
-    if accum is None:
-        return storage
-    try:
-        fmt = _formats.format(accum)
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"accum: {error}") from None
-    if fmt.short not in _ARITH_FOR[storage.short]:
-        raise ValueError(f"accum={fmt.name} is narrower than the storage format {storage.name}; "
-                         f"use one of {', '.join(_formats.format(a).name for a in _ARITH_FOR[storage.short])}")
-    return fmt
 
 
 def _threads(num_threads, work: int) -> int:
@@ -97,7 +77,7 @@ def matmul(a, b, *, accum=None, out=None, num_threads=None):
         raise ValueError(f"shapes {a.shape} and {b.shape} don't chain: {k} != {k2}")
     if m == 0 or k == 0 or n == 0:
         raise ValueError(f"matmul of empty arrays (shapes {a.shape} and {b.shape})")
-    arithmetic = _arithmetic(accum, storage)
+    arithmetic = _formats.arithmetic_format(accum, storage)
     threads = _threads(num_threads, m * k * n)
     if out is None:
         out = np.empty((m, n), dtype=storage.dtype)

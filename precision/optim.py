@@ -98,13 +98,6 @@ __all__ = [
 CONVENTIONS = ("torch", "keras", "optax")
 UPDATE_RULES = ("nearest", "kahan", "stochastic")
 
-# Wider-or-equal arithmetic for each storage format (as kernels/policies.py).
-_ARITH_FOR = {
-    "f16": ("f16", "f32", "f64"),
-    "bf16": ("bf16", "f32", "f64"),
-    "f32": ("f32", "f64"),
-    "f64": ("f64",),
-}
 # Below this many elements a parallel region costs more than it saves (results are identical).
 _PARALLEL_MIN = 1 << 16
 # 256 bits: 1 - beta^t loses at most 53 bits to cancellation (1 - beta >= 2^-53), so what is
@@ -389,12 +382,7 @@ class Optimizer:
 
     # --------------------------------------------------------------- state
     def _arith_for(self, S):
-        A = self.state_format or S
-        if A.short not in _ARITH_FOR[S.short]:
-            raise ValueError(
-                f"state_format={A.name} cannot hold {S.name} parameters: it must be {S.name} or "
-                f"wider ({', '.join(_formats.format(a).name for a in _ARITH_FOR[S.short])})")
-        return A
+        return _formats.arithmetic_format(self.state_format, S, name="state_format")
 
     def _update_rule(self, S, A) -> str:
         if self.update == "nearest":

@@ -21,6 +21,7 @@ from hypothesis import given, strategies as st
 import precision as pr
 from precision.exact import emulate, pairwise_sum, kahan_sum, sequential_sum
 from precision.exact.emulate import Emulated, to_mpfr
+from tests.test_formats import far_rounding, far_values
 
 BF16 = ml_dtypes.bfloat16
 FMT_NAMES = ["float16", "bfloat16", "float32", "float64"]
@@ -275,6 +276,14 @@ def test_round_far_outside_every_format():
     assert emulate("float64").round(gmpy2.mpfr(2) ** (2**28)) == math.inf
     with pytest.raises(OverflowError, match="exponent range"):
         f16.add(huge, 1.0)
+
+
+@pytest.mark.parametrize("fmt_name", FMT_NAMES)
+@given(far=far_values())
+def test_round_values_of_any_magnitude_and_type(fmt_name, far):
+    value, sign, _, top = far
+    got = emulate(fmt_name).round(value)
+    assert got == far_rounding(sign, top) and math.copysign(1.0, got) == sign
 
 
 def test_bad_inputs():

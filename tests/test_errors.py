@@ -11,6 +11,7 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 import precision as pr
+from tests.test_formats import far_exponents, far_values
 from precision.errors import Comparison, bits_error, compare, relative_error, ulp_error
 
 BF16 = ml_dtypes.bfloat16
@@ -360,3 +361,65 @@ def test_inputs_and_shapes():
         ulp_error(np.ones(1), np.array([object()], dtype=object), "f16")
     with pytest.raises(ValueError, match="unknown format"):
         ulp_error(np.ones(1), np.ones(1), "f8")
+
+
+# ----------------------------------------------------------------- exact values of any magnitude
+# beyond these the exact value's share of each metric is below half a float64 ulp: for tiny y,
+# y / 2^-1074 < 2^-1075 and c / y > 2^1024 (c != 0); for huge y, c / ulp(y) is negligible
+METRIC_FAR_EXPONENTS = far_exponents.filter(lambda top: abs(top) >= 2200)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FMT_IDS)
+@given(data=st.data())
+def test_metrics_of_exact_values_far_outside_every_format(fmt, data):
+    """Exact y = s m 2^(E - bits(m)), far beyond fmt (and beyond a C long), every exact type.
+
+    Huge y: ulp(y) = 2^(E - p), so (c - y) / ulp(y) = -s m 2^(p - bits(m)) + c 2^(p - E), the last
+    term far below half a float64 ulp of the first (m has at most 53 bits: the first is exact).
+    Tiny y: ulp(y) is the smallest subnormal 2^(emin - p + 1), so the error is c 2^(p - 1 - emin)
+    (y is far below half a float64 ulp of it), and 0 for c = 0.
+    """
+    value, sign, man, top = data.draw(far_values(53, METRIC_FAR_EXPONENTS))
+    c = f64(data.draw(values_of(fmt)))
+    rounded = math.copysign(math.inf if top > 0 else 0.0, sign)
+    if top > 0:
+        want_ulp = -sign * math.ldexp(man, fmt.p - man.bit_length())
+        want_rel = 1.0
+    else:
+        with np.errstate(over="ignore"):
+            want_ulp = float(np.ldexp(c, fmt.p - 1 - fmt.emin)) + 0.0
+        want_rel = 1.0 if c == 0 else math.inf
+    computed = np.asarray(c).astype(fmt.dtype)
+    assert ulp_error(computed, value, fmt) == want_ulp
+    assert relative_error(computed, value) == want_rel
+    # the distance to the correct rounding, +-inf or +-0, as for that value given as a float
+    assert bits_error(computed, value, fmt) == bits_error(computed, rounded, fmt)
+    report = compare(np.array([c, rounded]).astype(fmt.dtype),
+                     np.array([value, value], dtype=object), fmt)
+    assert report.exact_matches == 1 + (c == rounded)
+
+
+@given(far=far_values(max_mantissa_bits=300))
+def test_ulp_error_of_zero_against_a_huge_long_mantissa_is_rounded_once(far):
+    """c = 0: the error is exactly -y / ulp(y) = -s m 2^(p - bits(m)), rounded once to float64
+    (Python's int division is correctly rounded)."""
+    value, sign, man, top = far
+    assume(top > 0)
+    for fmt in FORMATS:
+        want = -sign * (man << fmt.p) / (1 << man.bit_length())
+        assert ulp_error(np.zeros((), fmt.dtype), value, fmt) == want
+
+
+def test_metrics_beyond_a_c_long_hand_made():
+    tiny = mpmath.mpf("1e-1000000")
+    beyond_c_long = mpmath.mpf(mpmath.libmp.from_man_exp(-3, -(2**70)))
+    for fmt in FORMATS:
+        zero = np.zeros(2, fmt.dtype)
+        exact = np.array([tiny, beyond_c_long], dtype=object)
+        assert np.array_equal(ulp_error(zero, exact, fmt), [0.0, 0.0])
+        assert np.array_equal(relative_error(zero, exact), [1.0, 1.0])
+        assert np.array_equal(bits_error(zero, exact, fmt), [0.0, 0.0])
+        assert compare(zero, exact, fmt).all_exact
+    # exp(-1e308), as the exact softmax of float64 logits at +-max has it, against 2^-1074
+    assert ulp_error(np.float64(2.0 ** -1074), mpmath.exp(-mpmath.mpf(1e308)), "f64") == 1.0
+    assert ulp_error(np.float16(1.0), Fraction(1, 2**5000), "f16") == 2.0 ** 24

@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import precision as pr
 from precision import exact
+from tests.test_formats import far_rounding, far_values
 
 BF16 = ml_dtypes.bfloat16
 mpf = mpmath.mpf
@@ -155,6 +156,32 @@ def test_results_round_with_the_format_objects():
     r16 = pr.float16.round(p)
     assert r16.dtype == np.float16
     assert np.array_equal(r16, exact.to_float64(p).astype(np.float16))  # f64 -> f16 is one rounding
+
+
+@given(far=far_values())
+def test_to_float64_rounds_values_of_any_magnitude(far):
+    value, sign, _, top = far
+    want = far_rounding(sign, top)
+    got = exact.to_float64(np.array([value, value], dtype=object))
+    assert np.array_equal(got, [want, want]) and np.all(np.signbit(got) == (sign < 0))
+    assert exact.to_float64(value) == want
+
+
+def test_softmax_of_logits_at_the_float64_extremes_rounds_in_every_format():
+    """exp(x_i - m) for x at +-max is about 2^(-5e308): an mpf exponent beyond a C long."""
+    big = np.finfo(np.float64).max
+    x = np.array([[big, -big, 0.0], [-big, big, 5.0], [big, big, -big]])
+    p = exact.softmax(x)
+    lsm = exact.log_softmax(x)
+    want_p = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0]]
+    want_lsm = [[0.0, -math.inf, -big], [-math.inf, 0.0, -big], [-math.log(2), -math.log(2), -math.inf]]
+    assert np.array_equal(exact.to_float64(p), want_p)
+    assert np.array_equal(exact.to_float64(lsm), want_lsm)
+    for fmt in pr.FORMATS:
+        assert np.array_equal(fmt.round(p).astype(np.float64), want_p)
+        assert np.array_equal(fmt.round(lsm), fmt.round(np.array(want_lsm)))
+        assert pr.errors.compare(fmt.round(p), p, fmt).all_exact
+        assert np.all(pr.errors.ulp_error(fmt.round(p), p, fmt) == 0.0)
 
 
 # ------------------------------------------------------------------------------ special values

@@ -1,4 +1,5 @@
 """precision.formats: constants, correct rounding of float and exact values, neighbours, errors."""
+import math
 import pickle
 import warnings
 from fractions import Fraction
@@ -199,3 +200,174 @@ def test_rounding_overflow_is_silent_and_correct():
         assert pr.float32.round(np.array([1e39]))[0] == np.inf
         assert pr.float16.round(np.array([-7e4]))[0] == -np.inf
         assert pr.bfloat16.round(np.array([1e300]))[0] == np.inf
+
+
+# ------------------------------------------------------------------ exact values of any magnitude
+EXACT_KINDS = ("mpf", "mpfr", "Fraction", "mpq", "int", "mpz")
+# |E| up to this many bits still makes a Fraction or int cheaply
+RATIONAL_EXPONENT_LIMIT = 20000
+MPFR_EXPONENT_LIMIT = (1 << 29) - 1
+
+
+def exact_binary(kind, man, exp):
+    """man * 2^exp (man a nonzero int) as the exact type named ``kind``, built independently of
+    precision (mpmath's and gmpy2's own constructors)."""
+    if kind == "mpf":
+        return mpmath.mp.make_mpf(mpmath.libmp.from_man_exp(man, exp))  # exact, not rounded
+    if kind == "mpfr":
+        with gmpy2.context(precision=max(2, abs(man).bit_length()), emin=-(1 << 30), emax=1 << 30):
+            return gmpy2.mul_2exp(gmpy2.mpfr(man), exp)
+    q = Fraction(man * 2**max(exp, 0), 2**max(-exp, 0))
+    if kind == "Fraction":
+        return q
+    if kind == "mpq":
+        return gmpy2.mpq(q.numerator, q.denominator)
+    assert q.denominator == 1
+    return int(q) if kind == "int" else gmpy2.mpz(int(q))
+
+
+def kinds_for(top, man_bits):
+    """The exact types that can hold a value in [2^(top-1), 2^top) with a man_bits mantissa."""
+    kinds = ["mpf"]
+    if abs(top) <= MPFR_EXPONENT_LIMIT:
+        kinds.append("mpfr")
+    if abs(top) <= RATIONAL_EXPONENT_LIMIT:
+        kinds += ["Fraction", "mpq"]
+        if top >= man_bits:
+            kinds += ["int", "mpz"]
+    return kinds
+
+
+# magnitudes 2^(E-1) <= |v| < 2^E beyond every format on both sides, with E beyond MPFR's
+# exponent range and beyond a C long (2^63) among them
+far_exponents = st.one_of(
+    st.integers(1100, RATIONAL_EXPONENT_LIMIT), st.integers(-RATIONAL_EXPONENT_LIMIT, -1100),
+    st.integers(MPFR_EXPONENT_LIMIT - 4, MPFR_EXPONENT_LIMIT),
+    st.integers(2**62, 2**80), st.integers(-(2**80), -(2**62)),
+    st.sampled_from([2**63, -(2**63), 2**70, -(2**70), 2**64 + 1, -(2**64) - 1, 4097, -4097]),
+)
+
+
+@st.composite
+def far_values(draw, max_mantissa_bits=200, exponents=far_exponents):
+    """(value, sign, mantissa, E): value = sign * mantissa * 2^(E - bits(mantissa)) of any exact
+    type that can hold it, so 2^(E-1) <= |value| < 2^E."""
+    sign = draw(st.sampled_from([1, -1]))
+    man = draw(st.integers(1, 2**max_mantissa_bits - 1))
+    top = draw(exponents)
+    kind = draw(st.sampled_from(kinds_for(top, man.bit_length())))
+    return exact_binary(kind, sign * man, top - man.bit_length()), sign, man, top
+
+
+def far_rounding(sign, top):
+    """The mathematical rule beyond a format's range: |v| >= 2^(emax+1) rounds to +-inf,
+    |v| < 2^(emin-p) (half the smallest subnormal) to +-0, the sign kept (far_exponents are
+    beyond both for every format)."""
+    return math.copysign(math.inf if top > 0 else 0.0, sign)
+
+
+@pytest.mark.parametrize("fmt", ALL, ids=lambda f: f.name)
+@given(far=far_values())
+def test_round_values_far_outside_the_format_to_inf_or_zero(fmt, far):
+    value, sign, _, top = far
+    expected = far_rounding(sign, top)
+    got = fmt.round(value)
+    assert got.dtype == fmt.dtype
+    assert float(got) == expected and np.signbit(got) == (sign < 0)
+    arr = fmt.round(np.array([value, 1, value], dtype=object))
+    assert arr.dtype == fmt.dtype and arr.shape == (3,)
+    assert same_value(arr, [expected, 1.0, expected])
+
+
+def same_value(arr, floats):
+    """Equal values with equal signs (so -0 differs from +0)."""
+    wide = np.asarray(arr).astype(np.float64)
+    want = np.array(floats, dtype=np.float64)
+    return bool(np.all((wide == want) & (np.signbit(wide) == np.signbit(want))))
+
+
+@pytest.mark.parametrize("fmt", ALL, ids=lambda f: f.name)
+@given(data=st.data())
+def test_round_near_the_underflow_and_overflow_thresholds_matches_integer_oracle(fmt, data):
+    """Long mantissas around half the smallest subnormal and around max + half an ulp."""
+    lo = fmt.emin - fmt.p + 1                       # 2^lo is the smallest subnormal
+    exponents = st.one_of(st.integers(lo - 3, lo + 2), st.integers(fmt.emax - 1, fmt.emax + 3))
+    value, sign, man, top = data.draw(far_values(exponents=exponents))
+    q = sign * Fraction(man) * Fraction(2) ** (top - man.bit_length())
+    expected = fraction_round(q, fmt)
+    got = fmt.round(value)
+    assert float(got) == expected and np.signbit(got) == (sign < 0), (q, got, expected)
+
+
+def test_round_far_values_hand_made():
+    c_long_tiny = mpmath.mpf(mpmath.libmp.from_man_exp(1, -(2**70)))
+    c_long_huge = mpmath.mpf(mpmath.libmp.from_man_exp(-3, 2**70))
+    for fmt in ALL:
+        assert same_value(fmt.round(mpmath.mpf("1e-1000000")), [0.0])
+        assert same_value(fmt.round(-mpmath.mpf("1e1000000")), [-math.inf])
+        assert same_value(fmt.round(c_long_tiny), [0.0])
+        assert same_value(fmt.round(-c_long_tiny), [-0.0])
+        assert same_value(fmt.round(c_long_huge), [-math.inf])
+        assert same_value(fmt.round(Fraction(1, 2**5000)), [0.0])
+        assert same_value(fmt.round(Fraction(-1, 3 * 2**5000)), [-0.0])
+        assert same_value(fmt.round(-(2**5000)), [-math.inf])
+        # exp(-1e308), as the exact softmax of float64 logits at +-max produces it
+        assert same_value(fmt.round(mpmath.exp(-mpmath.mpf(1e308))), [0.0])
+        assert same_value(fmt.round(np.array([mpmath.exp(mpmath.mpf(1e308)), c_long_tiny,
+                                              gmpy2.mpfr(2) ** -(2**28)], dtype=object)),
+                          [math.inf, 0.0, 0.0])
+
+
+def test_exact_gmpy_keeps_values_within_the_limit_and_moves_the_rest():
+    from precision.formats import EXACT_EXPONENT_LIMIT, exact_gmpy
+    inside = mpmath.mpf(mpmath.libmp.from_man_exp(5, EXACT_EXPONENT_LIMIT - 3))  # 5 * 2^4093
+    assert gmpy2.mpq(exact_gmpy(inside)) == 5 * 2**(EXACT_EXPONENT_LIMIT - 3)
+    beyond = mpmath.mpf(mpmath.libmp.from_man_exp(-5, 2**70))
+    assert exact_gmpy(beyond) == -5 * gmpy2.mpfr(2) ** (EXACT_EXPONENT_LIMIT - 3)  # mantissa kept
+    with pytest.raises(OverflowError, match="exponent range"):
+        exact_gmpy(beyond, clamp=False)
+    assert exact_gmpy(Fraction(1, 3)) == gmpy2.mpq(1, 3)
+    assert exact_gmpy(np.int64(-7)) == -7 and exact_gmpy(2.5) == 2.5
+    with pytest.raises(TypeError, match="boolean"):
+        exact_gmpy(True)
+    with pytest.raises(TypeError, match="complex"):
+        exact_gmpy(1j)
+
+
+# ------------------------------------------------------------------ storage -> arithmetic formats
+def test_arithmetic_table_is_the_kernels_policies():
+    """precision cannot import kernels/ (a build-time folder): the two tables must agree."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "kernels" / "policies.py"
+    spec = importlib.util.spec_from_file_location("kernel_policies", path)
+    policies = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(policies)
+    assert pr.formats.ARITHMETIC_FOR == policies.ARITH_FOR
+    assert set(pr.formats.ARITHMETIC_FOR) == {f.short for f in ALL}
+
+
+@pytest.mark.parametrize("storage", ALL, ids=lambda f: f.name)
+@pytest.mark.parametrize("accum", ALL, ids=lambda f: f.name)
+def test_arithmetic_format_is_the_storage_format_or_wider(storage, accum):
+    from precision.formats import arithmetic_format
+    assert arithmetic_format(None, storage) is storage
+    # wider: at least the precision and the exponent range of the storage format
+    wider = accum.p >= storage.p and accum.emax >= storage.emax and accum.emin <= storage.emin
+    if wider:
+        assert arithmetic_format(accum.name, storage) is accum
+        assert arithmetic_format(accum.dtype, storage) is accum
+    else:
+        with pytest.raises(ValueError, match=f"state_format={accum.name} .*{storage.name}"):
+            arithmetic_format(accum, storage, name="state_format")
+
+
+def test_arithmetic_format_names_the_argument_in_lookup_errors():
+    from precision.formats import arithmetic_format
+    with pytest.raises(ValueError, match="accum: unknown format 'float8'"):
+        arithmetic_format("float8", pr.float16)
+    with pytest.raises(TypeError, match="accum: a format is named"):
+        arithmetic_format(3.5, pr.float16)
+    with pytest.raises(ValueError, match="float64 has no wider format"):
+        arithmetic_format("float32", pr.float64)

@@ -21,9 +21,10 @@ and ``mpz``, or mpmath ``mpf``; they need not be values of ``fmt`` (they are tak
 Results are Python floats: every value of every format here (float16, bfloat16, float32,
 float64, their subnormals, ±0, ±inf, NaN) is exactly representable as a float64, so a float
 carries the result without loss.  ``Emulated.round`` also takes ``Fraction`` and ``mpq``, and
-rounds mpf/mpfr values of any magnitude (an mpf such as exp(10^19) lies beyond MPFR's exponent
-range; ``round`` sends it to ±inf or ±0 as every format does, arithmetic refuses it with
-OverflowError).
+rounds values of any magnitude, as ``Format.round`` does (through
+:func:`precision.formats.exact_gmpy`): an mpf such as exp(−10^308) has an exponent beyond MPFR's
+range and a C long; ``round`` sends it to ±0 (or ±inf) as every format does, arithmetic refuses
+it with OverflowError.
 
 Special values follow IEEE-754: NaN in → NaN out; inf − inf, 0·inf, 0/0, √(−1), log(−1) are NaN;
 x/±0 = ±inf; log(0) = −inf; x − x = +0; (−0) + (−0) = −0; √(−0) = −0.
@@ -44,7 +45,6 @@ same orders, so their tests replay them here):
 from __future__ import annotations
 
 import math
-import numbers
 from fractions import Fraction
 from functools import lru_cache
 
@@ -73,7 +73,6 @@ SUMMATION_ORDERS = ("pairwise", "sequential", "kahan")
 # float64 values are exact at 53 bits; MPFR's default exponent range covers all of them,
 # subnormals included (no subnormalize here: this context only converts, never rounds).
 _EXACT_F64 = gmpy2.context(precision=53, emin=-(1 << 30), emax=1 << 30)
-_WIDE = gmpy2.context(precision=2, emin=-(1 << 30), emax=1 << 30)
 
 
 # ---------------------------------------------------------------------- exact conversion
@@ -81,90 +80,21 @@ def to_mpfr(value):
     """``value`` as an exactly equal gmpy2 ``mpfr`` (its precision is as large as needed).
 
     Accepts Python floats and ints, numpy float/int scalars (bfloat16 included), gmpy2 ``mpfr``
-    and ``mpz``, and mpmath ``mpf`` (NaN and ±inf included).  Rationals that are not dyadic
-    (``Fraction``, ``mpq``) have no exact binary value: TypeError (round them with
-    :meth:`Emulated.round`).  Booleans are not numbers here: TypeError.
+    and ``mpz``, and mpmath ``mpf`` (NaN and ±inf included; an mpf beyond MPFR's exponent range
+    of about 2^±2^29: OverflowError).  Rationals that are not dyadic (``Fraction``, ``mpq``) have
+    no exact binary value: TypeError (round them with :meth:`Emulated.round`).  Booleans are not
+    numbers here: TypeError.
     """
-    if type(value) is float:
+    if type(value) is float:  # the common case, first
         return _EXACT_F64.plus(value)
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError("booleans are not numbers for the arithmetic")
-    tname = type(value).__name__
-    if tname == "mpfr":
-        return value
-    if isinstance(value, np.generic) and not isinstance(value, np.integer):
-        if np.issubdtype(value.dtype, np.complexfloating):
-            raise TypeError(f"complex value {value!r} has no real format")
-        try:
-            return _EXACT_F64.plus(float(value))  # every float format here is exact in float64
-        except (TypeError, ValueError):
-            raise TypeError(f"cannot take a {tname} as a number") from None
-    if isinstance(value, numbers.Integral):  # int, np.integer, mpz
-        n = int(value)
-        return gmpy2.mpfr(n, max(2, n.bit_length()))
-    if isinstance(value, float):  # float subclasses
-        return _EXACT_F64.plus(float(value))
-    mpf_tuple = getattr(value, "_mpf_", None)
-    if mpf_tuple is not None:
-        return _mpf_tuple_to_mpfr(mpf_tuple)
-    if isinstance(value, Fraction) or tname == "mpq":
+    if isinstance(value, Fraction) or type(value).__name__ == "mpq":
         raise TypeError(
             f"{value!r} is not a binary floating-point number; round it first (Emulated.round)"
         )
-    raise TypeError(f"cannot take a {tname} as a number")
-
-
-# Magnitudes 2^±4096 lie far outside every format here: an exact value beyond them rounds, in
-# every format, exactly as the same mantissa at the clamped exponent does (to ±inf or ±0).
-ROUNDING_EXPONENT_LIMIT = 4096
-# MPFR's default exponent range is about ±2^30; arithmetic on mpf beyond this is refused.
-_MPFR_EXPONENT_LIMIT = 1 << 29
-
-
-def clamp_mpf_exponent(mpf_tuple, limit=ROUNDING_EXPONENT_LIMIT):
-    """An mpf tuple (sign, man, exp, bc) with its magnitude exponent exp + bc moved into
-    [-limit, limit], mantissa and sign kept: equal for rounding into any format here."""
-    sign, man, exp, bc = mpf_tuple
-    if not man:
-        return mpf_tuple
-    top = exp + bc
-    if top > limit:
-        return (sign, man, exp - (top - limit), bc)
-    if top < -limit:
-        return (sign, man, exp + (-limit - top), bc)
-    return mpf_tuple
-
-
-def _mpf_tuple_to_mpfr(mpf_tuple):
-    sign, man, exp, bc = mpf_tuple
-    if man and abs(exp + bc) > _MPFR_EXPONENT_LIMIT:
-        raise OverflowError(
-            f"an mpf of magnitude 2^{exp + bc} is outside MPFR's exponent range; "
-            "Emulated.round() still rounds it")
-    if not man:
-        # mpmath encodes 0, inf, -inf, nan with a zero mantissa and a special exponent
-        if exp == 0 and bc == 0:
-            return gmpy2.mpfr(0)
-        import mpmath.libmp as libmp
-
-        if mpf_tuple == libmp.finf:
-            return gmpy2.inf()
-        if mpf_tuple == libmp.fninf:
-            return -gmpy2.inf()
-        return gmpy2.nan()
-    m = gmpy2.mpfr(-man if sign else man, max(2, int(bc)))
-    # a power-of-two scaling is exact at any precision >= the mantissa's
-    with gmpy2.context(_WIDE, precision=max(2, int(bc))):
-        return gmpy2.mul_2exp(m, int(exp))
-
-
-def _rational(value):
-    """Fraction/mpq as an mpq, or None."""
-    if isinstance(value, Fraction):
-        return gmpy2.mpq(value.numerator, value.denominator)
-    if type(value).__name__ == "mpq":
-        return value
-    return None
+    exact = _formats.exact_gmpy(value, clamp=False)
+    if type(exact).__name__ == "mpz":
+        return gmpy2.mpfr(exact, max(2, exact.bit_length()))
+    return exact
 
 
 # ---------------------------------------------------------------------- summation orders
@@ -261,17 +191,7 @@ class Emulated:
     # --- one rounding -------------------------------------------------------------------
     def round(self, x) -> float:
         """x rounded once into the format (x: float, int, Fraction, mpq, mpf, mpfr, numpy scalar)."""
-        q = _rational(x)
-        if q is not None:
-            return float(gmpy2.mpfr(q, 0, self.context))
-        if type(x).__name__ == "mpfr":  # (mpfr has an _mpf_ attribute too)
-            if gmpy2.is_regular(x) and abs(gmpy2.get_exp(x)) > ROUNDING_EXPONENT_LIMIT:
-                return math.copysign(math.inf if gmpy2.get_exp(x) > 0 else 0.0, x)
-            return float(self.context.plus(x))
-        mpf_tuple = getattr(x, "_mpf_", None)
-        if mpf_tuple is not None:
-            return float(self.context.plus(_mpf_tuple_to_mpfr(clamp_mpf_exponent(mpf_tuple))))
-        return float(self.context.plus(to_mpfr(x)))
+        return float(gmpy2.mpfr(_formats.exact_gmpy(x), 0, self.context))
 
     def neg(self, x) -> float:
         """−x (rounded: a no-op for values of the format)."""

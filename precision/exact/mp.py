@@ -119,8 +119,8 @@ def _exact_mpf(value) -> mpf:
             return _NAN
         if gmpy2.is_infinite(value):
             return _INF if value > 0 else -_INF
-        num, den = value.as_integer_ratio()  # den is a power of two: exact
-        return _make_mpf(from_man_exp(int(num), -(int(den).bit_length() - 1)))
+        man, exp = value.as_mantissa_exp()  # exact, without building 2^|exp|
+        return _make_mpf(from_man_exp(int(man), int(exp)))
     if isinstance(value, (float, np.floating)) or (
             isinstance(value, np.generic) and value.dtype.kind == "V"):
         return _make_mpf(from_float(float(value), 53, round_nearest))
