@@ -81,7 +81,7 @@ def extensions():
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                 extra_compile_args=COMPILE_ARGS + extra,
                 extra_link_args=LINK_ARGS,
-                depends=[str(KERNELS / "fp.h"), str(KERNELS / "fp.pxd")],
+                depends=sorted(str(h) for h in KERNELS.glob("*.h")) + [str(KERNELS / "fp.pxd")],
             )
         )
     return exts

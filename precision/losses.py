@@ -12,8 +12,9 @@ wide: float16 -> float16/float32/float64, bfloat16 -> bfloat16/float32/float64, 
 float32/float64, float64 -> float64).  Every +, -, *, / is rounded to A (to nearest even, with A's
 subnormals and overflow); exp, log and log1p are evaluated in double and rounded once to A
 (correctly rounded for A = float16 and bfloat16; within 1 ulp for float32 and float64); each
-output is rounded once from A to S.  With A one format wider than S this is "compute wide,
-round once" (the loss and, away from cancellation, the gradient come out within 1 ulp of S).
+output is rounded once from A to S.  With A wider than S this is "compute wide, round once":
+the loss and every gradient entry come out within 1 ulp of S (gradient rows that cancel are
+refined, see below).
 
 The algorithm, per row x of C logits (Blanchard, Higham & Higham, "Accurately computing the
 log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021; R(.) rounds to A):
@@ -36,6 +37,26 @@ Gradient of the CE row loss with respect to x (T = the row's target mass, 1 for 
     g_k = R(R(Tk - R(t_k * s)) / D)            = T p_k - t_k written without the cancellation
                                                  1/(1+s) - 1 of a confident row
     and for reduction="mean" each g_j is then R(g_j / N_A).
+
+Refinement (A wider than S, soft or smoothed targets).  g_j = T p_j - t_j cancels when the
+prediction is close to the target (distillation, late training, nearly uniform predictions), and
+then no fixed wider format gets it within 1 ulp of S.  So each such row's gradient is checked in
+double against a rigorous bound of its error in A (a first-order running-error bound of the
+formulas above; Z = min(a - min finite x, Zcap_A), d = the depth of a pairwise sum of C terms):
+
+    E_j = (2 Z + 2 d + 17) u_A (|g_j| + 2 m_j / N) + (4 T + 5) eta_A
+          m_j = t_j (j != k),  m_k = R(min(Tk, R(t_k s)) / D)      (|g_j| + 2 m_j >= the terms)
+    the row is refined if some E_j > u_S |g_j| / 8 and E_j > eta_S / 8
+
+(u, eta: unit roundoff and smallest subnormal; Zcap = 104 for float32, 745 for float64, beyond
+which exp is 0 or subnormal in A and counted by the eta_A term).  A refined row is recomputed
+with the same formulas in double (A = float32 with 16-bit S: the same check with u = 2^-53 then
+decides whether to go on) or in double-double (~106 bits, exp to 2^-100 relative), and rounded
+once into S.  A row whose finite logits are all equal has a rational gradient, often exactly 0:
+it is computed as ((1 - eps)(sum t - m t_j) + eps (C - m)/C) / m, m the number of finite
+logits, exactly whenever the targets' sum is exact in double-double.  Every other entry is
+within 1 ulp of S unless T p_j and t_j agree to ~60 bits.  Class indices without smoothing never
+cancel and are never refined.  kernels/losses_refine.h has the code, the tests replay the check.
 
 Label smoothing eps (PyTorch's definition t' = (1 - eps) t + eps / C): t'_i = R(R(c1 t_i) + c2)
 with c1 = 1 - eps and c2 = eps / C computed exactly and rounded once into A (for class indices
@@ -90,13 +111,6 @@ __all__ = [
     "entropy",
 ]
 
-# Wider-or-equal arithmetic for each storage format (kernels/policies.py).
-_ARITH_FOR = {
-    "f16": ("f16", "f32", "f64"),
-    "bf16": ("bf16", "f32", "f64"),
-    "f32": ("f32", "f64"),
-    "f64": ("f64",),
-}
 _REDUCTIONS = ("mean", "sum", "none")
 # Below this many logits a parallel region costs more than it saves.
 _PARALLEL_MIN_WORK = 1 << 15
@@ -127,23 +141,8 @@ def _same_format(arr: np.ndarray, name: str, fmt, against: str) -> None:
                         f"of a call must share one storage format (convert one explicitly)")
 
 
-def _arithmetic(accum, storage):
-    """The arithmetic format A for storage S."""
-    if accum is None:
-        return storage
-    try:
-        fmt = _formats.format(accum)
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"accum: {error}") from None
-    allowed = _ARITH_FOR[storage.short]
-    if fmt.short not in allowed:
-        if storage.short == "f64":
-            raise ValueError(f"accum={fmt.name} is narrower than the storage format float64, "
-                             f"and float64 has no wider format here: use accum=None or 'float64'")
-        names = ", ".join(_formats.format(a).name for a in allowed)
-        raise ValueError(f"accum={fmt.name} is not at least as wide as the storage format "
-                         f"{storage.name} (in precision and range); use one of {names}")
-    return fmt
+# accum -> the arithmetic format A, checked to be the storage format or wider
+_arithmetic = _formats.arithmetic_format
 
 
 def _threads(num_threads, work: int) -> int:
@@ -452,6 +451,7 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
         None if grad is None else _kernel_view(grad.reshape(n, c), fmt),
         threads,
         codes, _probability_tolerance(fmt, c),
+        float(label_smoothing) if smooth else 0.0,
     )
     if fused_check:
         _raise_for_codes(codes, soft_rows, fmt, "targets")
@@ -459,14 +459,32 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
     return (loss, grad) if return_grad else loss
 
 
-def _reduce_rows_args(arr, name, reduction, accum, allowed=_REDUCTIONS):
+def _probability_rows_loss(kernel_name, arrays, reduction, accum, out, num_threads,
+                           allowed=_REDUCTIONS):
+    """The per-row losses of kl_divergence and entropy, reduced, in ``out`` or a new array.
+
+    ``arrays``: [(argument name, array), ...] of one shape (..., C) and format S, checked by the
+    caller; the first holds probability rows (checked here).  Calls the kernel
+    ``<kernel_name>_<S>_<A>(rows of each array..., reduction, N_A, out, row_loss, threads)`` with
+    N_A the number of rows rounded into A for "mean" ("batchmean" is "mean"), else 1.
+    """
     reduction = _reduction(reduction, allowed)
     if reduction == "batchmean":
         reduction = "mean"
-    fmt = _formats.of(arr)
+    probs_name, first = arrays[0]
+    fmt = _formats.of(first)
     arith = _arithmetic(accum, fmt)
-    rows = _rows(arr, name)
-    return reduction, fmt, arith, rows
+    rows = [_rows(arr, name) for name, arr in arrays]
+    buf, shape = _loss_out(out, reduction, first.shape[:-1], fmt, arrays)
+    threads = _threads(num_threads, rows[0].size)
+    _check_probabilities(rows[0], fmt, probs_name, threads)
+    n = rows[0].shape[0]
+    batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
+    row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
+    kernel = getattr(_kernels(), f"{kernel_name}_{fmt.short}_{arith.short}")
+    kernel(*(_kernel_view(r, fmt) for r in rows), _kernels().REDUCTIONS[reduction], batch,
+           _kernel_view(buf, fmt), row_loss, threads)
+    return _result(out, buf, shape)
 
 
 def kl_divergence(targets, logits, *, reduction="mean", accum=None, out=None, num_threads=None):
@@ -487,19 +505,8 @@ def kl_divergence(targets, logits, *, reduction="mean", accum=None, out=None, nu
     _same_format(t, "targets", fmt, "logits")
     if t.shape != x.shape:
         raise ValueError(f"targets {t.shape} and logits {x.shape} must have the same shape")
-    reduction, fmt, arith, rows = _reduce_rows_args(x, "logits", reduction, accum,
-                                                    _REDUCTIONS + ("batchmean",))
-    t_rows = _rows(t, "targets")
-    buf, shape = _loss_out(out, reduction, x.shape[:-1], fmt, [("targets", t), ("logits", x)])
-    threads = _threads(num_threads, rows.size)
-    _check_probabilities(t_rows, fmt, "targets", threads)
-    n = rows.shape[0]
-    batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
-    row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
-    kernel = getattr(_kernels(), f"kl_divergence_{fmt.short}_{arith.short}")
-    kernel(_kernel_view(t_rows, fmt), _kernel_view(rows, fmt), _kernels().REDUCTIONS[reduction],
-           batch, _kernel_view(buf, fmt), row_loss, threads)
-    return _result(out, buf, shape)
+    return _probability_rows_loss("kl_divergence", [("targets", t), ("logits", x)], reduction,
+                                  accum, out, num_threads, _REDUCTIONS + ("batchmean",))
 
 
 def entropy(probs, *, reduction="mean", accum=None, out=None, num_threads=None):
@@ -511,14 +518,4 @@ def entropy(probs, *, reduction="mean", accum=None, out=None, num_threads=None):
     :func:`softmax_cross_entropy`.  Returns a numpy scalar of the dtype (or an array, or ``out``).
     """
     p = _array(probs, "probs")
-    reduction, fmt, arith, rows = _reduce_rows_args(p, "probs", reduction, accum)
-    buf, shape = _loss_out(out, reduction, p.shape[:-1], fmt, [("probs", p)])
-    threads = _threads(num_threads, rows.size)
-    _check_probabilities(rows, fmt, "probs", threads)
-    n = rows.shape[0]
-    batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
-    row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
-    kernel = getattr(_kernels(), f"entropy_{fmt.short}_{arith.short}")
-    kernel(_kernel_view(rows, fmt), _kernels().REDUCTIONS[reduction], batch,
-           _kernel_view(buf, fmt), row_loss, threads)
-    return _result(out, buf, shape)
+    return _probability_rows_loss("entropy", [("probs", p)], reduction, accum, out, num_threads)

@@ -107,6 +107,8 @@ class EmulatedLosses:
         elif t is not None and smooth is not None:
             c1, c2 = smooth
             t = [E.add(E.mul(c1, v), c2) for v in t]
+        soft_or_smoothed = t is not None
+        self.refined = False
         if t is not None:
             terms = [E.mul(ti, E.sub(L, zi)) if ti != 0 else 0.0 for ti, zi in zip(t, z)]
             loss = self.pairwise(terms)
@@ -135,7 +137,39 @@ class EmulatedLosses:
             if batch != 1:
                 g = E.div(g, batch)
             grad.append(g)
+        if soft_or_smoothed:
+            # entry k's magnitude: |g_k| + 2 min(Tk, t_k s) / D, read in t_k's place
+            t_check = list(t)
+            t_check[k] = E.div(min(Tk, E.mul(tk, s)), D)
+            self.refined = self.refines(grad, t_check, z, T, batch, a)
         return loss, grad
+
+    # -- the refinement check (kernels/losses_refine.h), replayed in double ---------------
+    def refines(self, grad, t, z, T, batch, a):
+        """True if the kernel recomputes this row's gradient with more digits: A is wider
+        than S and some entry's error bound in A reaches 1/8 ulp of S (the same doubles, the
+        same operations in the same order as losses_cancels / losses_cancel_cu)."""
+        if self.A.p <= self.S.p or not math.isfinite(a):
+            return False
+        u_a, eta_a = 2.0 ** -self.A.p, float(self.A.smallest_subnormal)
+        zcap = ZCAP[self.A.short]
+        us8, etas8 = 2.0 ** -self.S.p / 8, float(self.S.smallest_subnormal) / 8
+        two_inv = 2.0 / batch
+        abs_err = (4.0 * T + 5.0) * eta_a
+
+        def cancels(cu):
+            for gj, tj in zip(grad, t):
+                gj = abs(gj)
+                bound = cu * (gj + two_inv * abs(tj)) + abs_err
+                if bound > us8 * gj and bound > etas8:
+                    return True
+            return False
+
+        C = len(grad)
+        if not cancels(cancel_cu(-zcap, zcap, C, u_a)):
+            return False
+        zmin = min(zi for zi in z if math.isfinite(zi))
+        return cancels(cancel_cu(zmin, zcap, C, u_a))
 
     # -- whole calls -------------------------------------------------------------------
     @staticmethod
@@ -181,11 +215,12 @@ class EmulatedLosses:
         labels = [None] * len(rows) if soft else np.ravel(t_arr).tolist()
         smooth = self.smoothing(label_smoothing, C)
         batch = self.E.round(len(rows)) if reduction == "mean" else 1.0
-        losses, grads = [], []
+        losses, grads, self.refined_rows = [], [], []
         for x, t, y in zip(rows, t_rows, labels):
             loss, grad = self.ce_row(x, t, y, smooth, want_grad, batch)
             losses.append(loss)
             grads.append(grad)
+            self.refined_rows.append(self.refined)
         loss = self.reduce(losses, reduction)
         grad = self.store(grads).reshape(np.shape(logits)) if want_grad else None
         return loss, grad
@@ -209,6 +244,27 @@ class EmulatedLosses:
             terms = [E.mul(pi, -lp) if pi > 0 else 0.0 for pi, lp in zip(p, logs)]
             values.append(self.pairwise(terms))
         return self.reduce(values, reduction)
+
+
+# the largest |z| the refinement check counts (beyond it exp(z) is 0 or subnormal in A)
+ZCAP = {"f16": 18.0, "bf16": 93.0, "f32": 104.0, "f64": 745.0}
+
+
+def cancel_cu(zmin, zcap, n_classes, u):
+    """c u_A of the refinement check: c = 2 Z + 2 d + 17 (kernels/losses_refine.h)."""
+    Z = -zmin if -zmin < zcap else zcap
+    return (2.0 * Z + float(2 * refine_depth(n_classes) + 17)) * u
+
+
+def refine_depth(n: int) -> int:
+    """Additions on the longest path of the pairwise sum of n values (losses_pairwise_depth)."""
+    if n <= 128:
+        return (n + 7) // 8 + 3
+    levels, leaves = 0, (n + 127) // 128
+    while leaves > 1:
+        leaves = (leaves + 1) // 2
+        levels += 1
+    return 16 + 3 + levels
 
 
 # ============================================================================ the error bound

@@ -1,0 +1,290 @@
+/*
+ * losses_refine.h -- the gradient refinement of the loss kernels (included by losses.pyx.tp).
+ *
+ * With arithmetic A wider than storage S the loss kernels promise every gradient entry within
+ * 1 ulp of S.  The gradient g_j = T p_j - t'_j cancels when the model's prediction is close to
+ * the target (distillation, late training), and then no fixed wider format suffices.  So each
+ * row's gradient, computed in A, is checked entry by entry against a rigorous bound of its
+ * error in A (losses_cancels below, the formula in precision/losses.py's docstring); a row that
+ * fails is recomputed here, in a format with more digits, and rounded once into S:
+ *
+ *   level 1, double (A = float32 with 16-bit S): the same formulas in double, the same check
+ *            with u = 2^-53; a row that still fails goes on to level 2;
+ *   level 2, double-double (~106 bits): z_i = x_i - a exactly (TwoSum), exp to a relative
+ *            error below 2^-100, sums, products and quotients of pairs of doubles.  Relative
+ *            error of each gradient entry's two terms below 2^-85, so the result, rounded
+ *            once (round-to-odd to double, then to S), is within 1 ulp of S unless T p_j and
+ *            t'_j agree to about 60 bits.
+ *
+ * Exact ingredients: TwoSum (Knuth) and Dekker's product (Veltkamp split: no FMA, so both
+ * builds give the same bits without relying on hardware FMA), the double-double add, multiply
+ * and divide in their accurate forms (every renormalisation a TwoSum).
+ */
+#ifndef PRECISION_LOSSES_REFINE_H
+#define PRECISION_LOSSES_REFINE_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "fp.h"
+
+/* ----------------------------------------------------------------- double-double */
+typedef struct { double hi, lo; } lr_dd;
+
+static inline lr_dd lr_make(double hi, double lo) { lr_dd r; r.hi = hi; r.lo = lo; return r; }
+static inline lr_dd lr_from(double v) { return lr_make(v, 0.0); }
+
+/* s + e == a + b exactly, s = fl(a + b) (Knuth's TwoSum: no condition on a, b) */
+static inline lr_dd lr_two_sum(double a, double b) {
+    double s = a + b;
+    double bb = s - a;
+    double e = (a - (s - bb)) + (b - bb);
+    return lr_make(s, e);
+}
+
+/* Veltkamp's split: a = hi + lo, each with at most 26 significant bits (|a| < 2^995) */
+static inline void lr_split(double a, double* hi, double* lo) {
+    double t = 134217729.0 * a;                      /* 2^27 + 1 */
+    *hi = t - (t - a);
+    *lo = a - *hi;
+}
+
+/* p + e == a * b exactly, p = fl(a * b) (Dekker; no underflow of the parts assumed) */
+static inline lr_dd lr_two_prod(double a, double b) {
+    double p = a * b, ah, al, bh, bl;
+    lr_split(a, &ah, &al);
+    lr_split(b, &bh, &bl);
+    double e = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
+    return lr_make(p, e);
+}
+
+static inline lr_dd lr_neg(lr_dd a) { return lr_make(-a.hi, -a.lo); }
+
+static inline lr_dd lr_add(lr_dd a, lr_dd b) {
+    lr_dd s = lr_two_sum(a.hi, b.hi), t = lr_two_sum(a.lo, b.lo);
+    lr_dd u = lr_two_sum(s.hi, s.lo + t.hi);
+    return lr_two_sum(u.hi, u.lo + t.lo);
+}
+
+static inline lr_dd lr_mul(lr_dd a, lr_dd b) {
+    lr_dd p = lr_two_prod(a.hi, b.hi);
+    return lr_two_sum(p.hi, p.lo + (a.hi * b.lo + a.lo * b.hi));
+}
+
+static inline lr_dd lr_div(lr_dd a, lr_dd b) {
+    double q1 = a.hi / b.hi;
+    lr_dd r = lr_add(a, lr_neg(lr_mul(b, lr_from(q1))));
+    double q2 = r.hi / b.hi;
+    r = lr_add(r, lr_neg(lr_mul(b, lr_from(q2))));
+    double q3 = r.hi / b.hi;
+    return lr_add(lr_two_sum(q1, q2), lr_from(q3));
+}
+
+/* 1/n!, n = 0..13, each as hi + lo (the exact value to ~2^-106 relative) */
+static const double LR_INV_FACT[14][2] = {
+    {0x1.0000000000000p+0, 0x0.0p+0},
+    {0x1.0000000000000p+0, 0x0.0p+0},
+    {0x1.0000000000000p-1, 0x0.0p+0},
+    {0x1.5555555555555p-3, 0x1.5555555555555p-57},
+    {0x1.5555555555555p-5, 0x1.5555555555555p-59},
+    {0x1.1111111111111p-7, 0x1.1111111111111p-63},
+    {0x1.6c16c16c16c17p-10, -0x1.f49f49f49f49fp-65},
+    {0x1.a01a01a01a01ap-13, 0x1.a01a01a01a01ap-73},
+    {0x1.a01a01a01a01ap-16, 0x1.a01a01a01a01ap-76},
+    {0x1.71de3a556c734p-19, -0x1.c154f8ddc6c00p-73},
+    {0x1.27e4fb7789f5cp-22, 0x1.cbbc05b4fa99ap-76},
+    {0x1.ae64567f544e4p-26, -0x1.c062e06d1f209p-80},
+    {0x1.1eed8eff8d898p-29, -0x1.2aec959e14c06p-83},
+    {0x1.6124613a86d09p-33, 0x1.f28e0cc748ebep-87},
+};
+
+/* exp(z) for a double-double z <= 0: z = k ln2/64 + r, |r| <= ln2/128 (ln2/64 in three parts:
+   36 + 53 + 53 bits, so k*L1 is exact for |k| < 2^17 and the residual is ~2^-155), e^r by its
+   Taylor polynomial of degree 13 in double-double (truncation < 2^-140), times 2^(j/64) as
+   hi + lo from the tables of losses.pyx.tp (LOSSES_EXP2_J64_HI/LO_INIT), times 2^m.  Relative
+   error below 2^-100 for results above 2^-960 (measured 2^-104.5; below it the low part is
+   subnormal: absolute error below 2^-1066); 0 below exp(-746). */
+static lr_dd lr_exp_nonpositive(lr_dd z) {
+    const double SHIFT = 0x1.8p52;
+    const double SIXTYFOUR_OVER_LN2 = 0x1.71547652b82fep+6;
+    const double L1 = 0x1.62e42fefa0000p-7, L2 = 0x1.cf79abc9e3b3ap-46,
+                 L3 = -0x1.ff0342542fc33p-100;
+    if (!(z.hi >= -746.0)) return lr_from(0.0);          /* also -inf (and NaN: 0, unused) */
+    double kd = (z.hi * SIXTYFOUR_OVER_LN2 + SHIFT) - SHIFT;
+    lr_dd r = lr_add(z, lr_from(-kd * L1));
+    r = lr_add(r, lr_neg(lr_two_prod(kd, L2)));
+    r = lr_add(r, lr_from(-kd * L3));
+    lr_dd p = lr_make(LR_INV_FACT[13][0], LR_INV_FACT[13][1]);
+    for (int n = 12; n >= 0; n--)
+        p = lr_add(lr_mul(p, r), lr_make(LR_INV_FACT[n][0], LR_INV_FACT[n][1]));
+    long k = (long)kd;
+    int j = (int)(k & 63);
+    int m = (int)((k - j) / 64);
+    p = lr_mul(p, lr_make(LOSSES_EXP2_J64_HI_INIT[j], LOSSES_EXP2_J64_LO_INIT[j]));
+    return lr_make(ldexp(p.hi, m), ldexp(p.lo, m));
+}
+
+/* the double nearest to a + b rounded to odd: rounding it to any format of <= 51 bits then
+   rounds a + b correctly (round-to-odd composes) */
+static inline double lr_round_to_odd(lr_dd v) {
+    uint64_t b = fp_f64_bits(v.hi);
+    if (v.lo == 0 || v.hi - v.hi != 0) return v.hi;      /* exact, or not finite */
+    if ((v.lo > 0) != (v.hi > 0)) b -= 1;                 /* truncation: the next toward 0 */
+    return fp_bits_f64(b | 1);
+}
+
+/* ----------------------------------------------------------------- the cancellation check */
+/* depth of the pairwise sum of n values: additions on the longest path (DESIGN.md 3.4) */
+static inline int losses_pairwise_depth(ptrdiff_t n) {
+    if (n <= 128) return (int)((n + 7) / 8) + 3;
+    int levels = 0;
+    for (ptrdiff_t leaves = (n + 127) / 128; leaves > 1; leaves = (leaves + 1) / 2) levels++;
+    return 16 + 3 + levels;
+}
+
+/* 1 if some entry of g might be more than 1/8 ulp of S from its exact value (then the row is
+   refined).  g_j, t_j: the gradient and the (smoothed) target in A; cu = c u_A with the row's
+   constant c = 2 Z + 2 d + 17; two_inv = 2 / N (1 for "none"/"sum"); abs_err: the underflow
+   term (4 T + 5) eta_A; us8, etas8: u_S / 8 and (smallest subnormal of S) / 8.  Every operation
+   in double, in this order (tests/losses_reference.py replays it). */
+#define LOSSES_DEFINE_CANCELS(A, T)                                                           \
+static inline int losses_cancels_##A(const T* g, const T* t, ptrdiff_t n, double cu,          \
+                                     double two_inv, double abs_err, double us8,              \
+                                     double etas8) {                                          \
+    int flag = 0;                                                                             \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                       \
+        double gj = fabs((double)g[j]);                                                       \
+        double bound = cu * (gj + two_inv * fabs((double)t[j])) + abs_err;                    \
+        flag |= (bound > us8 * gj) & (bound > etas8);                                         \
+    }                                                                                         \
+    return flag;                                                                              \
+}
+LOSSES_DEFINE_CANCELS(f32, float)
+LOSSES_DEFINE_CANCELS(f64, double)
+
+/* c u_A for a row: Z = min(-min_i z_i, zcap) over the finite z_i (beyond zcap every e_i is 0
+   or subnormal in A and counts in abs_err instead), d the pairwise depth of C terms */
+static inline double losses_cancel_cu(double zmin, double zcap, ptrdiff_t C, double u) {
+    double Z = -zmin < zcap ? -zmin : zcap;
+    return (2.0 * Z + (double)(2 * losses_pairwise_depth(C) + 17)) * u;
+}
+
+/* ----------------------------------------------------------------- the refinement per S */
+/* LD64: S value -> double (exact); ST64: a double -> S rounded once (the stored bits) */
+#define LOSSES_DEFINE_REFINE(S, TS, LD64, ST64, US, ETAS)                                     \
+/* every finite logit equal to the max a (m of them, the rest -inf): p_j = 1/m or 0 exactly,  \
+   and the gradient is rational -- often exactly 0 (equal logits, uniform targets), which no  \
+   fixed precision resolves from T p_j - t'_j.  With T = (1 - eps) Traw + eps (Traw = sum of  \
+   the raw targets, the smoothing's eps/C summing to eps):                                    \
+     g_j = ((1 - eps)(Traw - m t_j) + eps (C - m)/C) / m   (x_j = a),   g_j = -t'_j (x_j = -inf) \
+   exact whenever the double-double sum Traw is (targets spanning <= ~100 bits) */            \
+static void losses_refine_tied_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t y,          \
+                                   double eps, double batch, double a, ptrdiff_t m, TS* g) {  \
+    lr_dd keep = lr_two_sum(1.0, -eps);                                                       \
+    lr_dd share = lr_div(lr_from(eps), lr_from((double)C));                                   \
+    lr_dd extra = lr_div(lr_mul(lr_from(eps), lr_from((double)(C - m))), lr_from((double)C)); \
+    lr_dd Traw = lr_from(0.0);                                                                \
+    for (ptrdiff_t i = 0; i < C; i++)                                                         \
+        Traw = lr_add(Traw, lr_from(t ? LD64(t[i]) : (i == y ? 1.0 : 0.0)));                  \
+    for (ptrdiff_t j = 0; j < C; j++) {                                                       \
+        double tj = t ? LD64(t[j]) : (j == y ? 1.0 : 0.0);                                    \
+        lr_dd gj;                                                                             \
+        if (LD64(x[j]) == a)                                                                  \
+            gj = lr_div(lr_add(lr_mul(keep, lr_add(Traw, lr_neg(lr_two_prod((double)m, tj)))), \
+                               extra), lr_from((double)m));                                   \
+        else                                                                                  \
+            gj = lr_neg(lr_add(lr_mul(keep, lr_from(tj)), share));                            \
+        if (batch != 1) gj = lr_div(gj, lr_from(batch));                                      \
+        g[j] = ST64(lr_round_to_odd(gj));                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* level 2: the row's gradient in double-double, rounded once into g (S) */                   \
+static void losses_refine_dd_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t y,            \
+                                 double eps, double batch, ptrdiff_t k, double a, TS* g,      \
+                                 double* work) {                                              \
+    ptrdiff_t m = 0;                                                                          \
+    int tied = 1;                                                                             \
+    for (ptrdiff_t i = 0; i < C; i++) {                                                       \
+        double v = LD64(x[i]);                                                                \
+        m += v == a;                                                                          \
+        tied &= (v == a) | (v == -INFINITY);                                                  \
+    }                                                                                         \
+    if (tied) {                                                                               \
+        losses_refine_tied_##S(x, C, t, y, eps, batch, a, m, g);                              \
+        return;                                                                               \
+    }                                                                                         \
+    lr_dd* e = (lr_dd*)work;                                                                  \
+    lr_dd* tp = e + C;                                                                        \
+    lr_dd s = lr_from(0.0), T = lr_from(0.0), Tk = lr_from(0.0);                              \
+    lr_dd keep = lr_two_sum(1.0, -eps);                        /* 1 - eps, exactly */        \
+    lr_dd share = lr_div(lr_from(eps), lr_from((double)C));    /* eps / C */                  \
+    for (ptrdiff_t i = 0; i < C; i++) {                                                       \
+        e[i] = i == k ? lr_from(1.0)                                                          \
+                      : lr_exp_nonpositive(lr_two_sum(LD64(x[i]), -a));                       \
+        lr_dd ti;                                                                             \
+        if (t) {                                                                              \
+            ti = lr_from(LD64(t[i]));                                                         \
+            if (eps != 0) ti = lr_add(lr_mul(keep, ti), share);                               \
+        } else {                                                                              \
+            ti = eps != 0 ? share : lr_from(0.0);                                             \
+            if (i == y) ti = lr_add(ti, keep);                                                \
+        }                                                                                     \
+        tp[i] = ti;                                                                           \
+        if (i != k) { s = lr_add(s, e[i]); Tk = lr_add(Tk, ti); }                             \
+    }                                                                                         \
+    T = lr_add(Tk, tp[k]);                                                                    \
+    lr_dd D = lr_add(lr_from(1.0), s);                                                        \
+    for (ptrdiff_t j = 0; j < C; j++) {                                                       \
+        lr_dd gj = j == k ? lr_div(lr_add(Tk, lr_neg(lr_mul(tp[k], s))), D)                   \
+                          : lr_add(lr_mul(T, lr_div(e[j], D)), lr_neg(tp[j]));                \
+        if (batch != 1) gj = lr_div(gj, lr_from(batch));                                      \
+        g[j] = ST64(lr_round_to_odd(gj));                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* level 1: the same formulas in double; returns 1 (nothing written) if the check fails */   \
+static int losses_refine_f64_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t y,            \
+                                 double eps, double batch, ptrdiff_t k, double a, TS* g,      \
+                                 double* work) {                                              \
+    double* e = work;                                                                         \
+    double* tp = work + C;                                                                    \
+    double* gg = work + 2 * C;                                                                \
+    double keep = 1.0 - eps, share = eps / (double)C, zmin = 0.0;                             \
+    for (ptrdiff_t i = 0; i < C; i++) {                                                       \
+        double z = LD64(x[i]) - a;                                                            \
+        zmin = (z < zmin && z > -INFINITY) ? z : zmin;                                        \
+        e[i] = losses_exp_nonpositive_f64(z);                                                 \
+        if (t) tp[i] = eps != 0 ? keep * LD64(t[i]) + share : LD64(t[i]);                     \
+        else tp[i] = i == y ? (eps != 0 ? keep + share : 1.0) : (eps != 0 ? share : 0.0);     \
+    }                                                                                         \
+    double ek = e[k], tk = tp[k];                                                             \
+    e[k] = 0;                                                                                 \
+    double s = losses_pairwise_f64(e, C);                                                     \
+    e[k] = ek;                                                                                \
+    tp[k] = 0;                                                                                \
+    double Tk = losses_pairwise_f64(tp, C);                                                   \
+    tp[k] = tk;                                                                               \
+    double T = Tk + tk, D = 1.0 + s;                                                          \
+    for (ptrdiff_t j = 0; j < C; j++) gg[j] = T * (e[j] / D) - tp[j];                         \
+    gg[k] = (Tk - tk * s) / D;                                                                \
+    if (batch != 1)                                                                           \
+        for (ptrdiff_t j = 0; j < C; j++) gg[j] = gg[j] / batch;                              \
+    double cu = losses_cancel_cu(zmin, 745.0, C, 0x1p-53);                                   \
+    if (losses_cancels_f64(gg, tp, C, cu, 2.0 / batch, (4.0 * T + 5.0) * 0x1p-1074,          \
+                           (US) / 8, (ETAS) / 8))                                             \
+        return 1;                                                                             \
+    for (ptrdiff_t j = 0; j < C; j++) g[j] = ST64(gg[j]);                                     \
+    return 0;                                                                                 \
+}
+
+static inline double losses_ld64_f16(uint16_t h) { return (double)losses_ld16_f16(h); }
+static inline double losses_ld64_bf16(uint16_t h) { return (double)ld16_bf16(h); }
+static inline double losses_ld64_f32(float v) { return (double)v; }
+static inline uint16_t losses_st64_f16(double v) { return losses_st16_f16(f64_to_f16(v)); }
+static inline uint16_t losses_st64_bf16(double v) { return st16_bf16(f64_to_bf16(v)); }
+static inline float losses_st64_f32(double v) { return (float)v; }
+
+LOSSES_DEFINE_REFINE(f16, uint16_t, losses_ld64_f16, losses_st64_f16, 0x1p-11, 0x1p-24)
+LOSSES_DEFINE_REFINE(bf16, uint16_t, losses_ld64_bf16, losses_st64_bf16, 0x1p-8, 0x1p-133)
+LOSSES_DEFINE_REFINE(f32, float, losses_ld64_f32, losses_st64_f32, 0x1p-24, 0x1p-149)
+
+#endif
