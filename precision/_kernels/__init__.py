@@ -1,29 +1,34 @@
 """Compiled kernels.  Use :func:`load` rather than importing a module directly: it returns the
-x86-64-v3 (AVX2) build of a kernel module when this CPU runs it, else the baseline build.
-Both builds compute identical bits (no FMA contraction; see setup.py)."""
+widest build of a kernel module this CPU runs -- x86-64-v4 (AVX-512, built for some modules),
+x86-64-v3 (AVX2), else the baseline build.  Every build computes identical bits (no FMA
+contraction; see setup.py), which tests check through :func:`variants`."""
 import importlib
 import os
 import platform
 
-__all__ = ["load", "uses_v3"]
+__all__ = ["load", "load_baseline", "variants", "uses_v3", "uses_v4"]
 
 _V3_FLAGS = {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe"}
+_V4_FLAGS = _V3_FLAGS | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
 
 
-def _cpu_runs_v3() -> bool:
+def _cpu_flags() -> set:
     if os.environ.get("PRECISION_NO_V3") or platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
+        return set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return _V3_FLAGS <= set(line.split(":", 1)[1].split())
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return set()
 
 
-uses_v3 = _cpu_runs_v3()
+_flags = _cpu_flags()
+uses_v3 = _V3_FLAGS <= _flags
+uses_v4 = _V4_FLAGS <= _flags
+_SUFFIXES = [s for s, usable in (("__v4", uses_v4), ("__v3", uses_v3)) if usable]
 _cache = {}
 
 
@@ -31,18 +36,29 @@ def load(name: str):
     """The best build of ``precision._kernels.<name>`` for this CPU."""
     mod = _cache.get(name)
     if mod is None:
-        mod = None
-        if uses_v3:
+        for suffix in _SUFFIXES:
             try:
-                mod = importlib.import_module(f"{__name__}.{name}__v3")
+                mod = importlib.import_module(f"{__name__}.{name}{suffix}")
+                break
             except ImportError:
-                mod = None
-        if mod is None:
+                continue
+        else:
             mod = importlib.import_module(f"{__name__}.{name}")
         _cache[name] = mod
     return mod
 
 
 def load_baseline(name: str):
-    """The baseline (SSE2) build, for tests that compare the two builds."""
+    """The baseline (SSE2) build, for tests that compare builds."""
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def variants(name: str) -> dict:
+    """Every build of ``<name>`` this CPU runs, by suffix ("" is the baseline)."""
+    found = {"": load_baseline(name)}
+    for suffix in _SUFFIXES:
+        try:
+            found[suffix] = importlib.import_module(f"{__name__}.{name}{suffix}")
+        except ImportError:
+            pass
+    return found
