@@ -241,7 +241,9 @@ static void losses_refine_dd_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t 
         g[j] = ST64(lr_round_to_odd(gj));                                                     \
     }                                                                                         \
 }                                                                                             \
-/* level 1: the same formulas in double; returns 1 (nothing written) if the check fails */   \
+/* level 1: the same formulas in double; returns 1 (nothing written) if the check fails.     \
+   Written as separate branch-free loops so that each vectorises (the exp through the       \
+   noinline restrict helper of losses.pyx.tp) */                                            \
 static int losses_refine_f64_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t y,            \
                                  double eps, double batch, ptrdiff_t k, double a, TS* g,      \
                                  double* work) {                                              \
@@ -251,10 +253,17 @@ static int losses_refine_f64_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t 
     double keep = 1.0 - eps, share = eps / (double)C, zmin = 0.0;                             \
     for (ptrdiff_t i = 0; i < C; i++) {                                                       \
         double z = LD64(x[i]) - a;                                                            \
-        zmin = (z < zmin && z > -INFINITY) ? z : zmin;                                        \
-        e[i] = losses_exp_nonpositive_f64(z);                                                 \
-        if (t) tp[i] = eps != 0 ? keep * LD64(t[i]) + share : LD64(t[i]);                     \
-        else tp[i] = i == y ? (eps != 0 ? keep + share : 1.0) : (eps != 0 ? share : 0.0);     \
+        zmin = (z < zmin && z - z == 0) ? z : zmin;                                           \
+        e[i] = z;                                                                             \
+    }                                                                                         \
+    losses_exp_inplace_f64(e, C);                                                             \
+    if (t && eps != 0)                                                                        \
+        for (ptrdiff_t i = 0; i < C; i++) tp[i] = keep * LD64(t[i]) + share;                  \
+    else if (t)                                                                               \
+        for (ptrdiff_t i = 0; i < C; i++) tp[i] = LD64(t[i]);                                 \
+    else {                                                                                    \
+        for (ptrdiff_t i = 0; i < C; i++) tp[i] = eps != 0 ? share : 0.0;                     \
+        tp[y] = eps != 0 ? keep + share : 1.0;                                                \
     }                                                                                         \
     double ek = e[k], tk = tp[k];                                                             \
     e[k] = 0;                                                                                 \
@@ -269,10 +278,14 @@ static int losses_refine_f64_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t 
     if (batch != 1)                                                                           \
         for (ptrdiff_t j = 0; j < C; j++) gg[j] = gg[j] / batch;                              \
     double cu = losses_cancel_cu(zmin, 745.0, C, 0x1p-53);                                   \
-    if (losses_cancels_f64(gg, tp, C, cu, 2.0 / batch, (4.0 * T + 5.0) * 0x1p-1074,          \
-                           (US) / 8, (ETAS) / 8))                                             \
-        return 1;                                                                             \
-    for (ptrdiff_t j = 0; j < C; j++) g[j] = ST64(gg[j]);                                     \
+    /* entry k's magnitude, as in the kernel: |g_k| + 2 min(Tk, t_k s) / D */                 \
+    double tk_check = (Tk < tk * s ? Tk : tk * s) / D;                                        \
+    tp[k] = tk_check;                                                                         \
+    int cancels = losses_cancels_f64(gg, tp, C, cu, 2.0 / batch, (4.0 * T + 5.0) * 0x1p-1074, \
+                                     (US) / 8, (ETAS) / 8);                                   \
+    tp[k] = tk;                                                                               \
+    if (cancels) return 1;                                                                    \
+    losses_store_f64_##S(gg, g, C);                                                           \
     return 0;                                                                                 \
 }
 
@@ -282,6 +295,16 @@ static inline double losses_ld64_f32(float v) { return (double)v; }
 static inline uint16_t losses_st64_f16(double v) { return losses_st16_f16(f64_to_f16(v)); }
 static inline uint16_t losses_st64_bf16(double v) { return st16_bf16(f64_to_bf16(v)); }
 static inline float losses_st64_f32(double v) { return (float)v; }
+
+/* g[j] = v[j] rounded once into S: a loop of its own, so that it vectorises */
+#define LOSSES_DEFINE_STORE64(S, TS, ST64)                                                    \
+LOSSES_NOINLINE static void losses_store_f64_##S(const double* restrict v, TS* restrict g,   \
+                                                 ptrdiff_t n) {                               \
+    for (ptrdiff_t j = 0; j < n; j++) g[j] = ST64(v[j]);                                      \
+}
+LOSSES_DEFINE_STORE64(f16, uint16_t, losses_st64_f16)
+LOSSES_DEFINE_STORE64(bf16, uint16_t, losses_st64_bf16)
+LOSSES_DEFINE_STORE64(f32, float, losses_st64_f32)
 
 LOSSES_DEFINE_REFINE(f16, uint16_t, losses_ld64_f16, losses_st64_f16, 0x1p-11, 0x1p-24)
 LOSSES_DEFINE_REFINE(bf16, uint16_t, losses_ld64_bf16, losses_st64_bf16, 0x1p-8, 0x1p-133)
