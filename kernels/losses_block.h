@@ -1,0 +1,287 @@
+/*
+ * losses_block.h -- softmax cross-entropy for SHORT rows, LOSSES_BLOCK_ROWS rows at a time.
+ *
+ * The row kernels of losses.pyx.tp (_shift_*, _exps_*, _targets_*, _ce_row_*) spend most of a
+ * short row (C = 10) on fixed costs: loop set-up, three 8-lane pairwise leaves, calls.  Here a
+ * block of R = LOSSES_BLOCK_ROWS consecutive rows is transposed into tiles
+ *
+ *     X[i][r] = x[row r, class i]        (i < C <= LOSSES_BLOCK_MAX_C, r < R)
+ *
+ * and every step of the row algorithm becomes a loop over r of constant length R, which GCC
+ * turns into vector instructions with the ROW as the vector lane.  Each lane executes exactly
+ * the operations of the row code, in the same order, with the same primitives (fp.h's rounding,
+ * the kernels' exp of z <= 0, fp.h's log1p once per row): the results are the same bits.
+ * In particular the pairwise sum of a row with C <= 128 is one leaf: lane j of the leaf adds
+ * elements j, j+8, ... from +0, and the lanes are combined ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7));
+ * here acc[i % 8][r] += v[i][r] for i = 0, 1, ..., which is the same sequence per row.
+ *
+ * The block is not used (the function returns 1 and writes nothing) when any logit of the
+ * block is NaN or infinite: those rows take the row code, whose special-value handling
+ * (NaN rows, the plain max loop) is not repeated here.  For finite logits the row code's max
+ * (the largest integer key, then the first x_k with the same value: -0 and +0 equal) is the
+ * first index attaining the maximum under '>', which is what the vector loop computes.
+ *
+ * Requires (defined before this header in losses.pyx.tp): fp.h, losses_ld16_f16 and the
+ * policy loads/stores losses_ld_f16_*, losses_st_f16_*, losses_exp_nonpositive_f32/_f64.
+ */
+#ifndef PRECISION_LOSSES_BLOCK_H
+#define PRECISION_LOSSES_BLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+
+#define LOSSES_BLOCK_ROWS 16          /* R: rows per block, the vector lanes */
+#define LOSSES_BLOCK_MAX_C 128        /* tiles are sized for one pairwise leaf */
+
+/* exp_A(z) for z = R(x_i - a) <= 0, as the row code evaluates it.  In a block the logits are
+   finite, so z is a finite value of A or -inf (when x_i - a overflows).  The 16-bit formats
+   look up the module's tables (passed in: they are Cython globals).  float16: the row code's
+   index (_exp_nonpositive_f16 in losses.pyx.tp) is the magnitude's float16 bit pattern, 0 for
+   the float16 subnormals, 0x7C00 for -inf.  Here the float's magnitude bits are clamped to
+   [2^-15, 2^16] and rebiased: normal magnitudes get the same index, -inf (clamped to 2^16,
+   which no finite float16 reaches) gets 0x7C00, and subnormal ones an index in [0, 0x3FF],
+   whose entries all equal the entry of 0, 1 (exp(-y) for y <= 2^-14 is within 2^-14 of 1,
+   closer to 1 than to 1 - 2^-11).  Integer min/max instead of the row code's selects: GCC
+   turns those into conditional loads here, which it does not vectorise. */
+static inline float losses_block_exp_f16(float z, const float* restrict table) {
+    uint32_t au = fp_f32_bits(z) & 0x7FFFFFFFu;
+    au = au > (112u << 23) ? au : (112u << 23);
+    au = au < 0x47800000u ? au : 0x47800000u;
+    return table[(au - (112u << 23)) >> 13];
+}
+static inline float losses_block_exp_bf16(float z, const float* restrict table) {
+    return table[(fp_f32_bits(z) & 0x7FFFFFFFu) >> 16];
+}
+static inline float losses_block_exp_f32(float z, const float* restrict table) {
+    (void)table;
+    return losses_exp_nonpositive_f32(z);
+}
+static inline double losses_block_exp_f64(double z, const float* restrict table) {
+    (void)table;
+    return losses_exp_nonpositive_f64(z);
+}
+
+/* log1p_A(s) for A = float16 / bfloat16: fp.h's own log1p_f16 / log1p_bf16 of every value
+   s >= +0 of A, tabulated by losses_block_init (at import) and looked up by s's bits.  In a
+   block s is a pairwise sum, from +0, of values in [0, 1] (the logits are finite): never
+   negative, never NaN, at most C - 1. */
+static float LOSSES_BLOCK_LOG1P_F16[0x7C01];     /* float16 bits 0 .. 0x7C00 (+inf) */
+static float LOSSES_BLOCK_LOG1P_BF16[0x7F81];    /* bfloat16 bits 0 .. 0x7F80 (+inf) */
+static void losses_block_init(void) {
+    for (uint32_t m = 0; m <= 0x7C00u; m++)
+        LOSSES_BLOCK_LOG1P_F16[m] = log1p_f16(losses_ld16_f16((uint16_t)m));
+    for (uint32_t m = 0; m <= 0x7F80u; m++)
+        LOSSES_BLOCK_LOG1P_BF16[m] = log1p_bf16(ld16_bf16((uint16_t)m));
+}
+static inline float losses_block_log1p_f16(float s) {
+    return LOSSES_BLOCK_LOG1P_F16[losses_st16_f16(s) & 0x7FFFu];
+}
+static inline float losses_block_log1p_bf16(float s) {
+    return LOSSES_BLOCK_LOG1P_BF16[(fp_f32_bits(s) & 0x7FFFFFFFu) >> 16];
+}
+
+/* The statement for every lane r < R, as a loop that is not unrolled: GCC unrolls a loop of
+   constant length R early, and the unrolled selects stay scalar (with branches); as a loop,
+   each statement becomes a few vector instructions. */
+#define LOSSES_BLOCK_LANES(STMT)                                                                   \
+    _Pragma("GCC unroll 1")                                                                        \
+    for (int r = 0; r < LOSSES_BLOCK_ROWS; r++) { STMT; }
+
+/* The statement for every class i < C and every lane r (an R x C tile). */
+#define LOSSES_BLOCK_FOR(C, STMT)                                                                  \
+    for (ptrdiff_t i = 0; i < (C); i++) {                                                          \
+        LOSSES_BLOCK_LANES(STMT)                                                                   \
+    }
+
+/* One pairwise leaf per lane (C <= 128): acc[j][r] starts at +0, acc[i % 8][r] = R(acc + v_i)
+   for i = 0, 1, ... (what lane j of losses_leaf_A adds), then the lanes are combined
+   ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)) into OUT[r]. */
+#define LOSSES_BLOCK_LEAF_START(ACC)                                                               \
+    for (int j = 0; j < 8; j++) LOSSES_BLOCK_LANES((ACC)[j][r] = 0)
+#define LOSSES_BLOCK_LEAF_END(RND, ACC, OUT)                                                       \
+    LOSSES_BLOCK_LANES((OUT)[r] = RND(RND(RND((ACC)[0][r] + (ACC)[1][r])                           \
+                                          + RND((ACC)[2][r] + (ACC)[3][r]))                        \
+                                      + RND(RND((ACC)[4][r] + (ACC)[5][r])                         \
+                                            + RND((ACC)[6][r] + (ACC)[7][r]))))
+
+/* c ? x : y, for the running selects a[r] = c ? v : a[r] and the leaf terms.  For double, by
+   bit operations: written as a conditional, GCC makes these masked stores (vmaskmov), whose
+   value the next iteration's load cannot take from the store buffer (a stall per class); for
+   float the conditional measured faster (GCC's code for it differs). */
+static inline float losses_block_select_f32(int c, float x, float y) { return c ? x : y; }
+static inline double losses_block_select_f64(int c, double x, double y) {
+    uint64_t m = (uint64_t)0 - (uint64_t)(c != 0);
+    return fp_bits_f64((fp_f64_bits(x) & m) | (fp_f64_bits(y) & ~m));
+}
+
+/* One target value U of the soft-target check (see losses_ce_block_*). */
+#define LOSSES_BLOCK_CHECK(T, ACC, U)                                                              \
+    { T u_ = (U);                                                                                  \
+      nonfinite_t[r] = nonfinite_t[r] + (u_ - u_);                                                 \
+      negative[r] |= u_ < 0;                                                                       \
+      sum[i & 7][r] += (ACC)u_; }
+
+/* The gradient row into Z (as _ce_row): soft R(R(T p_i) - t_i) with p_i = R(e_i / D), one-hot
+   p_i and R(p_y - 1) at y; g_k at k (after y, as the row code stores them); then SCALED(v),
+   the batch scaling. */
+#define LOSSES_BLOCK_GRADIENT(T, RND, SCALED)                                                      \
+    if (use_t) {                                                                                   \
+        LOSSES_BLOCK_FOR(C, { T v = RND(RND(Tt[r] * RND(E[i][r] / D[r])) - TT[i][r]);              \
+                              v = (T)i == kf[r] ? gk[r] : v; Z[i][r] = SCALED; })                  \
+    } else {                                                                                       \
+        LOSSES_BLOCK_FOR(C, { T p = RND(E[i][r] / D[r]); T v = (T)i == yf[r] ? RND(p - 1) : p;     \
+                              v = (T)i == kf[r] ? gk[r] : v; Z[i][r] = SCALED; })                  \
+    }
+
+/*
+ * losses_ce_block_<S>_<A>: rows x[r * rs + 0..C) for r < R, as softmax_cross_entropy_<S>_<A>
+ * computes them row by row:
+ *   t != NULL: soft targets t[r * ts + i] (smoothed when smooth); else labels y[r], one-hot
+ *              (smoothed into c2 / top when smooth);
+ *   row_loss[r] = the row's loss in A; if want_grad, the gradient row into g[r * gs + i],
+ *   scaled by the batch as _ce_row does (batch = 1: none; binv != 0: times binv; else / batch);
+ *   codes != NULL: codes[r] = the soft-target check of the row (losses_check_row_S, then the
+ *   codes 0..3 with tolerance tol), as the row loop does.
+ * Returns 0, or 1 without writing anything when a logit of the block is NaN or infinite.
+ */
+#define LOSSES_DEFINE_CE_BLOCK(P, S, T, LD, ST, RND, EXP, LOG1P, ACC, SEL)                         \
+static int losses_ce_block_##P(                                                                    \
+        const S* restrict x, ptrdiff_t rs, const S* restrict t, ptrdiff_t ts,                      \
+        const int64_t* restrict y, int smooth, T c1, T c2, T top, int want_grad,                   \
+        T batch, T binv, S* restrict g, ptrdiff_t gs, T* restrict row_loss,                        \
+        unsigned char* restrict codes, double tol, const float* restrict table, ptrdiff_t C)       \
+{                                                                                                  \
+    enum { R = LOSSES_BLOCK_ROWS };                                                                \
+    T Z[LOSSES_BLOCK_MAX_C][R];      /* x, then z = R(x - a), then the gradient */                 \
+    T E[LOSSES_BLOCK_MAX_C][R];      /* e = exp_A(z) */                                            \
+    T TT[LOSSES_BLOCK_MAX_C][R];     /* the targets in A (smoothed) */                             \
+    T a[R], kf[R], yf[R], s[R], L[R], loss[R], tk[R], Tk[R];                                       \
+    T acc[8][R], acc2[8][R];         /* lanes of pairwise leaves */                                \
+    S XS[LOSSES_BLOCK_MAX_C][R];     /* 16-bit storage: the logits, later the gradient */          \
+    int soft = t != NULL, use_t = soft || smooth;                                                  \
+    /* the logits, transposed (16-bit formats: a plain strided copy, then the loads, so that       \
+       each loop vectorises) */                                                                    \
+    if (sizeof(S) == 2) {                                                                          \
+        LOSSES_BLOCK_FOR(C, XS[i][r] = x[r * rs + i])                                              \
+        LOSSES_BLOCK_FOR(C, Z[i][r] = LD(XS[i][r]))                                                \
+    } else {                                                                                       \
+        LOSSES_BLOCK_FOR(C, Z[i][r] = LD(x[r * rs + i]))                                           \
+    }                                                                                              \
+    /* a = max x, k = the first index attaining it (kept as a value of T: exact); nonfinite[r]     \
+       is NaN if the row holds a NaN or an infinity (then the row code does the block) */          \
+    T nonfinite[R];                                                                                \
+    LOSSES_BLOCK_LANES(a[r] = Z[0][r]; kf[r] = 0; nonfinite[r] = Z[0][r] - Z[0][r])                \
+    for (ptrdiff_t i = 1; i < C; i++) {                                                            \
+        T fi = (T)i;                                                                               \
+        LOSSES_BLOCK_LANES({ T v = Z[i][r]; int bigger = v > a[r];                                 \
+                             a[r] = SEL(bigger, v, a[r]); kf[r] = SEL(bigger, fi, kf[r]);          \
+                             nonfinite[r] = nonfinite[r] + (v - v); })                             \
+    }                                                                                              \
+    int special = 0;                                                                               \
+    for (int r = 0; r < R; r++) special |= nonfinite[r] != 0;                                      \
+    if (special) return 1;                                                                         \
+    /* z = R(x - a), e = exp_A(z), s = pairwise(e with e_k -> 0), L = log1p_A(s); the exp in a     \
+       loop of its own (the table lookups of the 16-bit formats vectorise only there) */           \
+    LOSSES_BLOCK_FOR(C, Z[i][r] = RND(Z[i][r] - a[r]))                                             \
+    LOSSES_BLOCK_FOR(C, E[i][r] = EXP(Z[i][r], table))                                             \
+    LOSSES_BLOCK_LEAF_START(acc);                                                                  \
+    LOSSES_BLOCK_FOR(C, acc[i & 7][r] = RND(acc[i & 7][r] + SEL((T)i == kf[r], (T)0, E[i][r])))    \
+    LOSSES_BLOCK_LEAF_END(RND, acc, s);                                                            \
+    LOSSES_BLOCK_LANES(L[r] = LOG1P(s[r]))                                                         \
+    /* the targets */                                                                              \
+    if (soft) {                                                                                    \
+        if (codes == NULL) {                                                                       \
+            LOSSES_BLOCK_FOR(C, TT[i][r] = LD(t[r * ts + i]))                                      \
+        } else {                                                                                   \
+            /* the check of losses_check_row_S, lane by lane, on the values (exact in T): a NaN    \
+               or an infinity (u - u is not 0), a value < 0 (not -0), the 8-lane sum in ACC;       \
+               16-bit formats: in a loop of its own, after the loads (each then vectorises) */     \
+            ACC sum[8][R];                                                                         \
+            T nonfinite_t[R];                                                                      \
+            int negative[R];                                                                       \
+            for (int j = 0; j < 8; j++) LOSSES_BLOCK_LANES(sum[j][r] = 0)                          \
+            LOSSES_BLOCK_LANES(nonfinite_t[r] = 0; negative[r] = 0)                                \
+            if (sizeof(S) == 2) {                                                                  \
+                LOSSES_BLOCK_FOR(C, TT[i][r] = LD(t[r * ts + i]))                                  \
+                LOSSES_BLOCK_FOR(C, LOSSES_BLOCK_CHECK(T, ACC, TT[i][r]))                          \
+            } else {                                                                               \
+                LOSSES_BLOCK_FOR(C, TT[i][r] = LD(t[r * ts + i]);                                  \
+                                    LOSSES_BLOCK_CHECK(T, ACC, TT[i][r]))                          \
+            }                                                                                      \
+            for (int r = 0; r < R; r++) {                                                          \
+                ACC total = ((sum[0][r] + sum[1][r]) + (sum[2][r] + sum[3][r]))                    \
+                            + ((sum[4][r] + sum[5][r]) + (sum[6][r] + sum[7][r]));                 \
+                double off = fabs((double)total - 1);                                              \
+                codes[r] = nonfinite_t[r] != 0 ? 1 : negative[r] ? 2 : !(off <= tol) ? 3 : 0;      \
+            }                                                                                      \
+        }                                                                                          \
+        if (smooth) LOSSES_BLOCK_FOR(C, TT[i][r] = RND(RND(c1 * TT[i][r]) + c2))                   \
+    } else {                                                                                       \
+        LOSSES_BLOCK_LANES(yf[r] = (T)y[r])                                                        \
+        if (smooth) LOSSES_BLOCK_FOR(C, TT[i][r] = (T)i == yf[r] ? top : c2)                       \
+    }                                                                                              \
+    /* the loss; for the gradient also Tk = pairwise(t with t_k -> 0) and t_k (same pass) */       \
+    if (use_t) {                                                                                   \
+        LOSSES_BLOCK_LEAF_START(acc);                                                              \
+        LOSSES_BLOCK_LEAF_START(acc2);                                                             \
+        LOSSES_BLOCK_LANES(tk[r] = 0)                                                              \
+        LOSSES_BLOCK_FOR(C, { T u = TT[i][r]; int at_k = (T)i == kf[r];                            \
+                              acc[i & 7][r] = RND(acc[i & 7][r]                                    \
+                                                  + SEL(u != 0, RND(u * RND(L[r] - Z[i][r])), (T)0)); \
+                              acc2[i & 7][r] = RND(acc2[i & 7][r] + SEL(at_k, (T)0, u));           \
+                              tk[r] = SEL(at_k, u, tk[r]); })                                      \
+        LOSSES_BLOCK_LEAF_END(RND, acc, loss);                                                     \
+        LOSSES_BLOCK_LEAF_END(RND, acc2, Tk);                                                      \
+    } else {                                                                                       \
+        T zy[R];                                                                                   \
+        LOSSES_BLOCK_LANES(zy[r] = 0)                                                              \
+        LOSSES_BLOCK_FOR(C, zy[r] = SEL((T)i == yf[r], Z[i][r], zy[r]))                            \
+        LOSSES_BLOCK_LANES(loss[r] = RND(L[r] - zy[r]); tk[r] = yf[r] == kf[r] ? (T)1 : (T)0;      \
+                           Tk[r] = 1 - tk[r])                                                      \
+    }                                                                                              \
+    LOSSES_BLOCK_LANES(row_loss[r] = loss[r])                                                      \
+    if (!want_grad) return 0;                                                                      \
+    /* the gradient (T = 1 for one-hot targets), built in Z, then stored */                        \
+    T D[R], Tt[R], gk[R];                                                                          \
+    LOSSES_BLOCK_LANES(D[r] = RND(1 + s[r]); Tt[r] = RND(Tk[r] + tk[r]);     /* one-hot: 1 */      \
+                       gk[r] = RND(RND(Tk[r] - RND(tk[r] * s[r])) / D[r]))                         \
+    if (batch == 1) {                                                                              \
+        LOSSES_BLOCK_GRADIENT(T, RND, v)                                                           \
+    } else if (binv != 0) {        /* N_A a power of two: the same as dividing */                  \
+        LOSSES_BLOCK_GRADIENT(T, RND, RND(v * binv))                                               \
+    } else {                                                                                       \
+        LOSSES_BLOCK_GRADIENT(T, RND, RND(v / batch))                                              \
+    }                                                                                              \
+    if (sizeof(S) == 2) {                                                                          \
+        LOSSES_BLOCK_FOR(C, XS[i][r] = ST(Z[i][r]))                                                \
+        LOSSES_BLOCK_FOR(C, g[r * gs + i] = XS[i][r])                                              \
+    } else {                                                                                       \
+        LOSSES_BLOCK_FOR(C, g[r * gs + i] = ST(Z[i][r]))                                           \
+    }                                                                                              \
+    return 0;                                                                                      \
+}
+
+/* the nine policies: name, storage type, compute type, load, store, rounding, exp, log1p,
+   the soft-target check's accumulator (LOSSES_DEFINE_CHECK's: float for the 16-bit storage
+   formats, double otherwise), the select of the compute type */
+LOSSES_DEFINE_CE_BLOCK(f16_f16, uint16_t, float, losses_ld_f16_f16, losses_st_f16_f16,
+                       rnd_f16, losses_block_exp_f16, losses_block_log1p_f16, float, losses_block_select_f32)
+LOSSES_DEFINE_CE_BLOCK(f16_f32, uint16_t, float, losses_ld_f16_f32, losses_st_f16_f32,
+                       rnd_f32, losses_block_exp_f32, log1p_f32, float, losses_block_select_f32)
+LOSSES_DEFINE_CE_BLOCK(f16_f64, uint16_t, double, losses_ld_f16_f64, losses_st_f16_f64,
+                       rnd_f64, losses_block_exp_f64, log1p_f64, float, losses_block_select_f64)
+LOSSES_DEFINE_CE_BLOCK(bf16_bf16, uint16_t, float, ld_bf16_bf16, st_bf16_bf16,
+                       rnd_bf16, losses_block_exp_bf16, losses_block_log1p_bf16, float, losses_block_select_f32)
+LOSSES_DEFINE_CE_BLOCK(bf16_f32, uint16_t, float, ld_bf16_f32, st_bf16_f32,
+                       rnd_f32, losses_block_exp_f32, log1p_f32, float, losses_block_select_f32)
+LOSSES_DEFINE_CE_BLOCK(bf16_f64, uint16_t, double, ld_bf16_f64, st_bf16_f64,
+                       rnd_f64, losses_block_exp_f64, log1p_f64, float, losses_block_select_f64)
+LOSSES_DEFINE_CE_BLOCK(f32_f32, float, float, ld_f32_f32, st_f32_f32,
+                       rnd_f32, losses_block_exp_f32, log1p_f32, double, losses_block_select_f32)
+LOSSES_DEFINE_CE_BLOCK(f32_f64, float, double, ld_f32_f64, st_f32_f64,
+                       rnd_f64, losses_block_exp_f64, log1p_f64, double, losses_block_select_f64)
+LOSSES_DEFINE_CE_BLOCK(f64_f64, double, double, ld_f64_f64, st_f64_f64,
+                       rnd_f64, losses_block_exp_f64, log1p_f64, double, losses_block_select_f64)
+
+#endif /* PRECISION_LOSSES_BLOCK_H */

@@ -1,0 +1,253 @@
+"""The row-block path of softmax_cross_entropy (kernels/losses_block.h) against the row path.
+
+For short rows (C <= the module's threshold) softmax_cross_entropy computes blocks of
+LOSSES_BLOCK_ROWS rows at once, the row as the vector lane.  It must give the same bits as
+the row code (which test_losses.py checks against the op-by-op emulation) on every input:
+here the threshold is switched between the largest value (every short row in blocks) and 0
+(the row code only) and every output compared bit for bit, over generated inputs in all nine
+policies: soft and hard targets, label smoothing, reductions, with and without the gradient,
+batch scalings (N = 1, a power of two, other N), N not a multiple of the block (the tail takes
+the row code), strided and reversed rows, user buffers (targets validated before) and private
+ones (validated in the kernel, also for bad targets: the same error), special logits (such a
+block falls back to the row code), 1 and 2 threads, and every build against the others.
+One test also compares the block path with the emulation directly.
+"""
+import contextlib
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import precision as pr
+from precision import losses
+from precision._kernels import load, variants
+from tests.losses_reference import (
+    LOGIT_KINDS,
+    SPECIAL_LOGIT_KINDS,
+    TARGET_KINDS,
+    EmulatedLosses,
+    exceeds_range,
+    make_logits,
+    make_targets,
+)
+
+K = load("losses")
+POLICIES = [tuple(name.split("_")) for name in K.POLICY_NAMES]
+POLICY_IDS = [f"{s}-{a}" for s, a in POLICIES]
+FMT = {f.short: f for f in pr.FORMATS}
+ALL_SHORT_ROWS = 128          # LOSSES_BLOCK_MAX_C: the setter clamps to it
+BLOCK_ROWS = 16               # LOSSES_BLOCK_ROWS
+
+
+@contextlib.contextmanager
+def block_threshold(c, module=K):
+    """Every short row (C <= c) in blocks; c = 0: the row code only."""
+    old = module.set_block_max_classes(c)
+    try:
+        yield
+    finally:
+        module.set_block_max_classes(old)
+
+
+def raw_bits(a):
+    """The bit patterns (NaN payloads included) of an array or scalar of a float format."""
+    a = np.atleast_1d(np.asarray(a))
+    return a.view(f"u{a.dtype.itemsize}").copy()
+
+
+def both_paths(call):
+    """call() with every short row in blocks and with the row code only: (blocked, rows)."""
+    with block_threshold(ALL_SHORT_ROWS):
+        blocked = call()
+    with block_threshold(0):
+        rows = call()
+    return blocked, rows
+
+
+def assert_same(blocked, rows):
+    if isinstance(blocked, tuple):
+        for b, r in zip(blocked, rows):
+            assert_same(b, r)
+        return
+    np.testing.assert_array_equal(raw_bits(blocked), raw_bits(rows))
+
+
+def quiet(fn):
+    def call():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pr.PrecisionWarning)
+            with np.errstate(all="ignore"):
+                return fn()
+    return call
+
+
+def test_thresholds_and_setter():
+    assert set(K.BLOCK_MAX_CLASSES) == set(K.POLICY_NAMES)
+    assert all(0 <= c <= ALL_SHORT_ROWS for c in K.BLOCK_MAX_CLASSES.values())
+    assert K.set_block_max_classes(None) is None           # the defaults are in force
+    with block_threshold(10**9):
+        assert K.set_block_max_classes(None) == ALL_SHORT_ROWS   # clamped to one leaf
+    with block_threshold(-5):
+        assert K.set_block_max_classes(None) == 0
+    assert K.set_block_max_classes(None) is None
+
+
+@pytest.mark.parametrize("s,a", POLICIES, ids=POLICY_IDS)
+def test_default_thresholds_give_the_row_path_bits(s, a):
+    """The defaults as shipped, at C on both sides of the policy's threshold."""
+    S, A = FMT[s], FMT[a]
+    rng = np.random.default_rng(5)
+    top = K.BLOCK_MAX_CLASSES[f"{s}_{a}"]
+    for c in {1, top, min(top + 1, ALL_SHORT_ROWS + 1)}:
+        x = make_logits(rng, S, 2 * BLOCK_ROWS + 1, c, "normal")
+        t = make_targets(rng, S, x.astype(np.float64), "dirichlet")
+        def default():
+            return losses.softmax_cross_entropy(x, t, return_grad=True, accum=A)
+        with block_threshold(0):
+            rows = quiet(default)()
+        assert_same(quiet(default)(), rows)
+
+
+@settings(deadline=None)
+@given(policy=st.sampled_from(POLICIES),
+       n=st.integers(1, 3 * BLOCK_ROWS + 5),
+       c=st.integers(1, 40),
+       logit_kind=st.sampled_from(LOGIT_KINDS + SPECIAL_LOGIT_KINDS),
+       target_kind=st.sampled_from(TARGET_KINDS + ("labels",)),
+       smoothing=st.sampled_from([0.0, 0.1, 0.3]),
+       reduction=st.sampled_from(["mean", "sum", "none"]),
+       grad=st.booleans(),
+       layout=st.sampled_from(["contiguous", "every_other_row", "reversed", "user_buffers"]),
+       threads=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**32 - 1))
+def test_block_path_gives_the_row_path_bits(policy, n, c, logit_kind, target_kind, smoothing,
+                                            reduction, grad, layout, threads, seed):
+    s, a = policy
+    S, A = FMT[s], FMT[a]
+    rng = np.random.default_rng(seed)
+    rows_made = 2 * n if layout == "every_other_row" else n
+    x = make_logits(rng, S, rows_made, c, logit_kind)
+    if logit_kind == "specials":   # also blocks with no special value at all
+        x[rng.random(rows_made) < 0.5] = S.round(rng.normal(size=c))
+    if target_kind == "labels":
+        targets = rng.integers(0, c, rows_made)
+    else:
+        with np.errstate(all="ignore"):
+            targets = make_targets(rng, S, x.astype(np.float64), target_kind)
+    if layout == "every_other_row":
+        x, targets = x[::2], targets[::2]
+    elif layout == "reversed":
+        x, targets = x[::-1], targets[::-1]
+    out = grad_out = None
+    if layout == "user_buffers":   # soft targets are then checked before the kernel runs
+        out = np.empty(n if reduction == "none" else (), S.dtype)
+        grad_out = np.empty(x.shape, S.dtype) if grad else None
+
+    def call():
+        result = losses.softmax_cross_entropy(
+            x, targets, reduction=reduction, return_grad=grad, label_smoothing=smoothing,
+            accum=A, num_threads=threads, out=out, grad_out=grad_out)
+        if out is None:
+            return result
+        return (out.copy(), grad_out.copy()) if grad else out.copy()
+
+    assert_same(*both_paths(quiet(call)))
+
+
+@pytest.mark.parametrize("s,a", POLICIES, ids=POLICY_IDS)
+@pytest.mark.parametrize("n", [1, 16, 64, 1024])          # batch scaling: 1, powers of 2
+def test_batch_scalings(s, a, n):
+    S, A = FMT[s], FMT[a]
+    rng = np.random.default_rng(n)
+    x = make_logits(rng, S, n + 3, 10, "normal")         # and n + 3: neither 1 nor 2^k
+    t = make_targets(rng, S, x.astype(np.float64), "dirichlet")
+    y = rng.integers(0, 10, n + 3)
+    for rows in (n, n + 3):
+        for targets in (t[:rows], y[:rows]):
+            for smoothing in (0.0, 0.1):
+                def call():
+                    return losses.softmax_cross_entropy(
+                        x[:rows], targets, return_grad=True, accum=A, label_smoothing=smoothing)
+                assert_same(*both_paths(quiet(call)))
+
+
+@pytest.mark.parametrize("s,a", POLICIES, ids=POLICY_IDS)
+def test_bad_soft_targets_give_the_same_error(s, a):
+    """Targets validated inside the kernel (no user buffers): a bad row in a block is found
+    and reported as the row code reports it (the first bad row, its reason)."""
+    S, A = FMT[s], FMT[a]
+    rng = np.random.default_rng(7)
+    x = make_logits(rng, S, 40, 6, "normal")
+    good = make_targets(rng, S, x.astype(np.float64), "dirichlet")
+    for row, bad in [(5, np.nan), (17, -0.25), (33, 2.0), (20, np.inf)]:
+        t = good.copy()
+        t[row, 3] = S.round(bad)
+        t[35, 1] = S.round(-1.0)        # a later bad row: the first one is reported
+        messages = []
+        for c in (ALL_SHORT_ROWS, 0):
+            with block_threshold(c), pytest.raises(ValueError) as err:
+                losses.softmax_cross_entropy(x, t, return_grad=True, accum=A)
+            messages.append(str(err.value))
+        assert messages[0] == messages[1]
+        assert f"row {row}" in messages[0]
+
+
+@pytest.mark.parametrize("s,a", POLICIES, ids=POLICY_IDS)
+def test_every_build_gives_identical_bits_on_short_rows(s, a):
+    """Every build this CPU runs (SSE2, AVX2, AVX-512), block path on, against each other and
+    each against its own row path."""
+    S, A = FMT[s], FMT[a]
+    rng = np.random.default_rng(11)
+    n, c = 53, 10
+    x = make_logits(rng, S, n, c, "normal")
+    x[40, 2] = S.round(np.inf)                           # one block falls back
+    t = make_targets(rng, S, x.astype(np.float64), "sparse")
+    labels = (np.arange(n) % c).astype(np.int64)
+    sv = S.storage_view
+    cdt = np.float64 if a == "f64" else np.float32
+    fn = f"softmax_cross_entropy_{s}_{a}"
+    results = {True: [], False: []}
+    for module in variants("losses").values():
+        for threshold in (ALL_SHORT_ROWS, 0):
+            with block_threshold(threshold, module):
+                for soft in (True, False):
+                    loss = np.empty(n, S.dtype)
+                    grad = np.empty(x.shape, S.dtype)
+                    codes = np.zeros(n, np.uint8)
+                    getattr(module, fn)(
+                        sv(x), sv(t) if soft else None,
+                        None if soft else labels,
+                        True, 0.875, 0.0078125, K.REDUCTIONS["none"], 53.0, sv(loss),
+                        np.empty(n, cdt), sv(grad), 2, codes, 1e-2)
+                    results[soft].append((raw_bits(loss), raw_bits(grad), codes.copy()))
+    for runs in results.values():
+        for other in runs[1:]:
+            for u, v in zip(runs[0], other):
+                np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("s,a", POLICIES, ids=POLICY_IDS)
+@pytest.mark.parametrize("labels", [False, True], ids=["soft", "hard"])
+def test_block_path_against_the_emulation(s, a, labels):
+    """Two blocks and a tail of 3 rows, every row through the op-by-op emulation."""
+    S, A = FMT[s], FMT[a]
+    rng = np.random.default_rng(3)
+    n, c = 2 * BLOCK_ROWS + 3, 7
+    x = make_logits(rng, S, n, c, "normal")
+    targets = (rng.integers(0, c, n) if labels
+               else make_targets(rng, S, x.astype(np.float64), "dirichlet"))
+    assert not exceeds_range(x, None, None, A, "none")
+    em = EmulatedLosses(S, A, "correct" if A.bits == 16 else "kernel")
+    with block_threshold(ALL_SHORT_ROWS), warnings.catch_warnings():
+        warnings.simplefilter("ignore", pr.PrecisionWarning)
+        loss, grad = losses.softmax_cross_entropy(x, targets, reduction="none", return_grad=True,
+                                                  accum=A, label_smoothing=0.1)
+        want_loss, want_grad = em.cross_entropy(x, targets, reduction="none",
+                                                label_smoothing=0.1, want_grad=True)
+    np.testing.assert_array_equal(raw_bits(loss), raw_bits(want_loss))
+    # rows the refinement recomputes (wider arithmetic, tests/test_losses.py checks them against
+    # exact) differ from the unrefined emulation by design; such calls take the row code
+    kept = ~np.array(em.refined_rows)
+    np.testing.assert_array_equal(raw_bits(grad[kept]), raw_bits(want_grad[kept]))
