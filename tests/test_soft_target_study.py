@@ -152,7 +152,9 @@ def test_smoke_tiny_grid_end_to_end(tmp_path):
              _cell(optimizer="adam", format="bfloat16", accumulate="bfloat16", state_format="float32",
                    iterations=40),
              _cell(problem="mlp", format="float16", accumulate="float16", state_format="float16",
-                   iterations=40)]
+                   iterations=40),
+             _cell(problem="linear", optimizer="adam", iterations=40),
+             _cell(problem="linear", optimizer="adam", variant="eps-stable", iterations=40)]
     study = Study("soft-target-stall", cells, run_cell, summarize, soft_target_stall.report,
                   version="test")
     results = run_study(study, tmp_path, executor=SerialExecutor(), resume=False)
@@ -169,6 +171,9 @@ def test_smoke_tiny_grid_end_to_end(tmp_path):
     assert float(rows[0]["unit_roundoff"]) == 2.0 ** -24
     assert [r["problem"] for r in rows].count("mlp") == 1
     assert list((tmp_path / "plots").glob("*.png"))
+    report = (tmp_path / "report.md").read_text()
+    assert "## Adam: attribution of the rebound" in report
+    assert (tmp_path / "plots" / "adam_attribution.png").stat().st_size > 1000
 
 
 def test_grid_declares_every_problem_and_optimizer():
@@ -183,7 +188,15 @@ def test_grid_declares_every_problem_and_optimizer():
         assert {(fmt, "gd", fmt), (fmt, "lbfgs", "float64")} <= mlp
         assert (fmt, "adam", "float32" if fmt != "float64" else "float64") in mlp
     assert {c["optimizer"] for c in quick} == {"gd", "momentum", "adam", "lbfgs"}
-    assert {c["variant"] for c in quick} == {"plain", "exact-gradient", "master-f64"}
+    assert {c["variant"] for c in quick} == {"plain", "exact-gradient", "master-f64", "eps-stable"}
+    # the quick grid can state the Adam and MLP attribution findings
+    adam_variants = {(c["problem"], c["format"], c["variant"]) for c in quick if c["optimizer"] == "adam"}
+    for problem in ("linear", "mlp"):
+        assert {(problem, "float32", v) for v in ("plain", "exact-gradient", "master-f64", "eps-stable")} \
+            <= adam_variants
+        assert {(problem, "float64", "plain"), (problem, "float64", "eps-stable")} <= adam_variants
+    assert {c["format"] for c in quick if c["problem"] == "mlp" and c["variant"] == "master-f64"
+            and c["optimizer"] == "gd"} == {"float16", "bfloat16", "float32"}
     only = soft_target_stall.grid(formats=["float32"])
     assert {c["format"] for c in only} == {"float32"}
     assert len(soft_target_stall.grid(full=True)) > len(quick)
@@ -288,3 +301,175 @@ def test_mlp_smoke_cells():
     assert lbfgs["exact_excess"][-1] < lbfgs["exact_excess"][0]
     row = summarize(_cell(problem="mlp"), gd)
     assert row["excess_floor"] == gd["excess_floor"]
+
+
+# ----------------------------------------------------------------------------- Adam attribution
+
+def test_rebound_summary_on_synthetic_traces():
+    from precision.study.soft_target import REBOUND_FACTOR, rebound_summary
+
+    its = np.arange(0, 80, 10)
+    falling = rebound_summary(its, [1.0, 1e-2, 1e-4, 1e-6, 1e-7, 1e-7, 2e-7, 5e-7])
+    assert falling["rebound_iteration"] is None
+    assert falling["min_excess"] == 1e-7 and falling["min_excess_iteration"] == 40
+    assert falling["max_excess_after_min"] == 5e-7
+    spike = [1.0, 1e-2, 1e-6, 1e-8, 1e-8 * REBOUND_FACTOR, 1e-8 * REBOUND_FACTOR * 1.01, 1e-3, 1e-9]
+    out = rebound_summary(its, spike)
+    assert out["rebound_iteration"] == 50          # strictly above 100× the running minimum
+    assert out["min_excess"] == 1e-9 and out["min_excess_iteration"] == 70
+    blown = rebound_summary(its[:4], [1.0, 1e-3, math.inf, math.nan])
+    assert blown["rebound_iteration"] == 20 and blown["min_excess"] == 1e-3
+    assert blown["max_excess_after_min"] == math.inf
+    nothing = rebound_summary(its[:2], [math.nan, math.nan])
+    assert nothing["rebound_iteration"] is None and math.isnan(nothing["min_excess"])
+
+
+def test_first_upward_crossing_skips_the_start_up_transient():
+    from precision.study.soft_target import first_upward_crossing
+
+    its = [1, 2, 3, 4, 5, 6]
+    assert first_upward_crossing(its, [200, 50, 20, 30, 39, 41], 38) == 5
+    assert first_upward_crossing(its, [20, 30, 37, 38, 38, 38], 38) is None   # at the limit: stable
+    assert first_upward_crossing(its, [40, 41, 42, 43, 44, 45], 38) is None   # never below
+
+
+def test_adam_stability_threshold_matches_the_recurrence():
+    """x_{t+1} = (1 + β1 − (1 − β1) a) x_t − β1 x_{t−1} stays bounded just below A_c, grows above."""
+    from precision.study.soft_target import adam_stability_threshold
+
+    beta1 = 0.9
+    limit = adam_stability_threshold(beta1)
+    assert limit == pytest.approx(38.0)
+
+    def amplitude(a, steps=4000):
+        prev, x = 1.0, 1.0
+        for _ in range(steps):
+            prev, x = x, (1 + beta1 - (1 - beta1) * a) * x - beta1 * prev
+        return abs(x)
+
+    assert amplitude(limit * 0.99) < 1.0
+    assert amplitude(limit * 1.01) > 1e3
+
+
+@pytest.mark.parametrize("problem", ["linear", "mlp"])
+def test_stable_adam_eps_caps_the_preconditioned_sharpness(problem):
+    from precision.study.soft_target import DEFAULTS, stable_adam_eps
+
+    prob = make_problem(problem, 0)
+    lr = DEFAULTS["adam_lr"]
+    eps = stable_adam_eps(prob, lr)
+    cap = lr * prob.info["hessian_max_eigenvalue"] / eps
+    assert math.log2(eps).is_integer()
+    assert DEFAULTS["adam_stable_cap"] / 2 < cap <= DEFAULTS["adam_stable_cap"]
+
+
+def test_adam_rebounds_in_float64_when_its_sharpness_crosses_the_limit_and_eps_stable_does_not():
+    """The study's Adam finding on the linear problem (float64: no rounding to blame)."""
+    plain = run_cell(_cell(problem="linear", format="float64", accumulate="float64",
+                           state_format="float64", optimizer="adam", iterations=2000))
+    stable = run_cell(_cell(problem="linear", format="float64", accumulate="float64",
+                            state_format="float64", optimizer="adam", variant="eps-stable",
+                            iterations=2000))
+    u2 = 2.0 ** -106
+    assert plain["min_excess"] < 10 * u2                       # it got to the u² scale first
+    assert plain["rebound_iteration"] is not None
+    assert plain["max_excess_after_min"] > 1e6 * plain["min_excess"]
+    assert plain["adam_unstable_iteration"] is not None
+    assert plain["adam_unstable_iteration"] <= plain["rebound_iteration"]
+    sharp = np.asarray(plain["adam_sharpness"])
+    its = np.asarray(plain["adam_sharpness_iterations"])
+    assert np.all(sharp[(its > 100) & (its < plain["adam_unstable_iteration"])] <= 38.0)
+    assert stable["rebound_iteration"] is None and stable["adam_unstable_iteration"] is None
+    assert np.nanmax(stable["adam_sharpness"]) <= 4.0
+    assert stable["min_excess"] < 10 * u2
+    assert stable["adam_eps"] > 1e-8 and plain["adam_eps"] == 1e-8
+
+
+def test_master_f64_adam_runs_in_float64_and_variants_are_validated():
+    cells = {v: run_cell(_cell(problem="linear", format="float16", accumulate="float16",
+                               state_format="float16", optimizer="adam", variant=v, iterations=30))
+             for v in ("plain", "master-f64")}
+    # float16 state: ε = 1e-8 is 0 there and the first step divides 0 by 0 somewhere
+    assert cells["plain"]["blew_up_iteration"] is not None
+    master = cells["master-f64"]          # float64 weights and state, the float16 gradient
+    assert master["blew_up_iteration"] is None and np.isfinite(master["exact_excess"]).all()
+    assert master["exact_excess"][-1] < master["exact_excess"][0] / 10
+    with pytest.raises(ValueError, match="Adam only"):
+        run_cell(_cell(problem="linear", variant="eps-stable", iterations=5))
+    with pytest.raises(ValueError, match="unknown variant"):
+        run_cell(_cell(problem="linear", variant="exact", iterations=5))
+    with pytest.raises(ValueError, match="first-order"):
+        run_cell(_cell(problem="linear", optimizer="lbfgs", variant="master-f64", iterations=5))
+
+
+def test_gradient_error_floor_hand_case():
+    hessian = np.diag([2.0, 0.5, 0.0])                       # H⁺ = diag(1/2, 2, 0)
+    errors = np.array([[1.0, 1.0, 5.0], [2.0, 0.0, -3.0]])
+    # ½ mean(eᵀH⁺e) = ½ · ((0.5 + 2) + 2) / 2; the null direction does not count
+    assert theory.gradient_error_floor(errors, hessian) == pytest.approx(0.5 * (2.5 + 2.0) / 2)
+
+
+def test_mlp_gradient_resolution_floor_shared_errors_scale_with_the_group_size():
+    rng = np.random.default_rng(3)
+    n_groups, per_group, c, p = 3, 4, 3, 5
+    base = rng.normal(size=(n_groups, c, p))
+    jac = np.repeat(base, per_group, axis=0)                 # identical rows within a group
+    groups = np.repeat(np.arange(n_groups), per_group)
+    a = rng.normal(size=(p, p))
+    hessian = a @ a.T
+    p_star = np.repeat(rng.dirichlet(np.ones(c), size=n_groups), per_group, axis=0)
+    independent = theory.mlp_gradient_resolution_floor(jac, p_star, hessian, "float32")
+    shared = theory.mlp_gradient_resolution_floor(jac, p_star, hessian, "float32", groups=groups)
+    assert shared == pytest.approx(per_group * independent, rel=1e-10)
+    # the hand formula for the independent case
+    n = jac.shape[0]
+    var = theory._ulp(p_star, "float32") ** 2 / 12
+    h_pinv = np.linalg.inv(hessian)
+    expected = 0.5 * sum(var[r, k] * jac[r, k] @ h_pinv @ jac[r, k] for r in range(n) for k in range(c)) / n**2
+    assert independent == pytest.approx(expected, rel=1e-10)
+
+
+def test_mlp_gd_cell_predicts_a_gradient_floor_below_swamping():
+    from precision.study.problems import mlp_groups
+
+    prob = make_problem("mlp", 0)
+    groups = mlp_groups(prob)
+    assert len(set(groups.tolist())) == prob.info["groups"]
+    assert all(np.all(prob.targets[groups == g] == prob.targets[groups == g][0]) for g in set(groups))
+    result = run_cell(_cell(problem="mlp", format="float16", accumulate="float16",
+                            state_format="float16", iterations=5))
+    grad, swamp = result["predicted_gradient_floor"], result["predicted_swamping_floor"]
+    assert math.isfinite(grad) and 0 < grad < swamp / 10
+    assert result["predicted_floor"] == max(swamp, grad, result["predicted_representation_floor"])
+    # the measured-error estimate is of the order of the p-rounding one, larger (forward errors)
+    assert result["predicted_gradient_floor_p_independent"] < result["predicted_gradient_floor_p_shared"]
+    assert result["predicted_gradient_floor_p_shared"] / 100 < grad < 100 * result["predicted_gradient_floor_p_shared"]
+
+
+def test_master_f64_rows_are_compared_with_the_gradient_floor():
+    from precision.study.soft_target import applicable_floor
+
+    result = {"predicted_floor": 1e-5, "predicted_gradient_floor": 1e-8, "excess_floor": 2e-8,
+              "unit_roundoff": 2.0 ** -11}
+    master = _cell(problem="mlp", variant="master-f64")
+    assert applicable_floor(master, result) == 1e-8
+    assert applicable_floor(_cell(problem="mlp"), result) == 1e-5
+    assert applicable_floor(_cell(optimizer="adam", variant="master-f64"), result) == 1e-5
+    row = summarize(master, result)
+    assert row["predicted_floor"] == 1e-8 and row["floor_ratio"] == pytest.approx(2.0)
+
+
+def test_rebound_ignores_wandering_below_u_squared_and_reports_the_sharpness_there():
+    from precision.study.soft_target import rebound_of, rebound_summary
+
+    u = 2.0 ** -24
+    its = np.array([1, 2, 3, 4, 5])
+    wander = [1e-3, 1e-18, 1e-16, 2e-15, 3e-15]           # all below 100 u² ≈ 3.6e-13
+    assert rebound_summary(its, wander)["rebound_iteration"] == 4       # without the u² floor
+    assert rebound_summary(its, wander, u)["rebound_iteration"] is None
+    result = {"eval_iterations": its, "exact_excess": [1e-3, 1e-18, 1e-16, 1e-9, 1e-7],
+              "unit_roundoff": u, "adam_sharpness_iterations": its,
+              "adam_sharpness": np.array([200.0, 20.0, 30.0, 37.5, 40.0])}
+    out = rebound_of(result)
+    assert out["rebound_iteration"] == 4 and out["sharpness_at_rebound"] == 37.5
+    assert math.isnan(rebound_of({**result, "adam_sharpness": []})["sharpness_at_rebound"])

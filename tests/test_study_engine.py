@@ -696,6 +696,8 @@ def test_plots_and_tables(tmp_path):
     assert (tmp_path / "ratio.png").stat().st_size > 1000
     with pytest.raises(ValueError):
         plot_panels(tmp_path / "none.png", {})
+    shared = plot_panels(tmp_path / "shared.png", panels, title="t", legend_location="figure")
+    assert shared.stat().st_size > 1000
 
     rows = [{"format": "float16", "floor": 1.234567e-8, "n": 12, "note": None},
             {"format": "bfloat16", "floor": float("nan"), "n": 3, "note": "a|b"}]
@@ -706,3 +708,27 @@ def test_plots_and_tables(tmp_path):
         "format     n", "--------  --", "float16   12", "bfloat16   3"]
     assert [format_number(v) for v in (0.0, -math.inf, "2.50", "x", True, 7)] == \
         ["0", "-inf", "2.5", "x", "True", "7"]
+
+
+def test_log_axis_ticks_are_labelled_plainly():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from precision.study.plots import _log_axis, _log_power_label
+
+    assert [_log_power_label(v) for v in (1e-8, 1.0, 1e3, 2e-8, 0.0, -1.0, float("inf"))] == \
+        ["1e-8", "1e0", "1e3", "", "", "", ""]
+    figure = Figure()
+    FigureCanvasAgg(figure)
+    wide, narrow = figure.subplots(1, 2)
+    wide.plot([0, 1], [1e-30, 1.0])
+    narrow.plot([0, 1], [2.0, 200.0])
+    _log_axis(wide, "y")
+    _log_axis(narrow, "y")
+    figure.canvas.draw()
+    wide_labels = [t.get_text() for t in wide.get_yticklabels() if t.get_text()]
+    narrow_labels = [t.get_text() for t in narrow.get_yticklabels() if t.get_text()]
+    assert wide_labels and all(label.startswith("1e") for label in wide_labels)
+    assert 3 <= len(wide_labels) <= 10                      # thinned over 30 decades
+    assert {"2", "5", "10", "20", "50", "100", "200"} <= set(narrow_labels)
+    assert not wide.yaxis.get_minor_locator()()            # no minor ticks

@@ -78,7 +78,7 @@ from dataclasses import dataclass, field
 import mpmath
 import numpy as np
 
-__all__ = ["Problem", "make_problem", "PROBLEMS", "excess_kl_rows", "two_prod", "two_sum",
+__all__ = ["Problem", "make_problem", "PROBLEMS", "mlp_groups", "excess_kl_rows", "two_prod", "two_sum",
            "dd_matmul", "dd_mlp_logits", "mlp_flat", "mlp_gradient64", "mlp_jacobian64"]
 
 PROBLEMS = ("bias-only", "linear", "linear-noisy", "linear-ill-conditioned", "mlp")
@@ -602,6 +602,13 @@ def mlp_gradient64(x, targets, params) -> dict:
     g = (_softmax64(hidden @ w2 + b2) - targets) / x.shape[0]
     d_pre = (g @ w2.T) * (pre > 0)
     return {"w1": x.T @ d_pre, "b1": d_pre.sum(axis=0), "w2": hidden.T @ g, "b2": g.sum(axis=0)}
+
+
+def mlp_groups(problem) -> np.ndarray:
+    """(N,) group index of each row of the MLP problem: rows with the same centre (the first two
+    inputs) form a group and share their targets."""
+    _, index = np.unique(np.asarray(problem.x)[:, :2], axis=0, return_inverse=True)
+    return np.asarray(index).ravel()
 
 
 def mlp_jacobian64(x, params) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import formats as _formats
 from .plots import format_number, markdown_table, plot_comparison, plot_panels
+from .soft_target import REBOUND_FACTOR, applicable_floor, rebound_of
 
 __all__ = ["report", "post_numbers", "POST_TARGETS", "POST_PREDICTIONS", "POST_QUOTED"]
 
@@ -147,9 +148,12 @@ def _rows(results) -> list[dict]:
             "excess_floor", "floor_status", "floor_iteration", "predicted_floor", "loss_resolution",
             "unit_roundoff", "predicted_swamping_floor", "predicted_gradient_floor",
             "predicted_representation_floor", "blew_up_iteration", "hessian_condition", "min_loss",
-            "stop_message", "iterations_run")})
+            "stop_message", "iterations_run", "adam_eps", "adam_unstable_iteration",
+            "rebound_iteration", "predicted_gradient_floor_p_shared",
+            "predicted_gradient_floor_p_independent")})
         row["freeze_ratio"] = _ratio(r.get("excess_at_loss_freeze"), r.get("predicted_excess_at_loss_freeze"))
-        row["floor_ratio"] = _ratio(r.get("excess_floor"), r.get("predicted_floor"))
+        row["predicted_floor"] = applicable_floor(p, r)
+        row["floor_ratio"] = _ratio(r.get("excess_floor"), row["predicted_floor"])
         u = r.get("unit_roundoff")
         row["floor_over_u2"] = _ratio(r.get("excess_floor"), u * u)
         row["floor_over_Hu"] = _ratio(r.get("excess_floor"), r.get("predicted_excess_at_loss_freeze"))
@@ -158,15 +162,7 @@ def _rows(results) -> list[dict]:
         row["rounded_away_final"] = float(rounded[-1]) if rounded.size else math.nan
         grad_rel = np.asarray(r.get("grad_rel_error", []), dtype=np.float64)
         row["grad_rel_error_final"] = float(grad_rel[-1]) if grad_rel.size else math.nan
-        excess = np.asarray(r.get("exact_excess", []), dtype=np.float64)
-        its = np.asarray(r.get("eval_iterations", []))
-        if excess.size and np.isfinite(excess).any():
-            k = int(np.nanargmin(np.where(np.isfinite(excess), excess, np.nan)))
-            row["min_excess"], row["min_excess_iteration"] = float(excess[k]), int(its[k])
-            row["max_excess_after_min"] = float(np.max(excess[k:]))
-        else:
-            row["min_excess"] = row["max_excess_after_min"] = math.nan
-            row["min_excess_iteration"] = None
+        row.update(rebound_of(r))
         row["decay_rate_at_freeze"] = _decay_rate(r, r.get("loss_freeze_iteration"))
         row["rate_limited_freeze"] = _rate_limited_freeze(row, p)
         rows.append(row)
@@ -282,18 +278,21 @@ def _verdict(rows) -> str:
             f"L*·u ({len(lb)} runs), i.e. at the loss-resolution floor, not at the u² floor GD reaches.")
     ill = [r for r in plain if r["problem"] == "linear-ill-conditioned"]
     if ill:
+        several = len({r.get("seed") for r in ill}) > 1
         lb_ill = [r for r in ill if r["optimizer"] == "lbfgs"]
         gd_ill = [r for r in ill if r["optimizer"] == "gd"]
-        parts = [f"{r['label']} κ={format_number(r.get('condition'))}: "
+        parts = [f"{r['label']} κ={format_number(r.get('condition'))}{_seed_tag(r, several)}: "
                  + ("still going at the iteration limit, at " if "ITERATIONS" in str(r.get("stop_message"))
                     else "stopped at ")
                  + f"{format_number(r['floor_over_Hu'])}× L*·u" for r in lb_ill]
         lines.append(
-            "* **Ill-conditioning: L-BFGS stops far above the loss-resolution floor**: " + "; ".join(parts)
-            + ". Gradient descent on these problems is limited by the optimization itself within "
-            "the iterations run (its floor divided by float64's: "
-            + ", ".join(f"{r['label']} {format_number(r['floor_vs_float64'])}" for r in gd_ill)
-            + "; a ratio near 1 means the format is not what stops it).")
+            "* **Ill-conditioning: L-BFGS stops far above the loss-resolution floor** as κ grows: "
+            + "; ".join(parts) + ". Gradient descent's floor divided by float64's in the same run "
+            "(≈ 1: the optimization, not the format, limits it within the iterations run; ≫ 1: the "
+            "format's floor): "
+            + ", ".join(f"{r['label']} κ={format_number(r.get('condition'))}{_seed_tag(r, several)} "
+                        f"{format_number(r['floor_vs_float64'])}" for r in gd_ill if r["format"] != "float64")
+            + ".")
     mlp_line = _mlp_verdict([r for r in plain if r["problem"] == "mlp"])
     if mlp_line:
         lines.append(mlp_line)
@@ -301,29 +300,30 @@ def _verdict(rows) -> str:
     blown = [f"{r['problem']} {r['label']} (state {r['state_format']}, iteration {r['blew_up_iteration']})"
              for r in adam if r["floor_status"] == "blew_up"]
     rebound = [r for r in adam if r["floor_status"] != "blew_up" and r["format"] in ("float32", "float64")
-               and _ratio(r["max_excess_after_min"], r["min_excess"]) > 100]
+               and r.get("rebound_iteration") is not None]
     if adam:
         lines.append("* **Adam has its own floors.** " + (
             "Runs that blew up (NaN/inf parameters): " + "; ".join(blown) + ". " if blown else
             "No Adam run blew up. ") +
             "With state in float32 the 16-bit runs behave (see the table)." + (
-            " In float32 and float64 Adam first gets to u²-scale excesses and then does not stay "
-            "there: " + "; ".join(
+            " In float32 and float64 Adam (lr = 1e-2 constant, ε = 1e-8) first gets to u²-scale "
+            "excesses and then does not stay there: " + "; ".join(
                 f"{r['problem']} {r['label']} reached {format_number(r['min_excess'])} "
                 f"({format_number(_ratio(r['min_excess'], r['unit_roundoff'] ** 2), 2)}·u²) at iteration "
-                f"{r['min_excess_iteration']}, then rose to as much as "
-                f"{format_number(r['max_excess_after_min'])}" for r in rebound)
-            + ". This happens in float64 too, so it comes from Adam's dynamics, not the format "
-            "(consistent with the known mechanism: with a constant lr the second-moment estimate v "
-            "decays once the gradient has vanished, until lr·m/(√v + ε) steps are large again; not "
-            "isolated by an attribution run here); the `excess floor` of such a run (median of "
-            "the last quarter) measures the spiking, and its minimum is the number to compare "
-            "with GD's floor." if rebound else ""))
+                f"{r['min_excess_iteration']}, rebounded from iteration {r['rebound_iteration']} and rose "
+                f"to as much as {format_number(r['max_excess_after_min'])}" for r in rebound)
+            + ". The `excess floor` of such a run (median of the last quarter) measures the spiking; "
+            "its minimum is the number to compare with GD's floor." if rebound else ""))
+    adam_line = _adam_verdict(rows)
+    if adam_line:
+        lines.append(adam_line)
+    several = len({r.get("seed") for r in rows}) > 1
     acc = [(r, s) for r in gd for s in gd if r["problem"] == s["problem"] and r["format"] == s["format"]
-           and r["label"] == r["format"] and s["label"] != s["format"] and r["optimizer"] == s["optimizer"]]
+           and r.get("seed") == s.get("seed") and r["label"] == r["format"] and s["label"] != s["format"]
+           and r["optimizer"] == s["optimizer"]]
     if acc:
-        parts = [f"{r['problem']} {r['format']}: {format_number(r['excess_floor'])} → "
-                 f"{format_number(s['excess_floor'])}" for r, s in acc]
+        parts = [f"{r['problem']} {r['format']}{_seed_tag(r, several)}: "
+                 f"{format_number(r['excess_floor'])} → {format_number(s['excess_floor'])}" for r, s in acc]
         lines.append("* **float32 accumulation** changes the GD floors of 16-bit formats little "
                      "(the floor is set by the parameters' own ulp, not by the sums): " + "; ".join(parts) + ".")
     lines += [
@@ -338,14 +338,114 @@ def _verdict(rows) -> str:
     return "\n".join(lines)
 
 
+def _seed_tag(row, several: bool) -> str:
+    """" s1" (the row's seed) when the run has several seeds, else ""."""
+    return f" s{row.get('seed')}" if several else ""
+
+
+def _adam_attribution_rows(rows) -> list[dict]:
+    """The Adam runs (pure formats, state in the format) of every (problem, format) that has Adam
+    attribution runs, plain first, then exact-gradient, master-f64, eps-stable."""
+    order = ["plain", "exact-gradient", "master-f64", "eps-stable"]
+    adam = [r for r in rows if r["optimizer"] == "adam" and r["label"] == r["format"]
+            and r["state_format"] == r["format"] and r.get("variant", "plain") in order]
+    keys = {(r["problem"], r["format"], r.get("seed")) for r in adam if r.get("variant", "plain") != "plain"}
+    table = [r for r in adam if (r["problem"], r["format"], r.get("seed")) in keys]
+    return sorted(table, key=lambda r: (r["problem"], FORMAT_ORDER.index(r["format"]), r.get("seed") or 0,
+                                        order.index(r.get("variant", "plain"))))
+
+
+ADAM_COLUMNS = ["problem", "label", "seed", "variant", "adam_eps", "min_excess", "min_excess_iteration",
+                "adam_unstable_iteration", "rebound_iteration", "sharpness_at_rebound",
+                "max_excess_after_min", "excess_floor"]
+ADAM_HEADERS = {"label": "format", "adam_eps": "ε", "min_excess": "min excess",
+                "min_excess_iteration": "at it", "adam_unstable_iteration": "sharpness > 38 from it",
+                "rebound_iteration": "rebound it", "sharpness_at_rebound": "sharpness at rebound",
+                "max_excess_after_min": "max excess after min", "excess_floor": "last-quarter excess"}
+STABILITY_SHARE = 0.75   # a rebound at sharpness ≥ this × 38 is attributed to the stability limit
+
+
+def _adam_verdict(rows) -> str:
+    """The verdict's bullet on Adam's rebound, from the attribution runs (empty without them)."""
+    from .soft_target import adam_stability_threshold
+
+    table = _adam_attribution_rows(rows)
+    if not table:
+        return ""
+    limit = adam_stability_threshold()
+    seeds = len({r.get("seed") for r in table}) > 1
+    short = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
+
+    def name(r):
+        return (f"{r['problem']} {short.get(r['format'], r['format'])} {r.get('variant', 'plain')}"
+                + (f" s{r.get('seed')}" if seeds else ""))
+
+    def count(variant):
+        runs = [r for r in table if r.get("variant", "plain") == variant and r.get("blew_up_iteration") is None]
+        return f"{sum(r.get('rebound_iteration') is not None for r in runs)}/{len(runs)}"
+
+    blown = [r for r in table if r.get("blew_up_iteration") is not None]
+    rebounded = [r for r in table if r.get("rebound_iteration") is not None
+                 and r.get("blew_up_iteration") is None]
+    stability = [r for r in rebounded if _num(r.get("sharpness_at_rebound")) >= STABILITY_SHARE * limit]
+    noise = [r for r in rebounded if _num(r.get("sharpness_at_rebound")) < STABILITY_SHARE * limit]
+    stable = [r for r in table if r.get("variant") == "eps-stable" and r["format"] in ("float32", "float64")]
+    stable_all = [r for r in table if r.get("variant") == "eps-stable"]
+    lines = [
+        "* **Adam's rebound** (attribution runs; a rebound: the excess rises above "
+        f"{REBOUND_FACTOR:g}× max(its running minimum, u²); runs that blew up are left out"
+        + (f": {len(blown)}, all with state in float16, where ε = 1e-8 is 0" if blown and all(
+            r["state_format"] == "float16" for r in blown) else (f": {len(blown)}" if blown else "")) +
+        f"). Runs that rebounded: plain {count('plain')}, "
+        f"exact gradient {count('exact-gradient')}, float64 weights and state (`master-f64`) "
+        f"{count('master-f64')}, `eps-stable` {count('eps-stable')}. Near θ*, Adam with its "
+        "preconditioner D = diag(lr/(√v̂ + ε)) held fixed is heavy-ball-like and stable only while "
+        f"λ_max(D^½ H D^½) < 2(1 + β1)/(1 − β1) = {limit:g}; once the gradient has vanished v̂ decays "
+        "by β2 per step and this preconditioned sharpness grows by e every 2/(1 − β2) = 2000 "
+        "iterations, up to lr·λ_max/ε."]
+    if stability:
+        lines.append(
+            f" **(1) The stability limit, not rounding**: {len(stability)} rebounds began with the "
+            f"sharpness at {format_number(min(_num(r['sharpness_at_rebound']) for r in stability), 2)}–"
+            f"{format_number(max(_num(r['sharpness_at_rebound']) for r in stability), 2)} (limit {limit:g}): "
+            + ", ".join(f"{name(r)} at it {r['rebound_iteration']} "
+                        f"({format_number(r['sharpness_at_rebound'], 2)})" for r in stability)
+            + ". They happen in float64 and with exact gradients; afterwards the sharpness hovers "
+            "near the limit (an edge of stability: the excess spikes until the gradient refills v̂). "
+            "(For the MLP, H is the teacher's Hessian and the run sits elsewhere on the manifold of "
+            "exact fits, so its sharpness is approximate.)")
+    if noise:
+        lines.append(
+            f" **(2) Not the stability limit**: {len(noise)} rebound(s) began with the sharpness "
+            f"below {STABILITY_SHARE:g}× the limit: "
+            + ", ".join(f"{name(r)} at it {r['rebound_iteration']} "
+                        f"({format_number(r['sharpness_at_rebound'], 2)})" for r in noise)
+            + ". A plausible cause (not isolated here): near θ* the format's computed gradient is "
+            "mostly rounding error e, v̂ decays to e², and the normalised step lr·m̂/(√v̂ + ε) turns "
+            "that noise into steps of order lr·|e|/(|e| + ε), a precision effect where |e| is not ≪ ε.")
+    if stable:
+        lines.append(
+            f" With ε raised so that lr·λ_max/ε ≤ 4 (`eps-stable`) the sharpness stays below 4 and "
+            f"{sum(r.get('rebound_iteration') is None for r in stable_all)}/{len(stable_all)} runs "
+            "did not rebound; float32 and float64: "
+            + ", ".join(f"{name(r)} min {format_number(r['min_excess'])}, largest after it "
+                        f"{format_number(r['max_excess_after_min'])}" for r in stable)
+            + " (a large ε makes the last phase plain GD with step lr/ε, which converges more slowly).")
+    lines.append(" What to do: decay lr (or raise ε) once the loss is flat; float64 does not cure "
+                 "the stability rebound.")
+    return "".join(lines)
+
+
 def _mlp_verdict(mlp) -> str:
     """The verdict's bullet on the MLP (empty when the run has no MLP cells)."""
     gd = [r for r in mlp if r["optimizer"] == "gd" and r["label"] == r["format"]
           and r.get("variant", "plain") == "plain"]
+    plain_adam = [r for r in mlp if r.get("variant", "plain") == "plain"]
     if not gd:
         return ""
+    several = len({r.get("seed") for r in mlp}) > 1
     parts = []
-    freeze = [f"{r['format']} {format_number(r['freeze_ratio'])}×" for r in gd
+    freeze = [f"{r['format']}{_seed_tag(r, several)} {format_number(r['freeze_ratio'])}×" for r in gd
               if math.isfinite(_num(r["freeze_ratio"]))]
     follow = [format_number(_ratio(r["excess_at_loss_freeze"], r["rate_limited_freeze"]), 2) for r in gd
               if math.isfinite(_ratio(r["excess_at_loss_freeze"], r["rate_limited_freeze"]))]
@@ -357,22 +457,37 @@ def _mlp_verdict(mlp) -> str:
             "it stops doing so while the excess is still far above L*·u; the rate-limited estimate "
             "ulp(L*)/(1 − e^(−P·r)) (r the measured decay rate, P = 10) accounts for it (measured/estimate "
             + ", ".join(follow) + ")")
-    floors = [f"{r['format']} {format_number(r['excess_floor'])} ({r['floor_status']}; "
+    floors = [f"{r['format']}{_seed_tag(r, several)} {format_number(r['excess_floor'])} ({r['floor_status']}; "
               f"{format_number(r['floor_over_Hu'], 2)}× L*·u; predicted swamping "
               f"{format_number(r['predicted_swamping_floor'])})" for r in gd]
     parts.append("GD's exact excess then went on to " + "; ".join(floors) + ". In the 16-bit formats "
                  "the swamping floor of the slow directions (large (H⁺)_ii) lies close to the "
                  "loss-resolution level, so on an ill-conditioned network there is little below the "
                  "frozen loss to gain; float32 still goes orders of magnitude lower")
-    lb = [r for r in mlp if r["optimizer"] == "lbfgs"]
+    grad_floor = [f"{r['format']}{_seed_tag(r, several)} {format_number(r['predicted_gradient_floor'])} "
+                  f"({format_number(_ratio(r['predicted_swamping_floor'], r['predicted_gradient_floor']), 2)}× "
+                  "below swamping)" for r in gd if math.isfinite(_num(r["predicted_gradient_floor"]))]
+    if grad_floor:
+        parts.append("the swamping prediction is the one that applies: the predicted gradient-resolution "
+                     "floor (½ mean eᵀH⁺e over the format's measured gradient errors near θ*) is "
+                     + ", ".join(grad_floor))
+    master = [r for r in mlp if r["optimizer"] == "gd" and r.get("variant") == "master-f64"]
+    if master:
+        parts.append("with float64 master weights (no swamping) GD reached the gradient-resolution "
+                     "floor instead: " + ", ".join(
+                         f"{r['format']}{_seed_tag(r, several)} {format_number(r['excess_floor'])} ({r['floor_status']}; "
+                         f"predicted {format_number(r['predicted_gradient_floor'])}, ratio "
+                         f"{format_number(_ratio(r['excess_floor'], r['predicted_gradient_floor']), 2)})"
+                         for r in master))
+    lb = [r for r in plain_adam if r["optimizer"] == "lbfgs"]
     if lb:
         parts.append("L-BFGS stopped at " + ", ".join(
-            f"{r['format']} {format_number(r['floor_over_Hu'], 2)}×" for r in lb) + " L*·u: at the "
+            f"{r['format']}{_seed_tag(r, several)} {format_number(r['floor_over_Hu'], 2)}×" for r in lb) + " L*·u: at the "
             "loss-resolution level, as on the linear problems")
-    adam = [r for r in mlp if r["optimizer"] == "adam" and r["floor_status"] != "blew_up"]
+    adam = [r for r in plain_adam if r["optimizer"] == "adam" and r["floor_status"] != "blew_up"]
     if adam:
         parts.append("Adam (lr = 1e-2, constant) reached " + ", ".join(
-            f"{r['format']} (state {r['state_format']}) {format_number(r['min_excess'])} "
+            f"{r['format']}{_seed_tag(r, several)} (state {r['state_format']}) {format_number(r['min_excess'])} "
             f"(iteration {r['min_excess_iteration']}; later up to {format_number(r['max_excess_after_min'])})"
             for r in adam) + " — see the Adam bullet below")
     return ("* **The MLP (a teacher of the student's architecture fits the targets exactly: L* = mean "
@@ -386,11 +501,11 @@ def _num(value) -> float:
         return math.nan
 
 
-MLP_COLUMNS = ["label", "optimizer", "state_format", "loss_freeze_iteration", "excess_at_loss_freeze",
+MLP_COLUMNS = ["label", "optimizer", "state_format", "variant", "loss_freeze_iteration", "excess_at_loss_freeze",
                "predicted_excess_at_loss_freeze", "freeze_ratio", "decay_rate_at_freeze",
                "rate_limited_freeze", "excess_floor", "floor_status", "floor_iteration",
-               "predicted_swamping_floor", "floor_ratio", "floor_over_u2", "floor_over_Hu",
-               "rounded_away_final", "grad_rel_error_final", "stop_message"]
+               "predicted_swamping_floor", "predicted_gradient_floor", "floor_ratio", "floor_over_u2",
+               "floor_over_Hu", "rounded_away_final", "grad_rel_error_final", "stop_message"]
 
 
 def _mlp_section(rows) -> str:
@@ -421,11 +536,14 @@ def _mlp_section(rows) -> str:
         "ulp of L* over the patience window of 10 iterations. *rounded away*: share of nonzero "
         "gradient components whose update left the parameter unchanged at the last iteration. "
         "*grad error*: ‖g − g_exact‖/‖g_exact‖ of the format's gradient at the last sampled iteration "
-        "(mpmath backpropagation).",
+        "(mpmath backpropagation). *ratio*: excess floor ÷ the prediction that applies (GD: the "
+        "larger of swamping and gradient resolution; `master-f64`: gradient resolution; L-BFGS: "
+        "L*·u; Adam: none).",
         "",
         markdown_table(mlp, MLP_COLUMNS, headers={**HEADERS, "decay_rate_at_freeze": "rate r",
                                                   "rate_limited_freeze": "rate-limited freeze",
                                                   "predicted_swamping_floor": "pred. swamping",
+                                                  "predicted_gradient_floor": "pred. gradient",
                                                   "floor_over_Hu": "floor/(L*·u)",
                                                   "rounded_away_final": "rounded away",
                                                   "grad_rel_error_final": "grad error"}),
@@ -465,10 +583,13 @@ def _plots(results, out_dir: Path) -> list[str]:
                     title=f"{problem}{'' if condition is None else f' (κ={condition:g})'}: {optimizer}",
                     reference_lines=refs, sharey=False)
         written.append(f"plots/{name}")
+    adam_plot = _adam_plot(results, plot_dir)
+    if adam_plot:
+        written.append(adam_plot)
     points_floor, points_freeze = {}, {}
     for p, r in results:
         label = p["optimizer"] + ("" if p.get("variant", "plain") == "plain" else f" ({p['variant']})")
-        points_floor.setdefault(label, []).append((r["predicted_floor"], r["excess_floor"]))
+        points_floor.setdefault(label, []).append((applicable_floor(p, r), r["excess_floor"]))
         points_freeze.setdefault(p["optimizer"], []).append(
             (r["predicted_excess_at_loss_freeze"], r["excess_at_loss_freeze"]))
     plot_comparison(plot_dir / "floors_predicted_vs_measured.png", points_floor,
@@ -479,6 +600,39 @@ def _plots(results, out_dir: Path) -> list[str]:
                     ylabel="measured excess at loss freeze", title="loss freeze: measured vs predicted")
     written += ["plots/floors_predicted_vs_measured.png", "plots/freeze_predicted_vs_measured.png"]
     return written
+
+
+def _adam_plot(results, plot_dir: Path) -> str | None:
+    """plots/adam_attribution.png: per (problem, format) with Adam attribution runs (first seed), the
+    exact excess and the preconditioned sharpness of every variant; None when there are none."""
+    cells = [(p, r) for p, r in results if p["optimizer"] == "adam" and p.get("accumulate") == p["format"]
+             and p.get("state_format") == p["format"]]
+    seed = min((p.get("seed", 0) for p, _ in cells), default=0)
+    keys = sorted({(p["problem"], p["format"]) for p, _ in cells
+                   if p.get("variant", "plain") != "plain" and p.get("seed", 0) == seed},
+                  key=lambda k: (k[0], FORMAT_ORDER.index(k[1])))
+    if not keys:
+        return None
+    panels, refs = {}, {}
+    for problem, fmt in keys:
+        excess_panel, sharp_panel = f"{problem}, {fmt}: exact excess", f"{problem}, {fmt}: sharpness"
+        panels[excess_panel], panels[sharp_panel] = {}, {}
+        for p, r in cells:
+            if (p["problem"], p["format"], p.get("seed", 0)) != (problem, fmt, seed):
+                continue
+            variant = p.get("variant", "plain")
+            panels[excess_panel][variant] = (np.asarray(r["eval_iterations"]), np.asarray(r["exact_excess"]))
+            if len(r.get("adam_sharpness", [])):
+                panels[sharp_panel][variant] = (np.asarray(r["adam_sharpness_iterations"]),
+                                                np.asarray(r["adam_sharpness"]))
+            u = float(r["unit_roundoff"])
+            refs[excess_panel] = {"u²": u * u}
+            refs[sharp_panel] = {"stability limit 2(1+β1)/(1−β1)": float(r["adam_stability_threshold"])}
+    name = "adam_attribution.png"
+    plot_panels(plot_dir / name, panels, ylabel="", ncols=2, sharey=False, reference_lines=refs,
+                title="Adam: exact excess and preconditioned sharpness λ_max(D^½HD^½), D = diag(lr/(√v̂+ε))",
+                legend_location="figure")
+    return f"plots/{name}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -517,21 +671,25 @@ def report(results, out_dir) -> None:
     mlp_section = _mlp_section(rows)
     if mlp_section:
         parts.append(mlp_section)
-    attribution = [r for r in rows if r["optimizer"] == "gd"
+    attribution = [r for r in rows if r["optimizer"] == "gd" and r["label"] == r["format"]
                    and r["problem"] in ("bias-only", "linear", "mlp")]
     variants = {r.get("variant") for r in attribution}
     if len(variants) > 1:
         table = []
-        keys = sorted({(r["problem"], r["label"]) for r in attribution if r.get("variant") != "plain"})
-        for problem, label in keys:
-            entry = {"problem": problem, "format": label}
-            for r in attribution:
-                if r["problem"] == problem and r["label"] == label:
-                    entry[r.get("variant", "plain")] = r["excess_floor"]
-            entry["predicted swamping"] = next(r["predicted_swamping_floor"] for r in attribution
-                                               if r["problem"] == problem and r["label"] == label)
-            entry["predicted gradient"] = next(r["predicted_gradient_floor"] for r in attribution
-                                               if r["problem"] == problem and r["label"] == label)
+        keys = sorted({(r["problem"], r["label"], r.get("seed")) for r in attribution
+                       if r.get("variant") != "plain"},
+                      key=lambda k: (k[0], FORMAT_ORDER.index(k[1]), k[2] or 0))
+        for problem, label, seed in keys:
+            entry = {"problem": problem, "format": label, "seed": seed}
+            same = [r for r in attribution if (r["problem"], r["label"], r.get("seed")) == (problem, label, seed)]
+            for r in same:
+                entry[r.get("variant", "plain")] = r["excess_floor"]
+                if r.get("variant") == "master-f64":
+                    entry["master-f64 status"] = r["floor_status"]
+            entry["predicted swamping"] = same[0]["predicted_swamping_floor"]
+            entry["predicted gradient"] = same[0]["predicted_gradient_floor"]
+            entry["exact-gradient ÷ swamping"] = _ratio(entry.get("exact-gradient"), entry["predicted swamping"])
+            entry["master-f64 ÷ gradient"] = _ratio(entry.get("master-f64"), entry["predicted gradient"])
             table.append(entry)
         parts += [
             "## Attribution: which mechanism sets the GD floor",
@@ -539,10 +697,36 @@ def report(results, out_dir) -> None:
             "`exact-gradient`: the gradient computed in float64 and rounded once to the format, the "
             "update in the format (only swamping and representation remain). `master-f64`: the "
             "format's own gradient applied to float64 master weights (only gradient resolution "
-            "remains; the excess of the master weights is shown). Values: exact-excess floors.",
+            "remains; the excess of the master weights is shown). Values: exact-excess floors; the "
+            "ratios compare each variant with the prediction of the one mechanism it keeps "
+            "(`decreasing`: still falling at the end, an upper bound). The MLP's predicted gradient "
+            "floor is ½ mean eᵀH⁺e over the format's measured gradient errors e at 16 points near θ* "
+            "(theory.py, 3.); counting only the rounding of p it would be "
+            + ", ".join(f"{r['format']} {format_number(r['predicted_gradient_floor_p_shared'])}"
+                        for r in attribution if r["problem"] == "mlp" and r.get("variant") == "plain"
+                        and math.isfinite(_num(r.get("predicted_gradient_floor_p_shared"))))
+            + " (errors shared within a group; ~10× less if rows were independent): the forward "
+            "pass's rounding (hidden activations, logits) dominates the MLP's gradient error.",
             "",
-            markdown_table(table, ["problem", "format", "plain", "exact-gradient", "master-f64",
-                                   "predicted swamping", "predicted gradient"]),
+            markdown_table(table, ["problem", "format", "seed", "plain", "exact-gradient", "master-f64",
+                                   "master-f64 status", "predicted swamping", "predicted gradient",
+                                   "exact-gradient ÷ swamping", "master-f64 ÷ gradient"]),
+            "",
+        ]
+    adam_table = _adam_attribution_rows(rows)
+    if adam_table:
+        parts += [
+            "## Adam: attribution of the rebound",
+            "",
+            "Adam (lr = 1e-2 constant, β = (0.9, 0.999)), state in the parameters' format. "
+            "`exact-gradient`: float64 gradient rounded once to the format; `master-f64`: the format's "
+            "gradient, Adam run in float64 (weights and state); `eps-stable`: ε = 2^⌈log2(lr·λ_max/4)⌉, "
+            "so lr/(√v̂ + ε) ≤ 4/λ_max. *sharpness > 38 from it*: first iteration (after the start-up "
+            "transient) at which λ_max(D^½ H D^½), D = diag(lr/(√v̂ + ε)), exceeds 2(1 + β1)/(1 − β1) = 38, "
+            f"Adam's stability limit on the quadratic model; *rebound it*: first iteration at which the "
+            f"exact excess exceeds {REBOUND_FACTOR:g}× its running minimum (empty: never).",
+            "",
+            markdown_table(adam_table, ADAM_COLUMNS, headers=ADAM_HEADERS),
             "",
         ]
     ill = [r for r in rows if r["problem"] == "linear-ill-conditioned"]
@@ -568,9 +752,14 @@ def report(results, out_dir) -> None:
         "g_i uniform on [−s_i, s_i]: E_swamp = ½ Σ (H⁺)_ii s_i²/3.",
         "* gradient resolution: GD stops where the *computed* gradient vanishes, g ≈ −e with e the "
         "rounding error of p − t; bias-only (one shared p): e_c uniform on ±ulp(t̄_c)/2, "
-        "E_grad = ½ Σ_c ulp(t̄_c)²/(12 t̄_c); linear models: rows' errors independent.",
+        "E_grad = ½ Σ_c ulp(t̄_c)²/(12 t̄_c); linear models: rows' errors independent; MLP: "
+        "E_grad = ½ mean_k e_kᵀH⁺e_k over the format's measured gradient errors e_k at 16 points "
+        "within a few ulps of θ* (the forward pass's rounding dominates there, which the p-rounding "
+        "model leaves out).",
         "* representation: rounding θ* itself costs E_repr = ½ Σ H_ii ulp(θ*_i)²/12.",
-        "* GD/momentum's predicted floor is the largest of the three; Adam gets no prediction.",
+        "* GD/momentum's predicted floor is the largest of the three; Adam gets no prediction of "
+        "its floor, but its stability limit is predicted: λ_max(D^½ H D^½) < 2(1 + β1)/(1 − β1) "
+        "with D = diag(lr/(√v̂ + ε)) (see the Adam section).",
         "",
         "Assumptions: the quadratic model near θ*, independent uniform rounding errors, and a step "
         "size small enough that GD approaches θ* monotonically; ratios within a factor of a few "
@@ -587,7 +776,9 @@ def report(results, out_dir) -> None:
         "* The MLP's swamping prediction uses the teacher's parameters and Hessian; the run converges "
         "to another point of the manifold of exact fits (same binades, similar curvature), so it is "
         "an estimate of the same kind as the linear ones. The quick grid runs the MLP in the pure "
-        "formats only; `--full` adds float32 accumulation, momentum, the attribution runs and seeds.",
+        "formats only (plus GD with float64 master weights and the Adam attribution runs in float32/float64); "
+        "`--full` adds float32 accumulation, momentum, exact-gradient GD, Adam attribution in every "
+        "format, and seeds.",
         "* Cells run a fixed number of iterations; a floor marked `decreasing` is an upper bound (the "
         "excess was still falling: run `--full` for longer runs, more seeds and the whole "
         "conditioning sweep).",

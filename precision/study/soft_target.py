@@ -27,10 +27,23 @@ loss oscillates on a 1/(1 − β) time scale; 1 for L-BFGS, whose steps are line
 runs that stop by themselves freeze at their last iterate), the final-band rule, and the floor of
 the exact excess.
 
-Attribution variants (gradient descent only): ``exact-gradient`` — the gradient computed in float64
-from the held parameters and rounded once to the format, then the format's update (isolates update
-swamping); ``master-f64`` — the format's gradient (its kernels on the parameters rounded to the format)
-applied to float64 master weights, whose excess is measured (isolates gradient resolution).
+Attribution variants (gradient descent and Adam): ``exact-gradient`` — the gradient computed in
+float64 from the held parameters and rounded once to the format, then the format's update (isolates
+update swamping); ``master-f64`` — the format's gradient (its kernels on the parameters rounded to the
+format) applied to float64 master weights by the same optimizer run in float64 (state included), whose
+excess is measured (isolates gradient resolution). Adam only: ``eps-stable`` — Adam in the format
+with ε raised to ε_s = 2^ceil(log2(lr·λ_max/4)) (:func:`stable_adam_eps`), which caps its largest
+effective step lr/(√v̂ + ε) at 4/λ_max.
+
+Adam's stability (recorded for every Adam cell): near θ*, with D = diag(lr/(√v̂_i + ε)) frozen, the
+iteration m ← β1 m + (1 − β1) g, θ ← θ − D m on the quadratic model is, along each eigenvector of
+D^½ H D^½ with eigenvalue a, x_{t+1} = (1 + β1 − (1 − β1) a) x_t − β1 x_{t−1}: stable iff
+a < A_c = 2(1 + β1)/(1 − β1) (= 38 for β1 = 0.9; Cohen et al. 2022, "Adaptive gradient methods at
+the edge of stability"). ``adam_sharpness`` is λ_max(D^½ H D^½) at the iterations
+``adam_sharpness_iterations`` (H: the Hessian at θ*; bias corrections included in v̂). Once the
+gradient has vanished, v̂ decays by β2 per step, the preconditioned sharpness grows like β2^(−t/2)
+up to lr·λ_max/ε, and when it crosses A_c the iterate is unstable along the top direction: the excess
+grows until the gradient refills v̂. ``eps-stable`` keeps lr·λ_max/ε ≤ 4 < A_c.
 """
 from __future__ import annotations
 
@@ -56,7 +69,9 @@ DEFAULTS = {
     "patience": 10,
     "lbfgs_patience": 1,
     "momentum_patience": 50,     # heavy ball's loss is not monotone on a ~1/(1 − β) time scale
+    "adam_stable_cap": 4.0,      # eps-stable: lr·λ_max/ε ≤ this (< 2(1 + β1)/(1 − β1) = 38)
 }
+VARIANTS = ("plain", "exact-gradient", "master-f64", "eps-stable")
 DENSE_EVALUATIONS = 64
 SCHEDULE_RATIO = 1.06
 GRADIENT_SAMPLES = (0, 10, 100, 1000, 10000)
@@ -68,8 +83,11 @@ SUMMARY_COLUMNS = [
     "freeze_ratio", "predicted_floor", "floor_ratio", "predicted_swamping_floor",
     "predicted_gradient_floor", "predicted_representation_floor", "predicted_line_search_floor",
     "excess_floor_over_u2", "rounded_away_final", "grad_rel_error_final", "blew_up_iteration",
-    "iterations_run", "lr", "hessian_condition", "stop_message",
+    "iterations_run", "lr", "adam_eps", "min_excess", "min_excess_iteration", "max_excess_after_min",
+    "rebound_iteration", "sharpness_at_rebound", "adam_unstable_iteration", "hessian_condition",
+    "stop_message",
 ]
+REBOUND_FACTOR = 100.0   # a rebound: the excess rises above this × max(its running minimum, u²)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,14 +101,13 @@ def _loss_and_logit_grad(logits, targets, accum):
     return loss, grad
 
 
-def _make_optimizer(name, lr, fmt, state_format):
+def _make_optimizer(name, hyper, fmt, state_format):
     from precision import optim
 
     if name in ("gd", "momentum"):
-        momentum = DEFAULTS["momentum"] if name == "momentum" else 0.0
-        return optim.SGD(lr=lr, momentum=momentum)
+        return optim.SGD(lr=hyper["lr"], momentum=hyper["momentum"])
     if name == "adam":
-        return optim.Adam(lr=lr, betas=DEFAULTS["adam_betas"], eps=DEFAULTS["adam_eps"],
+        return optim.Adam(lr=hyper["lr"], betas=DEFAULTS["adam_betas"], eps=hyper["eps"],
                           state_format=None if state_format == fmt.name else state_format)
     raise ValueError(f"unknown optimizer {name!r}")
 
@@ -165,15 +182,29 @@ def _unflat(theta, like, names):
 # --------------------------------------------------------------------------------------------------
 # hyperparameters
 
-def hyperparameters(problem, optimizer: str) -> dict:
-    """lr (a power of two, exact in every format) and momentum for a problem and optimizer.
+def stable_adam_eps(problem, lr: float) -> float:
+    """ε_s = 2^ceil(log2(lr·λ_max/c)), c = DEFAULTS["adam_stable_cap"]: the smallest power of two with
+    lr·λ_max/ε ≤ c, so Adam's preconditioned sharpness never exceeds c < 2(1 + β1)/(1 − β1)."""
+    lam = problem.info.get("hessian_max_eigenvalue", 1.0)
+    return 2.0 ** math.ceil(math.log2(lr * lam / DEFAULTS["adam_stable_cap"]))
+
+
+def adam_stability_threshold(beta1: float | None = None) -> float:
+    """A_c = 2(1 + β1)/(1 − β1): the largest stable eigenvalue of D^½ H D^½ (module docstring)."""
+    beta1 = DEFAULTS["adam_betas"][0] if beta1 is None else beta1
+    return 2.0 * (1.0 + beta1) / (1.0 - beta1)
+
+
+def hyperparameters(problem, optimizer: str, variant: str = "plain") -> dict:
+    """lr (a power of two, exact in every format), momentum and (Adam) ε for a problem and optimizer.
 
     gd and momentum: lr = 2^floor(log2(1/λ_max(H))) / 2 (λ_max: the Hessian's largest eigenvalue at
     the optimum), so lr·λ_max lies in (1/4, 1/2]: stable, and slow enough on the best-conditioned
     direction that the loss trace resolves when it freezes. The MLP gets lr = 2^floor(log2(1.5/λ_max)),
     lr·λ_max in (3/4, 3/2] (stable: below 2): its Hessian's nonzero eigenvalues spread over a factor
     ~400, and the smaller step would need ~10^5 iterations to reach float32's floor.
-    adam: DEFAULTS["adam_lr"]; lbfgs: none.
+    adam: DEFAULTS["adam_lr"], ε = DEFAULTS["adam_eps"] (variant ``eps-stable``:
+    :func:`stable_adam_eps`); lbfgs: none.
     """
     if optimizer in ("gd", "momentum"):
         lam = problem.info.get("hessian_max_eigenvalue", 1.0)
@@ -183,7 +214,9 @@ def hyperparameters(problem, optimizer: str) -> dict:
             lr = 2.0 ** (math.floor(math.log2(1.0 / lam)) - 1)
         return {"lr": lr, "momentum": DEFAULTS["momentum"] if optimizer == "momentum" else 0.0}
     if optimizer == "adam":
-        return {"lr": DEFAULTS["adam_lr"], "momentum": 0.0}
+        lr = DEFAULTS["adam_lr"]
+        eps = stable_adam_eps(problem, lr) if variant == "eps-stable" else DEFAULTS["adam_eps"]
+        return {"lr": lr, "momentum": 0.0, "eps": eps}
     return {"lr": math.nan, "momentum": 0.0}
 
 
@@ -204,15 +237,22 @@ def eval_schedule(iterations: int) -> np.ndarray:
 
 def _train_first_order(model, optimizer, variant, iterations, hyper, state_format):
     """GD / momentum / Adam on one flat parameter vector θ (the model's arrays are views into it, so
-    one elementwise optimizer step updates them all: the same arithmetic as a step per array)."""
+    one elementwise optimizer step updates them all: the same arithmetic as a step per array).
+
+    master-f64: the same optimizer in float64 (state included) updates float64 master weights from
+    the format's gradient at the master weights rounded to the format."""
     fmt = model.fmt
     names = model.names
     like = model.init()
     theta = _flat(like, names).astype(fmt.dtype)          # exact: the start is in the format
     params = _unflat(theta, like, names)                  # views into theta
-    opt = _make_optimizer(optimizer, hyper["lr"], fmt, state_format)
     master = theta.astype(np.float64) if variant == "master-f64" else None
-    lr64 = float(hyper["lr"])
+    if master is not None:
+        opt = _make_optimizer(optimizer, hyper, _formats.float64, "float64")
+    else:
+        opt = _make_optimizer(optimizer, hyper, fmt, state_format)
+    stepped = master if master is not None else theta
+    sharpness = _AdamSharpness(model.problem, hyper, iterations) if optimizer == "adam" else None
     held, losses, rounded, grads = [], [], [], {}
     blew_up = None
     for i in range(iterations + 1):
@@ -232,18 +272,60 @@ def _train_first_order(model, optimizer, variant, iterations, hyper, state_forma
         if variant == "exact-gradient":
             exact = model.exact_gradient64(params)
             g = fmt.round(np.concatenate([np.ravel(exact[k]) for k in names]))
-        if master is not None:
-            before = master.copy()
-            master -= lr64 * g.astype(np.float64)
-            after = master
-        else:
-            before = theta.copy()
-            opt.step(theta, g)
-            after = theta
+        before = stepped.copy()
+        opt.step(stepped, g.astype(stepped.dtype) if master is not None else g)
+        if sharpness is not None:
+            sharpness.record(i + 1, opt.state_of(stepped))
         active = g != 0
         nonzero = int(active.sum())
-        rounded.append(int((active & (after == before)).sum()) / nonzero if nonzero else 0.0)
-    return held, losses, rounded, grads, {"blew_up_iteration": blew_up}
+        rounded.append(int((active & (stepped == before)).sum()) / nonzero if nonzero else 0.0)
+    extra = {"blew_up_iteration": blew_up}
+    if sharpness is not None:
+        extra.update(sharpness.result())
+    return held, losses, rounded, grads, extra
+
+
+class _AdamSharpness:
+    """λ_max(D^½ H D^½), D = diag(lr/(√(v/bc2) + ε)), after the steps of a schedule (module docstring)."""
+
+    def __init__(self, problem, hyper, iterations):
+        self.hessian = problem.hessian
+        self.lr, self.eps = float(hyper["lr"]), float(hyper["eps"])
+        self.beta2 = DEFAULTS["adam_betas"][1]
+        self.when = set(eval_schedule(iterations).tolist()) - {0}
+        self.iterations, self.values = [], []
+
+    def record(self, t, state):
+        if self.hessian is None or t not in self.when:
+            return
+        v = np.asarray(state["exp_avg_sq"]).astype(np.float64)
+        bc2 = -math.expm1(t * math.log1p(-self.beta2))        # 1 − β2^t without cancellation
+        d = self.lr / (np.sqrt(v / bc2) + self.eps)
+        if not np.isfinite(d).all():
+            value = math.nan
+        else:
+            root = np.sqrt(d)
+            value = float(np.linalg.eigvalsh(root[:, None] * self.hessian * root[None, :])[-1])
+        self.iterations.append(t)
+        self.values.append(value)
+
+    def result(self):
+        values = np.array(self.values, dtype=np.float64)
+        its = np.array(self.iterations, dtype=np.int64)
+        return {"adam_sharpness_iterations": its, "adam_sharpness": values,
+                "adam_unstable_iteration": first_upward_crossing(its, values,
+                                                                 adam_stability_threshold())}
+
+
+def first_upward_crossing(iterations, values, level) -> int | None:
+    """The first iteration at which `values` rises above `level` after having been at or below it
+    (Adam's first steps, with v̂ ≈ g², can start above it: that transient does not count)."""
+    values = np.asarray(values, dtype=np.float64)
+    below = np.flatnonzero(values <= level)
+    if not below.size:
+        return None
+    above = np.flatnonzero(values[below[0]:] > level)
+    return int(np.asarray(iterations)[below[0] + above[0]]) if above.size else None
 
 
 def _train_lbfgs(model, iterations):
@@ -307,7 +389,13 @@ def run_cell(params: dict) -> dict:
     variant = params.get("variant", "plain")
     iterations = int(params["iterations"])
     state_format = params.get("state_format") or fmt.name
-    hyper = hyperparameters(problem, optimizer)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} (expected one of {VARIANTS})")
+    if variant == "eps-stable" and optimizer != "adam":
+        raise ValueError("the eps-stable variant is for Adam only")
+    if variant != "plain" and optimizer == "lbfgs":
+        raise ValueError(f"the {variant} variant is for first-order optimizers only")
+    hyper = hyperparameters(problem, optimizer, variant)
     model = _Model(problem, fmt, accum)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -348,8 +436,12 @@ def run_cell(params: dict) -> dict:
         fl_value, fl_status = fl.value, fl.status
         floor_iteration = int(schedule[fl.iteration]) if fl.iteration is not None else None
 
+    rebound = rebound_summary(schedule, excess, fmt.u)
     grad_iters, grad_rel, grad_ulp = _gradient_errors(problem, model, held, grads, fmt)
-    predictions = theory.predicted_floors(problem, fmt, optimizer, hyper["lr"], hyper["momentum"])
+    errors = (gradient_errors_near_optimum(problem, model)
+              if problem.kind == "mlp" and optimizer in ("gd", "momentum") else None)
+    predictions = theory.predicted_floors(problem, fmt, optimizer, hyper["lr"], hyper["momentum"],
+                                          gradient_errors=errors)
     return {
         "reported_loss": reported,
         "rounded_away": np.array(rounded, dtype=np.float64),
@@ -368,6 +460,12 @@ def run_cell(params: dict) -> dict:
         "grad_max_ulp_error": np.array(grad_ulp, dtype=np.float64),
         "lr": hyper["lr"],
         "momentum": hyper["momentum"],
+        "adam_eps": hyper.get("eps", math.nan),
+        "adam_stability_threshold": adam_stability_threshold() if optimizer == "adam" else math.nan,
+        "adam_sharpness_iterations": extra.get("adam_sharpness_iterations", np.zeros(0, np.int64)),
+        "adam_sharpness": extra.get("adam_sharpness", np.zeros(0)),
+        "adam_unstable_iteration": extra.get("adam_unstable_iteration"),
+        **rebound,
         "iterations_run": n_run,
         "hessian_condition": problem.info.get("hessian_condition", math.nan),
         "warnings": messages,
@@ -377,8 +475,74 @@ def run_cell(params: dict) -> dict:
     }
 
 
+def rebound_of(result: dict) -> dict:
+    """:func:`rebound_summary` of a cell's stored trace (recomputed, so the rule can change without
+    recomputing cells), plus ``sharpness_at_rebound`` (Adam: the preconditioned sharpness recorded at
+    the rebound iteration; NaN otherwise)."""
+    out = rebound_summary(result.get("eval_iterations", []), result.get("exact_excess", []),
+                          float(result.get("unit_roundoff") or 0.0))
+    its = np.asarray(result.get("adam_sharpness_iterations", []), dtype=np.int64)
+    values = np.asarray(result.get("adam_sharpness", []), dtype=np.float64)
+    hit = np.flatnonzero(its == out["rebound_iteration"]) if out["rebound_iteration"] is not None else []
+    out["sharpness_at_rebound"] = (float(values[hit[0]]) if len(hit) and its.size == values.size
+                                   else math.nan)
+    return out
+
+
+def rebound_summary(iterations, excess, unit_roundoff: float = 0.0) -> dict:
+    """Minimum of an exact-excess trace, where it was reached, the largest excess after it, and the
+    first iteration at which the excess rose above REBOUND_FACTOR × max(its running minimum, u²)
+    (None: never; the u² term ignores wandering within the u²-scale floors).
+
+    iterations, excess: the evaluation schedule and the excess there (non-finite entries: a blow-up,
+    which counts as a rebound only if a finite minimum came before it).
+    """
+    its = np.asarray(iterations, dtype=np.int64)
+    excess = np.asarray(excess, dtype=np.float64)
+    finite = np.isfinite(excess)
+    if not finite.any():
+        return {"min_excess": math.nan, "min_excess_iteration": None,
+                "max_excess_after_min": math.nan, "rebound_iteration": None}
+    k = int(np.argmin(np.where(finite, excess, np.inf)))
+    with np.errstate(invalid="ignore"):
+        running = np.minimum.accumulate(np.where(finite, excess, np.inf))
+        risen = ~finite | (excess > REBOUND_FACTOR * np.maximum(running, unit_roundoff ** 2))
+    risen[:int(np.argmax(finite))] = False        # nothing before the first finite value
+    first = np.flatnonzero(risen)
+    after = excess[k:]
+    return {"min_excess": float(excess[k]), "min_excess_iteration": int(its[k]),
+            "max_excess_after_min": float(np.max(np.where(np.isfinite(after), after, np.inf))),
+            "rebound_iteration": int(its[first[0]]) if first.size else None}
+
+
 def _excess(problem, params):
     return problem.excess(params)
+
+
+GRADIENT_ERROR_POINTS = 16
+GRADIENT_ERROR_SPREAD = 4.0   # perturbations of θ* of about this many units u·max|θ*|
+
+
+def gradient_errors_near_optimum(problem, model, points: int = GRADIENT_ERROR_POINTS) -> np.ndarray:
+    """(K, P) errors g_F(θ_k) − ∇CE(θ_k) of the format's gradient (the study's kernels) at θ_0 = θ*
+    and θ_k = θ* + N(0, (4·u·max|θ*|)²) noise (k ≥ 1, fixed seed), each rounded to the format.
+    ∇CE is computed in float64 (mpmath for float64 runs, whose float64 errors are what is measured)."""
+    fmt = model.fmt
+    names = model.names
+    like = model.init()
+    rng = np.random.default_rng(20240)
+    scale = GRADIENT_ERROR_SPREAD * fmt.u * float(np.max(np.abs(problem.w_star)))
+    rows = []
+    for k in range(points):
+        theta = problem.w_star + (0.0 if k == 0 else rng.normal(size=problem.w_star.size) * scale)
+        params = {name: fmt.round(v) for name, v in _unflat(theta, like, names).items()}
+        _, g = model.loss_and_grads(params)
+        if fmt.name == "float64":
+            exact = np.array([float(v) for v in problem.gradient_mp(params).ravel()])
+        else:
+            exact = _flat(model.exact_gradient64(params), names)
+        rows.append(_flat(g, names) - exact)
+    return np.array(rows)
 
 
 def _gradient_errors(problem, model, held, grads, fmt):
@@ -404,14 +568,24 @@ def _gradient_errors(problem, model, held, grads, fmt):
 # --------------------------------------------------------------------------------------------------
 # summary row
 
+def applicable_floor(params: dict, result: dict) -> float:
+    """The predicted floor of the mechanism a run keeps: GD/momentum with float64 master weights
+    (``master-f64``, no swamping) -> the gradient-resolution floor; otherwise ``predicted_floor``."""
+    if params.get("variant") == "master-f64" and params.get("optimizer") in ("gd", "momentum"):
+        return result.get("predicted_gradient_floor", math.nan)
+    return result.get("predicted_floor", math.nan)
+
+
 def summarize(params: dict, result: dict) -> dict:
     """The summary.csv measurements of one cell (after the cell's parameters)."""
     row = {}
     for key in SUMMARY_COLUMNS:
         row[key] = result.get(key)
+    row["predicted_floor"] = applicable_floor(params, result)
+    row.update(rebound_of(result))
     row["freeze_ratio"] = _ratio(result.get("excess_at_loss_freeze"),
                                  result.get("predicted_excess_at_loss_freeze"))
-    row["floor_ratio"] = _ratio(result.get("excess_floor"), result.get("predicted_floor"))
+    row["floor_ratio"] = _ratio(result.get("excess_floor"), row["predicted_floor"])
     u = result.get("unit_roundoff")
     row["excess_floor_over_u2"] = _ratio(result.get("excess_floor"), u * u if u else None)
     rounded = np.asarray(result.get("rounded_away", []), dtype=np.float64)
