@@ -145,12 +145,13 @@ static inline double losses_block_select_f64(int c, double x, double y) {
  *   codes 0..3 with tolerance tol), as the row loop does.
  * Returns 0, or 1 without writing anything when a logit of the block is NaN or infinite.
  */
-#define LOSSES_DEFINE_CE_BLOCK(P, S, T, LD, ST, RND, EXP, LOG1P, ACC, SEL)                         \
+#define LOSSES_DEFINE_CE_BLOCK(P, S, T, LD, ST, RND, EXP, LOG1P, ACC, SEL, WIDE, REFINE)           \
 static int losses_ce_block_##P(                                                                    \
         const S* restrict x, ptrdiff_t rs, const S* restrict t, ptrdiff_t ts,                      \
         const int64_t* restrict y, int smooth, T c1, T c2, T top, int want_grad,                   \
         T batch, T binv, S* restrict g, ptrdiff_t gs, T* restrict row_loss,                        \
-        unsigned char* restrict codes, double tol, const float* restrict table, ptrdiff_t C)       \
+        unsigned char* restrict codes, double tol, const float* restrict table, ptrdiff_t C,       \
+        double eps)                                                                                \
 {                                                                                                  \
     enum { R = LOSSES_BLOCK_ROWS };                                                                \
     T Z[LOSSES_BLOCK_MAX_C][R];      /* x, then z = R(x - a), then the gradient */                 \
@@ -184,6 +185,13 @@ static int losses_ce_block_##P(                                                 
     /* z = R(x - a), e = exp_A(z), s = pairwise(e with e_k -> 0), L = log1p_A(s); the exp in a     \
        loop of its own (the table lookups of the 16-bit formats vectorise only there) */           \
     LOSSES_BLOCK_FOR(C, Z[i][r] = RND(Z[i][r] - a[r]))                                             \
+    /* min_i z_i, for the refinement check (= R(min x - a): rounding is monotone) */               \
+    T zmin[R];                                                                                     \
+    int check = (WIDE) && use_t && want_grad;                                                      \
+    if (check) {                                                                                   \
+        LOSSES_BLOCK_LANES(zmin[r] = 0)                                                            \
+        LOSSES_BLOCK_FOR(C, zmin[r] = Z[i][r] < zmin[r] ? Z[i][r] : zmin[r])                       \
+    }                                                                                              \
     LOSSES_BLOCK_FOR(C, E[i][r] = EXP(Z[i][r], table))                                             \
     LOSSES_BLOCK_LEAF_START(acc);                                                                  \
     LOSSES_BLOCK_FOR(C, acc[i & 7][r] = RND(acc[i & 7][r] + SEL((T)i == kf[r], (T)0, E[i][r])))    \
@@ -253,35 +261,100 @@ static int losses_ce_block_##P(                                                 
     } else {                                                                                       \
         LOSSES_BLOCK_GRADIENT(T, RND, RND(v / batch))                                              \
     }                                                                                              \
+    /* the refinement check of the row code (losses_cancels, the second, exact-Z form: the      \
+       first, with Z at its cap, passes whenever this one does), lane by lane */                   \
+    int refine[R];                                                                                 \
+    if (check) {                                                                                   \
+        double cu[R], abs_err[R], two_inv = 2.0 / (double)batch;                                   \
+        T mk[R];                                                                                   \
+        LOSSES_BLOCK_LANES({ T tks = RND(tk[r] * s[r]);                                            \
+                             mk[r] = RND((Tk[r] < tks ? Tk[r] : tks) / D[r]);                      \
+                             cu[r] = losses_cancel_cu((double)zmin[r], LOSSES_ZCAP_##P, C,         \
+                                                      LOSSES_UA_##P);                              \
+                             abs_err[r] = (4.0 * (double)Tt[r] + 5.0) * LOSSES_ETAA_##P;           \
+                             refine[r] = 0; })                                                     \
+        LOSSES_BLOCK_FOR(C, { double gj = fabs((double)Z[i][r]);                                   \
+                              double tj = fabs((double)((T)i == kf[r] ? mk[r] : TT[i][r]));        \
+                              double bound = cu[r] * (gj + two_inv * tj) + abs_err[r];             \
+                              refine[r] |= (bound > LOSSES_US8_##P * gj)                           \
+                                           & (bound > LOSSES_ETAS8_##P); })                        \
+    }                                                                                              \
     if (sizeof(S) == 2) {                                                                          \
         LOSSES_BLOCK_FOR(C, XS[i][r] = ST(Z[i][r]))                                                \
         LOSSES_BLOCK_FOR(C, g[r * gs + i] = XS[i][r])                                              \
     } else {                                                                                       \
         LOSSES_BLOCK_FOR(C, g[r * gs + i] = ST(Z[i][r]))                                           \
     }                                                                                              \
+    if (check) {                                                                                   \
+        double work[4 * LOSSES_BLOCK_MAX_C];                                                       \
+        for (int r = 0; r < R; r++)                                                                \
+            if (refine[r])                                                                         \
+                REFINE(x + r * rs, C, soft ? t + r * ts : NULL, soft ? 0 : y[r], eps,              \
+                       (double)batch, (ptrdiff_t)kf[r], (double)a[r], g + r * gs, work);           \
+    }                                                                                              \
     return 0;                                                                                      \
 }
+
+/* the refinement check's constants per policy (as losses.pyx.tp's U_A, ETA_A, ZCAP, US8, ETAS8)
+   and the refinement chain of the row code: double, then double-double (A = float32), or
+   double-double directly (A = float64); policies without wider arithmetic never call it */
+#define LOSSES_REFINE_CONSTS(P, UA, ETAA, ZCAP, US8, ETAS8)                                        \
+    static const double LOSSES_UA_##P = UA, LOSSES_ETAA_##P = ETAA, LOSSES_ZCAP_##P = ZCAP,        \
+                        LOSSES_US8_##P = US8, LOSSES_ETAS8_##P = ETAS8;
+LOSSES_REFINE_CONSTS(f16_f16, 0, 0, 0, 0, 0)
+LOSSES_REFINE_CONSTS(bf16_bf16, 0, 0, 0, 0, 0)
+LOSSES_REFINE_CONSTS(f32_f32, 0, 0, 0, 0, 0)
+LOSSES_REFINE_CONSTS(f64_f64, 0, 0, 0, 0, 0)
+LOSSES_REFINE_CONSTS(f16_f32, 0x1p-24, 0x1p-149, 104.0, 0x1p-14, 0x1p-27)
+LOSSES_REFINE_CONSTS(bf16_f32, 0x1p-24, 0x1p-149, 104.0, 0x1p-11, 0x1p-136)
+LOSSES_REFINE_CONSTS(f16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-14, 0x1p-27)
+LOSSES_REFINE_CONSTS(bf16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-11, 0x1p-136)
+LOSSES_REFINE_CONSTS(f32_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-27, 0x1p-152)
+
+#define LOSSES_REFINE_VIA_F64(S)                                                                   \
+static void losses_block_refine_##S##_f32(const uint16_t* x, ptrdiff_t C, const uint16_t* t,      \
+                                          int64_t y, double eps, double batch, ptrdiff_t k,       \
+                                          double a, uint16_t* g, double* work) {                   \
+    if (losses_refine_f64_##S(x, C, t, y, eps, batch, k, a, g, work))                              \
+        losses_refine_dd_##S(x, C, t, y, eps, batch, k, a, g, work);                               \
+}
+LOSSES_REFINE_VIA_F64(f16)
+LOSSES_REFINE_VIA_F64(bf16)
+#define losses_block_refine_f16_f64 losses_refine_dd_f16
+#define losses_block_refine_bf16_f64 losses_refine_dd_bf16
+#define losses_block_refine_f32_f64 losses_refine_dd_f32
+/* never called (WIDE is 0): any function of the right shape */
+#define losses_block_refine_none(x, C, t, y, eps, batch, k, a, g, work) ((void)0)
 
 /* the nine policies: name, storage type, compute type, load, store, rounding, exp, log1p,
    the soft-target check's accumulator (LOSSES_DEFINE_CHECK's: float for the 16-bit storage
    formats, double otherwise), the select of the compute type */
 LOSSES_DEFINE_CE_BLOCK(f16_f16, uint16_t, float, losses_ld_f16_f16, losses_st_f16_f16,
-                       rnd_f16, losses_block_exp_f16, losses_block_log1p_f16, float, losses_block_select_f32)
+                       rnd_f16, losses_block_exp_f16, losses_block_log1p_f16, float, losses_block_select_f32,
+                       0, losses_block_refine_none)
 LOSSES_DEFINE_CE_BLOCK(f16_f32, uint16_t, float, losses_ld_f16_f32, losses_st_f16_f32,
-                       rnd_f32, losses_block_exp_f32, log1p_f32, float, losses_block_select_f32)
+                       rnd_f32, losses_block_exp_f32, log1p_f32, float, losses_block_select_f32,
+                       1, losses_block_refine_f16_f32)
 LOSSES_DEFINE_CE_BLOCK(f16_f64, uint16_t, double, losses_ld_f16_f64, losses_st_f16_f64,
-                       rnd_f64, losses_block_exp_f64, log1p_f64, float, losses_block_select_f64)
+                       rnd_f64, losses_block_exp_f64, log1p_f64, float, losses_block_select_f64,
+                       1, losses_block_refine_f16_f64)
 LOSSES_DEFINE_CE_BLOCK(bf16_bf16, uint16_t, float, ld_bf16_bf16, st_bf16_bf16,
-                       rnd_bf16, losses_block_exp_bf16, losses_block_log1p_bf16, float, losses_block_select_f32)
+                       rnd_bf16, losses_block_exp_bf16, losses_block_log1p_bf16, float, losses_block_select_f32,
+                       0, losses_block_refine_none)
 LOSSES_DEFINE_CE_BLOCK(bf16_f32, uint16_t, float, ld_bf16_f32, st_bf16_f32,
-                       rnd_f32, losses_block_exp_f32, log1p_f32, float, losses_block_select_f32)
+                       rnd_f32, losses_block_exp_f32, log1p_f32, float, losses_block_select_f32,
+                       1, losses_block_refine_bf16_f32)
 LOSSES_DEFINE_CE_BLOCK(bf16_f64, uint16_t, double, ld_bf16_f64, st_bf16_f64,
-                       rnd_f64, losses_block_exp_f64, log1p_f64, float, losses_block_select_f64)
+                       rnd_f64, losses_block_exp_f64, log1p_f64, float, losses_block_select_f64,
+                       1, losses_block_refine_bf16_f64)
 LOSSES_DEFINE_CE_BLOCK(f32_f32, float, float, ld_f32_f32, st_f32_f32,
-                       rnd_f32, losses_block_exp_f32, log1p_f32, double, losses_block_select_f32)
+                       rnd_f32, losses_block_exp_f32, log1p_f32, double, losses_block_select_f32,
+                       0, losses_block_refine_none)
 LOSSES_DEFINE_CE_BLOCK(f32_f64, float, double, ld_f32_f64, st_f32_f64,
-                       rnd_f64, losses_block_exp_f64, log1p_f64, double, losses_block_select_f64)
+                       rnd_f64, losses_block_exp_f64, log1p_f64, double, losses_block_select_f64,
+                       1, losses_block_refine_f32_f64)
 LOSSES_DEFINE_CE_BLOCK(f64_f64, double, double, ld_f64_f64, st_f64_f64,
-                       rnd_f64, losses_block_exp_f64, log1p_f64, double, losses_block_select_f64)
+                       rnd_f64, losses_block_exp_f64, log1p_f64, double, losses_block_select_f64,
+                       0, losses_block_refine_none)
 
 #endif /* PRECISION_LOSSES_BLOCK_H */

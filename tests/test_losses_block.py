@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import precision as pr
 from precision import losses
 from precision._kernels import load, variants
+from tests.test_losses import assert_refined_rows_within_one_ulp
 from tests.losses_reference import (
     LOGIT_KINDS,
     SPECIAL_LOGIT_KINDS,
@@ -247,7 +248,36 @@ def test_block_path_against_the_emulation(s, a, labels):
         want_loss, want_grad = em.cross_entropy(x, targets, reduction="none",
                                                 label_smoothing=0.1, want_grad=True)
     np.testing.assert_array_equal(raw_bits(loss), raw_bits(want_loss))
-    # rows the refinement recomputes (wider arithmetic, tests/test_losses.py checks them against
-    # exact) differ from the unrefined emulation by design; such calls take the row code
-    kept = ~np.array(em.refined_rows)
+    # rows the refinement recomputes (wider arithmetic) differ from the unrefined emulation by
+    # design: the same rows as the emulation's check, each within 1 ulp of exact
+    refined = np.array(em.refined_rows)
+    kept = ~refined
     np.testing.assert_array_equal(raw_bits(grad[kept]), raw_bits(want_grad[kept]))
+    if refined.any():
+        assert_refined_rows_within_one_ulp(x, targets, "none", 0.1, grad, refined, S)
+
+
+@pytest.mark.parametrize("s,a", [("f16", "f32"), ("bf16", "f32"), ("f32", "f64")],
+                         ids=lambda v: str(v))
+def test_blocks_refine_the_rows_the_row_code_refines(s, a):
+    """Arithmetic one format wider, targets = the model's own softmax (every g_j cancels): the
+    blocks run the row code's refinement check lane by lane and refine the same rows (the
+    emulation says some are), so both paths give the same bits.  (float16/bfloat16 with float64
+    arithmetic have 42+ bits to spare: nothing to refine here.)"""
+    S, A = FMT[s], FMT[a]
+    rng = np.random.default_rng(21)
+    n, c = 3 * BLOCK_ROWS, 7
+    x = make_logits(rng, S, n, c, "small")
+    t = make_targets(rng, S, x.astype(np.float64), "softmax")
+    em = EmulatedLosses(S, A, "correct" if A.bits == 16 else "kernel")
+    outputs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pr.PrecisionWarning)
+        em.cross_entropy(x, t, reduction="mean", label_smoothing=0.1, want_grad=True)
+        for threshold in (ALL_SHORT_ROWS, 0):
+            with block_threshold(threshold):
+                outputs.append(losses.softmax_cross_entropy(
+                    x, t, reduction="mean", return_grad=True, accum=A, label_smoothing=0.1))
+    assert any(em.refined_rows)
+    for blocks, rows in zip(*outputs):
+        np.testing.assert_array_equal(raw_bits(blocks), raw_bits(rows))
