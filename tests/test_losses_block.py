@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 
 import precision as pr
 from precision import losses
-from precision._kernels import load, variants
-from tests.test_losses import assert_refined_rows_within_one_ulp
+from precision._kernels import variants
 from tests.losses_reference import (
     LOGIT_KINDS,
     SPECIAL_LOGIT_KINDS,
@@ -33,11 +32,8 @@ from tests.losses_reference import (
     make_logits,
     make_targets,
 )
+from tests.test_losses import FMT, K, POLICIES, POLICY_IDS, assert_refined_rows_within_one_ulp
 
-K = load("losses")
-POLICIES = [tuple(name.split("_")) for name in K.POLICY_NAMES]
-POLICY_IDS = [f"{s}-{a}" for s, a in POLICIES]
-FMT = {f.short: f for f in pr.FORMATS}
 ALL_SHORT_ROWS = 128          # LOSSES_BLOCK_MAX_C: the setter clamps to it
 BLOCK_ROWS = 16               # LOSSES_BLOCK_ROWS
 
