@@ -403,9 +403,10 @@ def within_one_ulp_of_exact(s, a, x, targets, eps, red):
     return float(np.mean(em.refined_rows))
 
 
-@pytest.mark.parametrize("s,a", ONE_WIDER, ids=lambda v: str(v))
+@pytest.mark.parametrize("s,a", ONE_WIDER + [("f16", "f64"), ("bf16", "f64")],
+                         ids=lambda v: str(v))
 @given(case=cases())
-def test_accum_one_wider_gives_loss_and_gradient_within_one_ulp(s, a, case):
+def test_accum_wider_gives_loss_and_gradient_within_one_ulp(s, a, case):
     x, t, labels = inputs(case, s)
     assume(not exceeds_range(x, t, labels, a, case["reduction"]))
     targets = labels if case["hard"] else t
