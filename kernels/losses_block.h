@@ -295,22 +295,9 @@ static int losses_ce_block_##P(                                                 
     return 0;                                                                                      \
 }
 
-/* the refinement check's constants per policy (as losses.pyx.tp's U_A, ETA_A, ZCAP, US8, ETAS8)
-   and the refinement chain of the row code: double, then double-double (A = float32), or
-   double-double directly (A = float64); policies without wider arithmetic never call it */
-#define LOSSES_REFINE_CONSTS(P, UA, ETAA, ZCAP, US8, ETAS8)                                        \
-    static const double LOSSES_UA_##P = UA, LOSSES_ETAA_##P = ETAA, LOSSES_ZCAP_##P = ZCAP,        \
-                        LOSSES_US8_##P = US8, LOSSES_ETAS8_##P = ETAS8;
-LOSSES_REFINE_CONSTS(f16_f16, 0, 0, 0, 0, 0)
-LOSSES_REFINE_CONSTS(bf16_bf16, 0, 0, 0, 0, 0)
-LOSSES_REFINE_CONSTS(f32_f32, 0, 0, 0, 0, 0)
-LOSSES_REFINE_CONSTS(f64_f64, 0, 0, 0, 0, 0)
-LOSSES_REFINE_CONSTS(f16_f32, 0x1p-24, 0x1p-149, 104.0, 0x1p-14, 0x1p-27)
-LOSSES_REFINE_CONSTS(bf16_f32, 0x1p-24, 0x1p-149, 104.0, 0x1p-11, 0x1p-136)
-LOSSES_REFINE_CONSTS(f16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-14, 0x1p-27)
-LOSSES_REFINE_CONSTS(bf16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-11, 0x1p-136)
-LOSSES_REFINE_CONSTS(f32_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-27, 0x1p-152)
-
+/* the refinement chain of the row code per policy: double, then double-double (A = float32),
+   or double-double directly (A = float64); policies without wider arithmetic never call it (the
+   check's constants LOSSES_UA_<P> ... are losses_refine.h's) */
 #define LOSSES_REFINE_VIA_F64(S)                                                                   \
 static void losses_block_refine_##S##_f32(const uint16_t* x, ptrdiff_t C, const uint16_t* t,      \
                                           int64_t y, double eps, double batch, ptrdiff_t k,       \

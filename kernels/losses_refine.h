@@ -162,6 +162,22 @@ static inline int losses_cancels_##A(const T* g, const T* t, ptrdiff_t n, double
 LOSSES_DEFINE_CANCELS(f32, float)
 LOSSES_DEFINE_CANCELS(f64, double)
 
+/* the check's constants per policy P = <S>_<A>: u and smallest subnormal of A, Zcap (beyond it
+   exp(z) is 0 or subnormal in A), u_S / 8 and (smallest subnormal of S) / 8; one table for the
+   row code (losses.pyx.tp) and the blocks (losses_block.h); 0 where A is not wider than S */
+#define LOSSES_REFINE_CONSTS(P, UA, ETAA, ZCAP, US8, ETAS8)                                   \
+    static const double LOSSES_UA_##P = UA, LOSSES_ETAA_##P = ETAA, LOSSES_ZCAP_##P = ZCAP,   \
+                        LOSSES_US8_##P = US8, LOSSES_ETAS8_##P = ETAS8;
+LOSSES_REFINE_CONSTS(f16_f16, 0, 0, 0, 0, 0)
+LOSSES_REFINE_CONSTS(bf16_bf16, 0, 0, 0, 0, 0)
+LOSSES_REFINE_CONSTS(f32_f32, 0, 0, 0, 0, 0)
+LOSSES_REFINE_CONSTS(f64_f64, 0, 0, 0, 0, 0)
+LOSSES_REFINE_CONSTS(f16_f32, 0x1p-24, 0x1p-149, 104.0, 0x1p-14, 0x1p-27)
+LOSSES_REFINE_CONSTS(bf16_f32, 0x1p-24, 0x1p-149, 104.0, 0x1p-11, 0x1p-136)
+LOSSES_REFINE_CONSTS(f16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-14, 0x1p-27)
+LOSSES_REFINE_CONSTS(bf16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-11, 0x1p-136)
+LOSSES_REFINE_CONSTS(f32_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-27, 0x1p-152)
+
 /* c u_A for a row: Z = min(-min_i z_i, zcap) over the finite z_i (beyond zcap every e_i is 0
    or subnormal in A and counts in abs_err instead), d the pairwise depth of C terms */
 static inline double losses_cancel_cu(double zmin, double zcap, ptrdiff_t C, double u) {
@@ -215,7 +231,7 @@ static void losses_refine_dd_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t 
     }                                                                                         \
     lr_dd* e = (lr_dd*)work;                                                                  \
     lr_dd* tp = e + C;                                                                        \
-    lr_dd s = lr_from(0.0), T = lr_from(0.0), Tk = lr_from(0.0);                              \
+    lr_dd s = lr_from(0.0), Tk = lr_from(0.0);                                                \
     lr_dd keep = lr_two_sum(1.0, -eps);                        /* 1 - eps, exactly */        \
     lr_dd share = lr_div(lr_from(eps), lr_from((double)C));    /* eps / C */                  \
     for (ptrdiff_t i = 0; i < C; i++) {                                                       \
@@ -232,7 +248,7 @@ static void losses_refine_dd_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t 
         tp[i] = ti;                                                                           \
         if (i != k) { s = lr_add(s, e[i]); Tk = lr_add(Tk, ti); }                             \
     }                                                                                         \
-    T = lr_add(Tk, tp[k]);                                                                    \
+    lr_dd T = lr_add(Tk, tp[k]);                                                              \
     lr_dd D = lr_add(lr_from(1.0), s);                                                        \
     for (ptrdiff_t j = 0; j < C; j++) {                                                       \
         lr_dd gj = j == k ? lr_div(lr_add(Tk, lr_neg(lr_mul(tp[k], s))), D)                   \
@@ -277,11 +293,11 @@ static int losses_refine_f64_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t 
     gg[k] = (Tk - tk * s) / D;                                                                \
     if (batch != 1)                                                                           \
         for (ptrdiff_t j = 0; j < C; j++) gg[j] = gg[j] / batch;                              \
-    double cu = losses_cancel_cu(zmin, 745.0, C, 0x1p-53);                                   \
+    double cu = losses_cancel_cu(zmin, LOSSES_ZCAP_f32_f64, C, LOSSES_UA_f32_f64);                                   \
     /* entry k's magnitude, as in the kernel: |g_k| + 2 min(Tk, t_k s) / D */                 \
     double tk_check = (Tk < tk * s ? Tk : tk * s) / D;                                        \
     tp[k] = tk_check;                                                                         \
-    int cancels = losses_cancels_f64(gg, tp, C, cu, 2.0 / batch, (4.0 * T + 5.0) * 0x1p-1074, \
+    int cancels = losses_cancels_f64(gg, tp, C, cu, 2.0 / batch, (4.0 * T + 5.0) * LOSSES_ETAA_f32_f64, \
                                      (US) / 8, (ETAS) / 8);                                   \
     tp[k] = tk;                                                                               \
     if (cancels) return 1;                                                                    \
