@@ -1,11 +1,13 @@
-# make test   : create .venv if missing, install precision with [test], build kernels, run tests
+# make test   : create .venv if missing, install precision with its test extras and the peers it is
+#               compared against (torch, optax/JAX, Keras, Stable-Baselines3, Dask; CPU builds), build
+#               the kernels, run the tests
 # make study  : the same set-up, then the headline study (quick grid)
 # make bench  : benchmarks against numpy (and torch CPU when installed)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SOURCES := $(wildcard kernels/*.pyx.tp kernels/*.pxd kernels/*.h kernels/*.py) setup.py pyproject.toml
+SOURCES := $(wildcard kernels/*.pyx.tp kernels/*.pxd kernels/*.h kernels/*.py) setup.py pyproject.toml .ci/constraints.txt
 # While developing, `PRECISION_ONLY=losses .venv/bin/python setup.py build_ext --inplace` rebuilds one module.
 
 .PHONY: test study study-full bench clean build
@@ -17,7 +19,7 @@ $(BIN)/python:
 # The editable install compiles the kernels in place; it reruns whenever a kernel source changes.
 $(STAMP): $(BIN)/python $(SOURCES)
 	$(BIN)/python -m pip install -q "setuptools>=77" wheel "Cython>=3.0" "numpy>=2"
-	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test]"
+	$(BIN)/python -m pip install -q --no-build-isolation -c .ci/constraints.txt -e ".[test,peers,rl,cluster]"
 	touch $(STAMP)
 
 build: $(STAMP)

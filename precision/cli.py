@@ -2,16 +2,21 @@
 
     precision --version
     precision study --list
-    precision study NAME [--formats f16,bf16,...] [--quick | --full] [--out DIR]
-                         [--resume | --no-resume] [--jobs N] [--seed S]
+    precision study NAME [--formats f16,bf16,...] [--smoke | --quick | --full] [--out DIR]
+                         [--resume | --no-resume] [--jobs N] [--seed S] [--table]
 
-A study NAME is the script ``studies/<NAME with - as _>.py`` of the repository (or of the folder named
-by the environment variable PRECISION_STUDIES_DIR). The script defines ``build(args) -> Study``, where
-args has: ``name``, ``formats`` (list of canonical format names, or None for the study's default),
-``full`` and ``quick`` (booleans, quick unless --full), ``seed`` (int, default 0), ``jobs``, ``out``.
-The studies folder is put on sys.path, so the script's functions can be sent to worker processes.
+A study NAME is one of the studies that come with precision (the subpackages of
+:mod:`precision.studies`, each with a ``NAME`` and a ``build(args) -> Study``), or a script
+``<NAME with - as _>.py`` in the folder named by the environment variable PRECISION_STUDIES_DIR, which
+defines ``build(args) -> Study`` (that folder is put on sys.path, so the script's functions can be sent
+to worker processes). ``args`` has: ``name``, ``formats`` (list of canonical format names, or None for
+the study's default), ``size`` ("smoke", "quick" or "full"), ``full`` and ``quick`` (booleans), ``seed``
+(int >= 0, default 0), ``jobs``, ``out``.
 
-Results go to ``studies/results/<NAME>/`` unless --out is given. Exit status: 0 when every cell and the
+Results go to ``studies/results/<NAME>/`` under the current directory unless --out is given -- never into
+the installed package. When the run ends the command prints the study's verdict (a few sentences computed
+from the run's numbers, and a compact table), then where the report, plots and raw results are;
+``--table`` also prints every summary column of every cell. Exit status: 0 when every cell and the
 report succeeded, 1 when some failed (listed on stderr), 2 for usage errors, 130 when interrupted.
 """
 
@@ -28,12 +33,42 @@ from typing import Sequence
 STUDIES_ENV = "PRECISION_STUDIES_DIR"
 
 
-def studies_dir() -> Path:
-    """$PRECISION_STUDIES_DIR, else the repository's studies/ (the package is installed editable)."""
+def studies_dir() -> Path | None:
+    """The folder of extra study scripts named by $PRECISION_STUDIES_DIR, or None."""
     override = os.environ.get(STUDIES_ENV)
     if override:
         return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parents[1] / "studies"
+    return None
+
+
+def all_studies() -> list[tuple[str, str]]:
+    """(name, one-line summary) of the studies that come with precision, then of the extra scripts."""
+    from precision import studies
+
+    found = [(name, _first_line(module.__doc__)) for name, module in studies.available().items()]
+    directory = studies_dir()
+    if directory is not None:
+        found += [(name, summary) for name, summary in list_studies(directory)
+                  if name not in {n for n, _ in found}]
+    return found
+
+
+def _first_line(doc: str | None) -> str:
+    doc = (doc or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def find_study(name: str):
+    """The module of study `name`: a study that comes with precision, else an extra script."""
+    from precision import studies
+
+    try:
+        return studies.load(name)
+    except LookupError as error:
+        directory = studies_dir()
+        if directory is None:
+            raise LookupError(f"{error}; set {STUDIES_ENV} to a folder to add study scripts") from None
+    return load_study_module(name, directory)
 
 
 def list_studies(directory: Path) -> list[tuple[str, str]]:
@@ -51,12 +86,13 @@ def list_studies(directory: Path) -> list[tuple[str, str]]:
 
 
 def load_study_module(name: str, directory: Path):
-    """Import studies/<name>.py by its module name, with the studies folder on sys.path."""
+    """Import <directory>/<name>.py by its module name, with the folder on sys.path."""
     module_name = name.replace("-", "_")
     path = directory / f"{module_name}.py"
     if not module_name.isidentifier() or not path.is_file():
-        available = ", ".join(n for n, _ in list_studies(directory)) or "none"
-        raise LookupError(f"no study {name!r} in {directory} (available: {available})")
+        available = ", ".join(n for n, _ in all_studies()) or "none"
+        raise LookupError(f"no study {name!r} comes with precision or is in {directory} "
+                          f"(available: {available})")
     if str(directory) not in sys.path:
         sys.path.insert(0, str(directory))
     module = importlib.import_module(module_name)
@@ -97,6 +133,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed (an integer >= 0), got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed (an integer from 0 to 2**63 - 1), got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from precision.study.engine import package_version
 
@@ -111,67 +157,91 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--formats", type=_format_list, default=None, metavar="F1,F2,...",
                        help="comma-separated formats, e.g. f16,bf16,f32,f64 (default: the study's)")
     size = study.add_mutually_exclusive_group()
-    size.add_argument("--quick", dest="full", action="store_false", help="the quick grid (default)")
-    size.add_argument("--full", dest="full", action="store_true", help="the whole grid")
-    study.set_defaults(full=False)
+    size.add_argument("--smoke", dest="size", action="store_const", const="smoke",
+                      help="a few short cells: checks an installation in seconds")
+    size.add_argument("--quick", dest="size", action="store_const", const="quick",
+                      help="the quick grid (default)")
+    size.add_argument("--full", dest="size", action="store_const", const="full", help="the whole grid")
+    study.set_defaults(size="quick")
     study.add_argument("--out", type=Path, default=None, metavar="DIR",
-                       help="output folder (default: studies/results/NAME)")
+                       help="output folder (default: studies/results/NAME under the current directory)")
+    study.add_argument("--table", action="store_true",
+                       help="also print every summary column of every cell (they are in summary.csv)")
     study.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                        help="reuse finished cells of an earlier run in the output folder (default)")
     study.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N",
                        help="worker processes (default: the number of CPUs; 1 runs in this process)")
-    study.add_argument("--seed", type=int, default=0, metavar="S", help="base random seed (default 0)")
+    study.add_argument("--seed", type=_seed, default=0, metavar="S", help="base random seed (default 0)")
     return parser
 
 
 def _run_study(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from precision.study import ProcessExecutor, SerialExecutor, Study, run_study
+    from precision.study.engine import StudyBusyError
     from precision.study.plots import text_table
 
-    directory = studies_dir()
     if args.list:
-        found = list_studies(directory)
+        found = all_studies()
         for name, summary in found:
             print(f"{name:28s} {summary}")
         if not found:
-            print(f"no studies in {directory}", file=sys.stderr)
+            print("no studies found", file=sys.stderr)
         return 0
     if not args.name:
         print("precision study: name a study, or use --list", file=sys.stderr)
         return 2
     try:
-        module = load_study_module(args.name, directory)
+        module = find_study(args.name)
     except LookupError as error:
         print(f"precision study: {error}", file=sys.stderr)
         return 2
-    args.quick = not args.full
+    args.full = args.size == "full"
+    args.quick = args.size == "quick"
     study = module.build(args)
     if not isinstance(study, Study):
         print(f"precision study: build() of {args.name!r} returned {type(study).__name__}, "
               "not a precision.study.Study", file=sys.stderr)
         return 2
-    out_dir = args.out if args.out is not None else directory / "results" / args.name
+    out_dir = args.out if args.out is not None else Path("studies") / "results" / args.name
+    problem = _unusable_output(out_dir)
+    if problem:
+        print(f"precision study: {problem}", file=sys.stderr)
+        return 2
     executor = SerialExecutor() if args.jobs == 1 else ProcessExecutor(jobs=args.jobs)
     try:
         results = run_study(study, out_dir, executor=executor, resume=args.resume, progress=True,
                             command=["precision", *argv])
+    except StudyBusyError as error:
+        print(f"precision study: {error}; wait for it to finish (or stop it), then run again",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished cells are saved in {out_dir}; run the same command again "
               "to resume", file=sys.stderr)
         return 130
 
-    columns = study.table_columns or [c for c in (results.rows[0] if results.rows else {})
-                                      if c != "cell_id"]
-    print(text_table(results.rows, columns), end="")
-    print()
-    written = [results.out_dir / "summary.csv", results.out_dir / "report.md",
-               *sorted(results.out_dir.rglob("*.png")), results.out_dir / "provenance.json"]
-    print(f"results in {results.out_dir}:")
-    for path in written:
-        if path.is_file():
-            print(f"  {path}")
-    print(f"  {results.out_dir / 'raw'} ({len(results.results)} cell results: "
-          f"{len(results.computed)} computed now, {len(results.reused)} from an earlier run)")
+    if args.table or study.verdict is None:
+        columns = study.table_columns or [c for c in (results.rows[0] if results.rows else {})
+                                          if c != "cell_id"]
+        print(text_table(results.rows, columns), end="")
+        print()
+    if study.verdict is not None and results.results:
+        try:
+            print(study.verdict(results).rstrip())
+        except Exception as error:  # the files are written; a verdict bug must not hide them
+            print(f"(the verdict could not be computed: {type(error).__name__}: {error})", file=sys.stderr)
+        print()
+    out = results.out_dir.resolve()
+    plots = sorted(out.rglob("*.png"))
+    print(f"report:     {out / 'report.md'}")
+    print(f"table:      {out / 'summary.csv'} (one row per cell)")
+    if len(plots) <= 4:
+        print("plots:      " + ("\n            ".join(str(p) for p in plots) if plots else "none"))
+    else:
+        print(f"plots:      {len(plots)} PNGs under {out}")
+    print(f"provenance: {out / 'provenance.json'}")
+    print(f"raw:        {out / 'raw'} ({len(results.results)} cell results: {len(results.computed)} "
+          f"computed now, {len(results.reused)} from an earlier run)")
 
     for cid, failure in results.failures.items():
         print(f"FAILED {cid} ({failure.get('stage')}): {failure.get('type')}: "
@@ -182,6 +252,22 @@ def _run_study(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if results.report_error:
         print(f"the report failed:\n{results.report_error}", file=sys.stderr)
     return 0 if results.ok else 1
+
+
+def _unusable_output(out_dir: Path) -> str | None:
+    """Why `out_dir` cannot hold a study's results, or None: checked before any cell runs."""
+    existing = Path(out_dir)
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing == Path(out_dir) and not existing.is_dir():
+        return f"--out {out_dir} is a file, not a folder"
+    if existing.exists() and not existing.is_dir():
+        return f"cannot create {out_dir}: {existing} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write to {existing} (permission denied); choose another folder with --out"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -111,13 +111,18 @@ def test_list(studies, capsys):
     assert cli.main(["study", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines]
-    assert names == ["not-a-study", "toy-sum", "wrong-type"]  # _shared_helpers.py is not a study
-    assert "Toy: sequential vs pairwise summation" in lines[1]
+    # the studies that come with precision first, then the folder's (_shared_helpers.py is not a study)
+    assert names == ["soft-target-stall", "not-a-study", "toy-sum", "wrong-type"]
+    assert "Toy: sequential vs pairwise summation" in lines[2]
 
 
-def test_studies_folder_defaults_to_the_repository(monkeypatch):
+def test_without_a_studies_folder_only_the_packaged_studies_are_found(monkeypatch, capsys):
     monkeypatch.delenv(cli.STUDIES_ENV, raising=False)
-    assert cli.studies_dir() == REPOSITORY / "studies"
+    assert cli.studies_dir() is None
+    assert cli.main(["study", "--list"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["soft-target-stall"]
+    assert cli.main(["study", "no-such-study"]) == 2
+    assert "no study 'no-such-study' comes with precision" in capsys.readouterr().err
 
 
 def test_smoke_run_in_parallel_then_resume(studies):
@@ -174,7 +179,7 @@ def test_options_reach_build_and_no_resume_recomputes(studies, tmp_path, capsys)
 
 @pytest.mark.parametrize("argv, message", [
     (["study"], "name a study"),
-    (["study", "no-such-study"], "available: not-a-study, toy-sum, wrong-type"),
+    (["study", "no-such-study"], "available: soft-target-stall, not-a-study, toy-sum, wrong-type"),
     (["study", "not-a-study"], "no build(args)"),
     (["study", "wrong-type"], "not a precision.study.Study"),
     (["study", "../toy_sum"], "no study"),

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 import precision as pr
 from precision.study import SerialExecutor, Study, run_study
 from precision.study import store as study_store
-from precision.study import theory
-from precision.study.problems import excess_kl_rows, make_problem
-from precision.study.soft_target import run_cell, summarize
+from precision.studies.soft_target import theory
+from precision.studies.soft_target.problems import excess_kl_rows, make_problem
+from precision.studies.soft_target.train import run_cell, summarize
 
 LINEAR_PROBLEMS = ["bias-only", "linear", "linear-noisy"]
 
@@ -143,8 +143,7 @@ def test_gd_float32_bias_only_freezes_near_Hu_and_floors_at_u_squared():
 
 
 def test_smoke_tiny_grid_end_to_end(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
-    import soft_target_stall
+    from precision.studies import soft_target as soft_target_stall
 
     cells = [_cell(iterations=60), _cell(optimizer="lbfgs", state_format="float64", iterations=20),
              _cell(problem="linear", format="float16", accumulate="float16", state_format="float16",
@@ -177,8 +176,7 @@ def test_smoke_tiny_grid_end_to_end(tmp_path):
 
 
 def test_grid_declares_every_problem_and_optimizer():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
-    import soft_target_stall
+    from precision.studies import soft_target as soft_target_stall
 
     quick = soft_target_stall.grid()
     assert {c["problem"] for c in quick} == {"bias-only", "linear", "linear-noisy",
@@ -203,7 +201,7 @@ def test_grid_declares_every_problem_and_optimizer():
 
 
 def test_post_numbers():
-    from precision.study.report_soft_target import post_numbers
+    from precision.studies.soft_target.report import post_numbers
 
     numbers = post_numbers()
     exact_h = float(numbers["exact"]["entropy"])
@@ -273,7 +271,7 @@ def test_mlp_problem_is_realizable_with_known_minimum():
 
 
 def test_mlp_kernel_gradient_matches_exact():
-    from precision.study.soft_target import _Model
+    from precision.studies.soft_target.train import _Model
 
     problem = make_problem("mlp", 0)
     params = _mlp_perturbed(problem, np.random.default_rng(1), 0.05)
@@ -283,7 +281,7 @@ def test_mlp_kernel_gradient_matches_exact():
     ours = np.concatenate([np.ravel(grads[k]) for k in ("w1", "b1", "w2", "b2")])
     assert np.max(np.abs(ours - exact)) < 1e-15 * np.max(np.abs(exact)) * 10
     assert float(loss) == pytest.approx(float(problem.loss_mp(params)), rel=1e-15)
-    from precision.study.problems import mlp_gradient64
+    from precision.studies.soft_target.problems import mlp_gradient64
     g64 = mlp_gradient64(problem.x, problem.targets, params)
     assert np.allclose(np.concatenate([np.ravel(g64[k]) for k in ("w1", "b1", "w2", "b2")]), exact,
                        rtol=0, atol=1e-14 * np.max(np.abs(exact)))
@@ -306,7 +304,7 @@ def test_mlp_smoke_cells():
 # ----------------------------------------------------------------------------- Adam attribution
 
 def test_rebound_summary_on_synthetic_traces():
-    from precision.study.soft_target import REBOUND_FACTOR, rebound_summary
+    from precision.studies.soft_target.train import REBOUND_FACTOR, rebound_summary
 
     its = np.arange(0, 80, 10)
     falling = rebound_summary(its, [1.0, 1e-2, 1e-4, 1e-6, 1e-7, 1e-7, 2e-7, 5e-7])
@@ -325,7 +323,7 @@ def test_rebound_summary_on_synthetic_traces():
 
 
 def test_first_upward_crossing_skips_the_start_up_transient():
-    from precision.study.soft_target import first_upward_crossing
+    from precision.studies.soft_target.train import first_upward_crossing
 
     its = [1, 2, 3, 4, 5, 6]
     assert first_upward_crossing(its, [200, 50, 20, 30, 39, 41], 38) == 5
@@ -335,7 +333,7 @@ def test_first_upward_crossing_skips_the_start_up_transient():
 
 def test_adam_stability_threshold_matches_the_recurrence():
     """x_{t+1} = (1 + β1 − (1 − β1) a) x_t − β1 x_{t−1} stays bounded just below A_c, grows above."""
-    from precision.study.soft_target import adam_stability_threshold
+    from precision.studies.soft_target.train import adam_stability_threshold
 
     beta1 = 0.9
     limit = adam_stability_threshold(beta1)
@@ -353,7 +351,7 @@ def test_adam_stability_threshold_matches_the_recurrence():
 
 @pytest.mark.parametrize("problem", ["linear", "mlp"])
 def test_stable_adam_eps_caps_the_preconditioned_sharpness(problem):
-    from precision.study.soft_target import DEFAULTS, stable_adam_eps
+    from precision.studies.soft_target.train import DEFAULTS, stable_adam_eps
 
     prob = make_problem(problem, 0)
     lr = DEFAULTS["adam_lr"]
@@ -430,7 +428,7 @@ def test_mlp_gradient_resolution_floor_shared_errors_scale_with_the_group_size()
 
 
 def test_mlp_gd_cell_predicts_a_gradient_floor_below_swamping():
-    from precision.study.problems import mlp_groups
+    from precision.studies.soft_target.problems import mlp_groups
 
     prob = make_problem("mlp", 0)
     groups = mlp_groups(prob)
@@ -447,7 +445,7 @@ def test_mlp_gd_cell_predicts_a_gradient_floor_below_swamping():
 
 
 def test_master_f64_rows_are_compared_with_the_gradient_floor():
-    from precision.study.soft_target import applicable_floor
+    from precision.studies.soft_target.train import applicable_floor
 
     result = {"predicted_floor": 1e-5, "predicted_gradient_floor": 1e-8, "excess_floor": 2e-8,
               "unit_roundoff": 2.0 ** -11}
@@ -460,7 +458,7 @@ def test_master_f64_rows_are_compared_with_the_gradient_floor():
 
 
 def test_rebound_ignores_wandering_below_u_squared_and_reports_the_sharpness_there():
-    from precision.study.soft_target import rebound_of, rebound_summary
+    from precision.studies.soft_target.train import rebound_of, rebound_summary
 
     u = 2.0 ** -24
     its = np.array([1, 2, 3, 4, 5])

@@ -46,6 +46,10 @@ from .progress import Progress
 _ROW_RESERVED = ("status", "cell_id")
 
 
+class StudyBusyError(RuntimeError):
+    """Another run holds the output folder's lock."""
+
+
 # --------------------------------------------------------------------------------------------------
 # the study
 
@@ -67,8 +71,10 @@ class Study:
     version: bump it when run_cell changes what it computes: resume ignores results of other versions.
     metadata: JSON facts recorded in provenance.json (e.g. {"grid": "quick", "formats": [...],
         "seed": 0}); "formats" and "seeds" there replace the values gathered from the cells.
-    table_columns: the summary columns the CLI prints after a run, in order (default: all of them but
-        cell_id); summary.csv always has every column.
+    table_columns: the summary columns ``precision study --table`` prints after a run, in order
+        (default: all of them but cell_id); summary.csv always has every column.
+    verdict: ``verdict(results) -> str``: what the CLI prints when the run ends -- the findings in a few
+        sentences, each computed from this run's numbers, and a compact table that fits 100 columns.
     """
 
     name: str
@@ -79,13 +85,14 @@ class Study:
     version: str = "1"
     metadata: dict = field(default_factory=dict)
     table_columns: Sequence[str] | None = None
+    verdict: Callable[["StudyResults"], str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError("a study needs a non-empty name")
         if not callable(self.run_cell):
             raise TypeError("run_cell must be callable")
-        for hook in ("summarize", "report"):
+        for hook in ("summarize", "report", "verdict"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise TypeError(f"{hook} must be callable or None")
         if not isinstance(self.version, str):
@@ -444,7 +451,7 @@ def _locked(store: _store.Store) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise RuntimeError(f"another run is writing to {store.out_dir}") from None
+            raise StudyBusyError(f"another run is writing to {store.out_dir}") from None
         yield
     finally:
         handle.close()

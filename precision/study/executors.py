@@ -8,8 +8,8 @@ The engine passes a ``fn`` that never raises for a failing cell (it returns the 
 exception out of ``run`` means the executor itself broke (e.g. a worker process died).
 
 Picklability. :class:`ProcessExecutor` and cluster executors send the cell function to other processes by
-reference, so it must be a top-level function of an importable module (a study script in ``studies/`` is
-imported by its module name, and that folder is put on ``sys.path`` for the workers), not a lambda, a
+reference, so it must be a top-level function of an importable module (a study of ``precision.studies``,
+or a script of $PRECISION_STUDIES_DIR, whose folder is put on ``sys.path`` for the workers), not a lambda, a
 nested function or a method of a local class. Its parameters and results must pickle too (plain values
 and numpy arrays do). A script that runs a study itself with a ProcessExecutor must guard that call with
 ``if __name__ == "__main__":``, because each spawned worker imports the main script.

@@ -1,14 +1,17 @@
-"""Where soft-target training stalls in each format, and why (issue 5: the headline study).
+"""Where soft-target training stalls in each format, and why (the headline study).
 
-    precision study soft-target-stall [--quick | --full] [--formats f16,bf16,f32,f64] [--seed S]
+    precision study soft-target-stall [--smoke | --quick | --full] [--formats f16,bf16,f32,f64] [--seed S]
 
 The grid: problems × formats (pure and with float32 accumulation) × optimizers (+ Adam's state format,
-+ attribution variants of gradient descent and Adam). Cells are computed by precision.study.soft_target.run_cell
-and reported by precision.study.report_soft_target.report.
++ attribution variants of gradient descent and Adam). Modules: ``problems`` (data and exact excess),
+``theory`` (predicted levels), ``train`` (one cell: a training run), ``report`` (report.md, plots and the
+terminal verdict).
 """
 from precision.study import Study
-from precision.study.report_soft_target import report
-from precision.study.soft_target import run_cell, summarize
+from .report import report, verdict
+from .train import run_cell, summarize
+
+NAME = "soft-target-stall"
 
 # (storage format, accumulation format)
 FORMAT_CONFIGS = [("float16", "float16"), ("float16", "float32"), ("bfloat16", "bfloat16"),
@@ -91,11 +94,18 @@ def grid(formats=None, full=False, seed=0):
     return cells
 
 
+def smoke_grid(formats=None, seed=0):
+    """A handful of short cells (seconds): checks that an installation runs the study end to end."""
+    keep = [f for f in ("float32", "float64") if formats is None or f in formats] or list(formats)
+    return [_cell(problem, f, f, optimizer, seed=seed, iterations=200 if optimizer == "gd" else 100)
+            for problem in ("bias-only", "linear") for f in keep for optimizer in ("gd", "lbfgs")]
+
+
 def build(args):
-    """The Study for the CLI: --quick (default) or --full, optional --formats and --seed."""
-    full = bool(getattr(args, "full", False))
+    """The Study for the CLI: args.size is "smoke", "quick" (default) or "full"; optional formats, seed."""
+    size = getattr(args, "size", None) or ("full" if getattr(args, "full", False) else "quick")
     formats = getattr(args, "formats", None)
     seed = int(getattr(args, "seed", 0) or 0)
-    return Study(name="soft-target-stall", cells=grid(formats, full, seed), run_cell=run_cell,
-                 summarize=summarize, report=report, version="3",
-                 metadata={"grid": "full" if full else "quick", "seed": seed})
+    cells = smoke_grid(formats, seed) if size == "smoke" else grid(formats, size == "full", seed)
+    return Study(name=NAME, cells=cells, run_cell=run_cell, summarize=summarize, report=report,
+                 verdict=verdict, version="3", metadata={"grid": size, "seed": seed})

@@ -13,9 +13,9 @@ from pathlib import Path
 import mpmath
 import numpy as np
 
-from .. import formats as _formats
-from .plots import format_number, markdown_table, plot_comparison, plot_panels
-from .soft_target import REBOUND_FACTOR, applicable_floor, rebound_of
+from precision import formats as _formats
+from precision.study.plots import format_number, markdown_table, plot_comparison, plot_panels
+from .train import REBOUND_FACTOR, applicable_floor, rebound_of
 
 __all__ = ["report", "post_numbers", "POST_TARGETS", "POST_PREDICTIONS", "POST_QUOTED"]
 
@@ -367,7 +367,7 @@ STABILITY_SHARE = 0.75   # a rebound at sharpness ≥ this × 38 is attributed t
 
 def _adam_verdict(rows) -> str:
     """The verdict's bullet on Adam's rebound, from the attribution runs (empty without them)."""
-    from .soft_target import adam_stability_threshold
+    from .train import adam_stability_threshold
 
     table = _adam_attribution_rows(rows)
     if not table:
@@ -650,12 +650,12 @@ def report(results, out_dir) -> None:
         + (f", {len(results.failures)} failed" if getattr(results, "failures", None) else "")
         + ". Raw results: `raw/cells/*.json`; one row per cell: `summary.csv`; provenance: "
         "`provenance.json`. Every number below is computed from those files by "
-        "`precision/study/report_soft_target.py`.",
+        "`precision/studies/soft_target/report.py`.",
         "",
         "Notation: L* = min CE (for the bias-only model the entropy of the mean target; for the MLP, "
         "whose targets a teacher network fits exactly, the mean entropy of the targets), u = 2^-p the "
         "format's unit roundoff, *excess* = CE(θ) − L* of the parameters the run holds, evaluated exactly "
-        "(KL(p*‖p) form, validated against mpmath; see `precision/study/problems.py`). *freeze it*: the "
+        "(KL(p*‖p) form, validated against mpmath; see `precision/studies/soft_target/problems.py`). *freeze it*: the "
         "last iteration at which the reported loss improved before 10 iterations without improvement "
         "(L-BFGS: 1). *excess floor*: the level the exact excess settles at (median of the last quarter "
         "of the log-spaced evaluations; `decreasing` = still falling at the end, `stopped` = where "
@@ -789,3 +789,91 @@ def report(results, out_dir) -> None:
     if plots:
         parts += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     (out_dir / "report.md").write_text("\n".join(parts), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------------
+# the terminal verdict: a few sentences computed from this run, and one table that fits 100 columns
+
+TERMINAL_PROBLEMS = ["bias-only", "linear", "linear-noisy", "linear-ill-conditioned", "mlp"]
+
+
+def _range(values) -> str:
+    values = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    if not values:
+        return "–"
+    lo, hi = min(values), max(values)
+    return format_number(lo, 2) if lo == hi else f"{format_number(lo, 2)}–{format_number(hi, 2)}"
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
+def _near_one(ratio: float) -> bool:
+    """Whether a measured/predicted ratio confirms the prediction's level (within a factor 10)."""
+    return math.isfinite(ratio) and 0.1 <= ratio <= 10
+
+
+def _floor_cell(row) -> str:
+    """An excess floor as the terminal table shows it: '≤' marks an upper bound (still decreasing)."""
+    status = row.get("floor_status")
+    if status == "blew_up":
+        return "blew up"
+    value = format_number(row.get("excess_floor"), 2)
+    return f"≤{value}" if status == "decreasing" else value
+
+
+def verdict(results) -> str:
+    """What `precision study soft-target-stall` prints when it ends. Every number is this run's."""
+    rows = _rows(results)
+    plain = [r for r in rows if r.get("variant", "plain") == "plain"]
+    lines = ["Verdict (this run):"]
+    gd = [r for r in plain if r["optimizer"] == "gd" and r["problem"] in ("bias-only", "linear", "linear-noisy")]
+    freeze = [r["freeze_ratio"] for r in gd]
+    if gd:
+        level = _median(freeze)
+        lines.append(f"- The reported loss froze when the exact excess was {format_number(level, 2)}"
+                     f" × L*·u (median of {_runs(len(gd))} of gradient descent; range {_range(freeze)})"
+                     + (": about where a loss can no longer show an improvement (half an ulp of itself)."
+                        if _near_one(level) else ", not near L*·u: see report.md."))
+    settled = [r for r in gd if r.get("floor_status") == "plateau"]
+    below = [_ratio(r.get("excess_at_loss_freeze"), r.get("excess_floor")) for r in settled]
+    if settled:
+        lines.append(f"- Gradient descent does not read the loss: in the {_runs(len(settled))} whose excess "
+                     f"settled, the floor lies {_range(below)} × below the excess at the freeze; "
+                     f"{_runs(len(gd) - len(settled))} still improving at the end (floors not reached).")
+    lbfgs = [r for r in plain if r["optimizer"] == "lbfgs" and r["problem"] in ("bias-only", "linear", "linear-noisy")]
+    if lbfgs:
+        stop = [r["floor_over_Hu"] for r in lbfgs]
+        level = _median(stop)
+        lines.append(f"- L-BFGS stopped at a median {format_number(level, 2)} × L*·u ({_runs(len(lbfgs))}, "
+                     f"range {_range(stop)})" + (": where the loss stops resolving." if _near_one(level)
+                                                  else ", not at the loss-resolution level L*·u."))
+    adam = [r for r in plain if r["optimizer"] == "adam"]
+    if adam:
+        blown = [r for r in adam if r.get("floor_status") == "blew_up"]
+        where = sorted({f"{r['label']} (state {r['state_format']})" for r in blown})
+        lines.append(f"- Adam: {len(blown)} of {len(adam)} runs blew up (NaN/inf)"
+                     + (f", all in {', '.join(where)}." if blown else "."))
+    # one table: the gradient-descent excess floor per problem (rows) and format (columns)
+    labels = [label for label in ("float16", "float16+float32 acc", "bfloat16", "bfloat16+float32 acc",
+                                  "float32", "float64") if any(r["label"] == label for r in plain)]
+    table = []
+    for problem in TERMINAL_PROBLEMS:
+        cells = {}
+        for r in plain:
+            if r["problem"] == problem and r["optimizer"] == "gd" and r.get("seed") == plain[0].get("seed"):
+                cells.setdefault(r["label"], r)
+        if cells:
+            row = {"GD excess floor": problem}
+            row.update({label.replace("+float32 acc", "+f32"): _floor_cell(cells[label]) if label in cells else ""
+                        for label in labels})
+            table.append(row)
+    import textwrap
+    lines = [lines[0]] + [textwrap.fill(line, width=100, subsequent_indent="  ") for line in lines[1:]]
+    if table:
+        from precision.study.plots import text_table
+        lines += ["", text_table(table, list(table[0])).rstrip(),
+                  "(≤: still decreasing at the last iteration, an upper bound; one seed; κ problems: the first "
+                  "condition run)"]
+    return "\n".join(lines)

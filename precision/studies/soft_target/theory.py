@@ -60,7 +60,7 @@ import math
 
 import numpy as np
 
-from .. import formats as _formats
+from precision import formats as _formats
 
 __all__ = ["loss_resolution", "predicted_excess_at_loss_freeze", "predicted_line_search_floor",
            "swamping_floor", "gradient_resolution_floor", "mlp_gradient_resolution_floor",

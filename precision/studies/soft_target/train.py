@@ -1,6 +1,6 @@
 """The soft-target stall study: train in each format with this project's kernels and measure exactly.
 
-One cell = one training run: a problem (:mod:`precision.study.problems`), a storage format and an
+One cell = one training run: a problem (:mod:`precision.studies.soft_target.problems`), a storage format and an
 accumulation format, an optimizer (gd, momentum, adam, lbfgs) with its state format, and a variant
 (``plain``, or the attribution runs ``exact-gradient`` and ``master-f64``). All training arithmetic
 goes through the project's kernels:
@@ -52,11 +52,11 @@ import warnings
 
 import numpy as np
 
-from .. import formats as _formats
-from ..linalg import matmul
+from precision import formats as _formats
+from precision.linalg import matmul
 from . import theory
 from .problems import make_problem, mlp_gradient64
-from .stall import floor, loss_freeze_iteration
+from precision.study.stall import floor, loss_freeze_iteration
 
 __all__ = ["run_cell", "summarize", "eval_schedule", "SUMMARY_COLUMNS", "hyperparameters",
            "DEFAULTS"]
