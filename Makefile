@@ -2,7 +2,7 @@
 #               compared against (torch, optax/JAX, Keras, Stable-Baselines3, Dask; CPU builds), build
 #               the kernels, run the tests
 # make study  : the same set-up, then the headline study (quick grid)
-# make bench  : benchmarks against numpy (and torch CPU when installed)
+# make bench  : one comparison table, precision against numpy and torch, each timed in a fresh process
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 SOURCES := $(wildcard kernels/*.pyx.tp kernels/*.pxd kernels/*.h kernels/*.py) setup.py pyproject.toml .ci/constraints.txt
 # While developing, `PRECISION_ONLY=losses .venv/bin/python setup.py build_ext --inplace` rebuilds one module.
 
-.PHONY: test study study-full bench clean build
+.PHONY: test study study-full bench bench-pytest clean build
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,10 @@ study-full: build
 	$(BIN)/precision study soft-target-stall --full
 
 bench: build
-	@$(BIN)/python -c "import torch" 2>/dev/null || echo "torch is not installed: the torch rows are skipped (.venv/bin/pip install torch to add them)"
+	$(BIN)/python -m tests.bench.compare --rounds 3 --threads 1,2
+
+# pytest-benchmark timings of every policy in one process (for regressions within precision)
+bench-pytest: build
 	$(BIN)/python -m pytest tests/bench --benchmark-only --benchmark-columns=median,iqr,rounds
 
 clean:
