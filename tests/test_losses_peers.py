@@ -97,15 +97,13 @@ def test_same_definition_as_pytorch(dtype, eps):
 @pytest.mark.parametrize("category", sorted(CATEGORIES))
 def test_compute_wide_round_once_beats_pytorch_float32(category, eps):
     """float32 storage with accum="float64": the loss and each gradient entry within 1 ulp
-    (distillation included: those rows are refined, see test_losses), and never further from
-    exact than PyTorch's float32 on the same batch."""
+    (distillation included: those rows are refined, see test_losses) on the batches torch is
+    measured on. How far torch's own float32 results are is a measurement (``peer_table()``,
+    quoted in the README with the torch version), not something this project promises."""
     result, (x, t) = measure(np.float32, category, eps)
     ours_loss, ours_grad = result["ours, accum=float64"]
-    torch_loss, torch_grad = result["torch"]
     assert ours_loss.max() <= 1
     assert ours_grad.max() <= 1
-    assert ours_loss.max() <= max(torch_loss.max(), 0.5)
-    assert ours_grad.max() <= max(torch_grad.max(), 0.5)
     within_one_ulp_of_exact("f32", "f64", x, t, eps, "none")
 
 
@@ -114,10 +112,9 @@ def test_confident_rows_log1p_keeps_the_loss_pytorch_loses_it(dtype):
     """A confident row's loss is log1p(s) with s tiny: ours (log1p, and g_k = (Tk - t_k s)/D)
     keeps its digits up to the rounding of x_i - a (|z_i| u, within the forward bound: a few
     dozen ulps at gaps of 60); PyTorch's log(sum of exps) rounds 1 + s first, so its loss and
-    g_k lose everything below u (measured: 1.7e7 ulps in float32, 9e15 in float64)."""
-    result, (x, t) = measure(dtype, "confident", 0.0)
-    ours_loss, ours_grad = result["ours"]
-    torch_loss, torch_grad = result["torch"]
+    g_k lose everything below u (measured with torch 2.13: 1.7e7 ulps in float32, 9e15 in float64;
+    ``peer_table()`` remeasures it -- a measurement of torch, not asserted here)."""
+    x, t = confident_batch(np.random.default_rng(0), pr.format(dtype), 12, 20)   # measure()'s batch
     S = pr.format(dtype)
     loss, grad = losses.softmax_cross_entropy(x, t, reduction="none", return_grad=True)
     ex_loss, ex_grad = pr.exact.softmax_cross_entropy(x, t, reduction="none", return_grad=True)
@@ -125,8 +122,6 @@ def test_confident_rows_log1p_keeps_the_loss_pytorch_loses_it(dtype):
                                    reduction="none")
     assert_within(loss, ex_loss, b_loss, "loss", S)
     assert_within(grad, ex_grad, b_grad, "grad", S)
-    assert 1000 * ours_loss.max() < torch_loss.max()
-    assert 1000 * ours_grad.max() < torch_grad.max()
 
 
 def peer_table(seeds=range(4)):
