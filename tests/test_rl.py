@@ -487,3 +487,26 @@ def test_value_loss_gradient_matches_torch_rllib():
                    - pr.float32.ordinal(g_t).astype(np.int64))
     assert steps.max() <= 2
     assert abs(float(loss) - loss_t.item()) <= 16 * pr.float32.u * float(loss)
+
+
+def test_every_build_computes_the_same_bits():
+    """The baseline and AVX2 builds of kernels/rl (no FMA contraction: identical roundings)."""
+    from precision._kernels import variants
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.normal(0, 1e-3, 3000), rng.normal(0, 3, 3000)]).astype(np.float32)
+    ls = rng.normal(-1, 1, (50, 4)).astype(np.float32)
+    results = []
+    for mod in variants("rl").values():
+        out = []
+        for est in (1, 2, 3):
+            for naive in (False, True):
+                terms = np.empty(x.size, np.float32)
+                mod.logratio_terms_f32_f32(x, est, naive, terms, 2)
+                out.append(terms.view(np.uint32).copy())
+        terms = np.empty(ls.shape, np.float32)
+        mod.gaussian_kl_terms_f32_f32(ls, ls[::-1].copy(), ls * 0, ls, terms, 2)
+        out.append(terms.view(np.uint32).ravel().copy())
+        results.append(np.concatenate(out))
+    for other in results[1:]:
+        assert np.array_equal(results[0], other)
