@@ -14,8 +14,9 @@ Storage format S = the dtype of the arrays (all arrays of a call share it); ``ac
 arithmetic format A (S or wider), as in :mod:`precision.losses`.  Every +, -, *, / is rounded to
 A; exp_A, log_A are evaluated in double and rounded once (correctly rounded for A = float16 and
 bfloat16, within 1 ulp for float32 and float64); k3_A(x) = e^x - 1 - x is evaluated in double
-with relative error < 6 * 2^-53 and rounded once (within 1 ulp of A in every format; the proof
-is in kernels/rl.h).  Scalars (1/2 log(2 pi e), RLlib's 1e-6 and vf_clip_param, the count N of
+with relative error < 6 * 2^-53 and rounded once (correctly rounded on every float16 and
+bfloat16 input, within 1 ulp in float32, within 6 ulps in float64; the proof is in
+kernels/rl.h).  Scalars (1/2 log(2 pi e), RLlib's 1e-6 and vf_clip_param, the count N of
 a mean) enter rounded once into A, with a PrecisionWarning when that moves them by more than
 1 %, to 0 or to infinity.  Sums are the project's pairwise order (pairwise_A); the exact
 algorithms are in kernels/rl.pyx.tp's docstring, their op-by-op twins in
@@ -152,7 +153,8 @@ def approx_kl(log_ratio, *, estimator="k3", method="expm1", reduction="mean", ac
         k1 = -x                      (CleanRL's old_approx_kl; unbiased, can be negative)
         k2 = R(R(x * x) * 1/2)       (biased, low variance)
         k3 = k3_A(x) = e^x - 1 - x   (method "expm1", the default: rounded once from a double
-                                      evaluation with relative error < 6 * 2^-53; within 1 ulp)
+                                      evaluation with relative error < 6 * 2^-53; within 1 ulp
+                                      for A <= float32, 6 ulps for float64)
         k3 = R(R(exp_A(x) - 1) - x)  (method "naive": SB3's approx_kl and CleanRL's approx_kl as
                                       they compute it; all digits lost once |x| < ~sqrt(u_A))
 
