@@ -1,0 +1,124 @@
+/*
+ * rl.h -- primitives of the RL diagnostics kernels (rl.pyx.tp): the project's pairwise sum and
+ * k3(x) = e^x - 1 - x without cancellation.  Self-contained apart from fp.h.
+ *
+ * TODO(integrator): rl_pairwise_* duplicates the pairwise order of losses.pyx.tp and of
+ * precision.exact.emulate's sum(order="pairwise"); replace it by the shared kernels/summation.h
+ * once that exists (same order, so no result changes).
+ */
+#ifndef PRECISION_RL_H
+#define PRECISION_RL_H
+
+#include <stddef.h>
+#include <math.h>
+#include "fp.h"
+
+/* ------------------------------------------------------------------ pairwise summation
+ * The fixed order of DESIGN.md 3.4: leaves of 128 consecutive values; in a leaf, lane j
+ * (j = 0..7) starts at +0 and adds elements j, j+8, ...; the leaf's sum is
+ * ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); leaf sums are combined level by level, an odd last one
+ * moving up.  The levels are built with a binary counter (a stack of partial sums, merged when
+ * two of a level meet, collapsed right to left at the end), which adds in the same order.
+ * RND rounds a compute value to the arithmetic format (identity for float32 and float64). */
+#define RL_LEAF 128
+#define RL_LANES 8
+
+#define RL_DEFINE_PAIRWISE(A, T, RND)                                                      \
+static inline T rl_leaf_##A(const T* b, ptrdiff_t m) {                                     \
+    T acc[RL_LANES] = {0};                                                                 \
+    ptrdiff_t i = 0;                                                                       \
+    for (; i + RL_LANES <= m; i += RL_LANES)                                               \
+        for (int j = 0; j < RL_LANES; j++) acc[j] = RND(acc[j] + b[i + j]);                \
+    for (int j = 0; j < m - i; j++) acc[j] = RND(acc[j] + b[i + j]);                       \
+    return RND(RND(RND(acc[0] + acc[1]) + RND(acc[2] + acc[3]))                            \
+               + RND(RND(acc[4] + acc[5]) + RND(acc[6] + acc[7])));                        \
+}                                                                                          \
+static inline T rl_pairwise_##A(const T* v, ptrdiff_t n) {                                 \
+    T stack[64];                                                                           \
+    int depth = 0;                                                                         \
+    size_t count = 0;                                                                      \
+    if (n <= 0) return (T)0;                                                               \
+    for (ptrdiff_t start = 0; start < n; start += RL_LEAF) {                               \
+        ptrdiff_t m = n - start < RL_LEAF ? n - start : RL_LEAF;                           \
+        T leaf = rl_leaf_##A(v + start, m);                                                \
+        for (size_t carry = count; carry & 1; carry >>= 1) leaf = RND(stack[--depth] + leaf); \
+        stack[depth++] = leaf;                                                             \
+        count++;                                                                           \
+    }                                                                                      \
+    T total = stack[depth - 1];                                                            \
+    for (int j = depth - 2; j >= 0; j--) total = RND(stack[j] + total);                    \
+    return total;                                                                          \
+}
+
+RL_DEFINE_PAIRWISE(f16, float, rnd_f16)
+RL_DEFINE_PAIRWISE(bf16, float, rnd_bf16)
+RL_DEFINE_PAIRWISE(f32, float, rnd_f32)
+RL_DEFINE_PAIRWISE(f64, double, rnd_f64)
+
+/* ------------------------------------------------------------------ k3(x) = e^x - 1 - x
+ * In double, with relative error below 6u (u = 2^-53) for normal results, and within one
+ * subnormal step for subnormal ones.  Proof (first order in u):
+ *
+ * |x| < 1: k3 = x^2 p(x), p(x) = sum_{k=2}^{20} x^(k-2)/k!, by Horner with the coefficients
+ *   1/k! rounded to double.  Truncation: sum_{k>20} |x|^(k-2)/k! < 1.05/21! < 2^-63 p(x)
+ *   (p is increasing, p(-1) = 1/e).  Rounding: the term c_k x^(k-2) passes through at most
+ *   2k - 3 roundings (its coefficient, k-2 products, k-3 sums, the last sum), so
+ *   |p^ - p| <= u sum_k (2k - 3)|x|^(k-2)/k! <= 1.2818 u <= 3.49 u p(x) on |x| <= 1; x*x and the
+ *   final product add one rounding each: relative error < 5.5 u.  All terms of p have one sign
+ *   for x > 0 and shrink geometrically (ratio |x|/k) for x < 0: nothing cancels.
+ * |x| >= 1: k3 = fl(expm1(x) - x) with libm's expm1 within 1 ulp (glibc's published bound), so
+ *   relative error <= u + 2u |expm1 x| / |expm1 x - x| <= u + 2u * 2.392 < 5.8 u (the ratio is
+ *   largest at x = 1, 1.7183/0.7183; at x = -1 it is 1.718).
+ * x = +-inf: +inf; NaN: NaN.
+ *
+ * Rounded once more into a narrower A (float32, bfloat16, float16), through rl_k3_narrow
+ * below, the result is within 1/2 + 6 * 2^-29 ulp of A: always within 1 ulp, and correctly
+ * rounded unless the exact value lies within 6 * 2^-29 ulp of a rounding boundary without
+ * being of the form x*x/2 (exhaustive tests: every float16 and bfloat16 input is correctly
+ * rounded). */
+static const double RL_INV_FACT[21] = {
+    1.0, 1.0,
+    0x1.0000000000000p-1, 0x1.5555555555555p-3, 0x1.5555555555555p-5, 0x1.1111111111111p-7,
+    0x1.6c16c16c16c17p-10, 0x1.a01a01a01a01ap-13, 0x1.a01a01a01a01ap-16, 0x1.71de3a556c734p-19,
+    0x1.27e4fb7789f5cp-22, 0x1.ae64567f544e4p-26, 0x1.1eed8eff8d898p-29, 0x1.6124613a86d09p-33,
+    0x1.93974a8c07c9dp-37, 0x1.ae7f3e733b81fp-41, 0x1.ae7f3e733b81fp-45, 0x1.952c77030ad4ap-49,
+    0x1.6827863b97d97p-53, 0x1.2f49b46814157p-57, 0x1.e542ba4020225p-62
+};
+
+static inline double rl_k3_double(double x)
+{
+    if (x != x) return x;
+    if (fabs(x) < 1.0) {
+        double p = RL_INV_FACT[20];
+        for (int k = 19; k >= 2; k--) p = p * x + RL_INV_FACT[k];
+        return (x * x) * p;
+    }
+    if (isinf(x)) return INFINITY;
+    return expm1(x) - x;
+}
+
+/* k3 of a float x (a value of float32 or narrower) for rounding into A = float32, bfloat16,
+ * float16.  For |x| < 2^-40 the double evaluation would return x*x/2 itself (the next term,
+ * x/3 relative, is below 6u), and x*x/2 -- 48 significant bits at most -- can be exactly a
+ * midpoint of A (it is for many inputs with short significands), where the sign of x^3/6
+ * decides the rounding.  So: h = x*x/2 (exact in double), moved one double ulp in the
+ * direction of x (the sign of the remainder x^3/6 + ...).  h has at most 49 significant bits
+ * and A's rounding boundaries at most 25, so the move lands strictly on the correct side of h
+ * if h is a boundary and crosses no other one: the rounding into A is then correct.  For
+ * |x| >= 2^-40 the remainder's relative size |x|/3 > 2^-41.6 exceeds the evaluation error
+ * 6 * 2^-53 many times, so a value of the form x*x/2 on a boundary cannot mislead either. */
+static inline double rl_k3_narrow(double x)
+{
+    if (fabs(x) < 0x1p-40) {
+        double h = 0.5 * (x * x);
+        return h == 0 ? h : nextafter(h, x > 0 ? INFINITY : 0.0);
+    }
+    return rl_k3_double(x);
+}
+
+static inline float k3_f16(float x) { return f64_to_f16(rl_k3_narrow((double)x)); }
+static inline float k3_bf16(float x) { return f64_to_bf16(rl_k3_narrow((double)x)); }
+static inline float k3_f32(float x) { return (float)rl_k3_narrow((double)x); }
+static inline double k3_f64(double x) { return rl_k3_double(x); }
+
+#endif /* PRECISION_RL_H */
