@@ -221,7 +221,7 @@ def exact_in(value: Fraction, arith, what: str = None) -> np.generic:
     """An exact rational rounded once into A, as a numpy scalar of A's dtype (with a
     PrecisionWarning naming ``what`` when it is not exact in A)."""
     r = arith.round(value)
-    if what is not None and Fraction(float(r)) != value:
+    if what is not None and (not np.isfinite(float(r)) or Fraction(float(r)) != value):
         warnings.warn(f"{what} = {float(value):g} is not exact in {arith.name}: it enters the "
                       f"arithmetic as {float(r):g}", _formats.PrecisionWarning, stacklevel=4)
     return np.asarray(r, dtype=arith_dtype(arith))[()]
