@@ -153,6 +153,7 @@ class _Arith:
         self.fmt = _formats.format(fmt)
         ctx = self.fmt.context()
         self.add, self.sub, self.mul, self.div = ctx.add, ctx.sub, ctx.mul, ctx.div
+        self.sqrt = ctx.sqrt
         self.zero = gmpy2.mpfr(0)
         self._ctx = ctx
 
