@@ -167,6 +167,16 @@ static inline void SP(stats_cols_add_row)(int kind, T* restrict acc, const ST* r
                                           const ST* restrict yrow, const T* restrict centre,
                                           ptrdiff_t w)
 {
+#if STATS_F16C && STATS_F16_STRICT
+    /* the 8-lane F16C version of the two kinds the two-pass variance uses (stats.h) */
+    if (kind == STATS_TERM_X || kind == STATS_TERM_DEV2) {
+        ptrdiff_t c0 = stats_v8_add_row_f16(acc, row, kind == STATS_TERM_X ? NULL : centre, w);
+        for (ptrdiff_t c = c0; c < w; c++)
+            acc[c] = RND(acc[c] + SP(stats_term)(kind, row, yrow, c,
+                                                 kind == STATS_TERM_X ? 0 : centre[c]));
+        return;
+    }
+#endif
     switch (kind) {
     case STATS_TERM_X:
         for (ptrdiff_t c = 0; c < w; c++)
@@ -353,3 +363,4 @@ static void SP(stats_bn_backward)(const ST* restrict dy, const ST* restrict x, p
 #undef STATS_A
 #undef STATS_ST
 #undef STATS_T
+#undef STATS_F16_STRICT
