@@ -66,3 +66,12 @@ __all__ = [
     "kahan_sum",
     "summation",
 ]
+
+# the twins of precision.stats and precision.batchnorm, as submodules (pr.exact.stats.moments,
+# pr.exact.batchnorm.emulated_batch_norm, ...); imported on first use
+def __getattr__(name):
+    if name in ("stats", "batchnorm"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
