@@ -21,7 +21,7 @@ from .formats import (
 __version__ = "0.1.0"
 
 # Submodules are loaded on first use so `import precision` stays light and partial builds work.
-_SUBMODULES = ("exact", "errors", "losses", "optim", "parallel", "rl", "stats", "study")
+_SUBMODULES = ("batchnorm", "exact", "errors", "losses", "optim", "parallel", "rl", "stats", "study")
 _LOSS_NAMES = ("logsumexp", "softmax", "log_softmax", "softmax_cross_entropy", "kl_divergence", "entropy")
 
 
