@@ -92,13 +92,12 @@ while the row is in cache, and a bad row voids the call: only buffers of its own
 from __future__ import annotations
 
 import math
-import numbers
-import os
 import warnings
 from fractions import Fraction
 
 import numpy as np
 
+from . import _checks
 from . import formats as _formats
 from ._kernels import load as _load
 
@@ -122,23 +121,11 @@ def _kernels():
 
 
 # ----------------------------------------------------------------------------- arguments
-def _array(x, name: str) -> np.ndarray:
-    """x as an array of one of our formats (TypeError otherwise)."""
-    arr = np.asarray(x)
-    if arr.dtype == np.bool_:
-        raise TypeError(f"{name} must be a float array, got a boolean array")
-    try:
-        _formats.of(arr)
-    except TypeError:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got dtype "
-                        f"{arr.dtype}") from None
-    return arr
+_array = _checks.float_array
 
 
 def _same_format(arr: np.ndarray, name: str, fmt, against: str) -> None:
-    if arr.dtype != fmt.dtype:
-        raise TypeError(f"{name} has dtype {arr.dtype} but {against} is {fmt.name}: all arrays "
-                        f"of a call must share one storage format (convert one explicitly)")
+    _checks.same_dtype(arr, name, fmt.dtype, against)
 
 
 # accum -> the arithmetic format A, checked to be the storage format or wider
@@ -146,29 +133,11 @@ _arithmetic = _formats.arithmetic_format
 
 
 def _threads(num_threads, work: int) -> int:
-    if num_threads is None:
-        if work < _PARALLEL_MIN_WORK:
-            return 1
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cpus = os.cpu_count() or 1
-        omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        if omp.isdigit() and int(omp) > 0:
-            cpus = min(cpus, int(omp))
-        return max(1, cpus)
-    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
-        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    return int(num_threads)
+    return _checks.threads(num_threads, work, _PARALLEL_MIN_WORK)
 
 
 def _reduction(reduction, allowed=_REDUCTIONS) -> str:
-    if not isinstance(reduction, str) or reduction not in allowed:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}, "
-                         f"got {reduction!r}")
-    return reduction
+    return _checks.check_reduction(reduction, allowed)
 
 
 def _rows(arr: np.ndarray, name: str) -> np.ndarray:
@@ -193,21 +162,7 @@ def _kernel_view(rows: np.ndarray, fmt) -> np.ndarray:
 
 
 def _check_out(out, name: str, shape, fmt, inputs) -> np.ndarray:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
-    if out.dtype != fmt.dtype:
-        raise TypeError(f"{name} must have the storage dtype {fmt.dtype}, got {out.dtype}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
-    if not out.flags.writeable:
-        raise ValueError(f"{name} is read-only")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    for other_name, other in inputs:
-        if other is not None and np.shares_memory(out, other):
-            raise ValueError(f"{name} overlaps {other_name}: results cannot be written over "
-                             f"an input")
-    return out
+    return _checks.check_out(out, name, shape, fmt.dtype, inputs)
 
 
 def _probability_tolerance(fmt, c: int) -> float:
@@ -338,9 +293,7 @@ def log_softmax(x, *, accum=None, num_threads=None, out=None):
 # ----------------------------------------------------------------------------- losses
 def _label_smoothing(eps, arith, n_classes):
     """(smooth?, c1, c2): c1 = 1 - eps, c2 = eps / C, each exact and rounded once into A."""
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (numbers.Real, np.floating)):
-        raise TypeError(f"label_smoothing must be a real number, got {type(eps).__name__}")
-    eps_f = float(eps)
+    eps_f = _checks.check_real("label_smoothing", eps, finite=False)
     if not 0.0 <= eps_f <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1], got {eps!r}")
     if eps_f == 0.0:
@@ -416,8 +369,7 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
             t = t.reshape(1)
         labels = _labels(t, n, c)
         soft_rows = None
-    if not isinstance(return_grad, (bool, np.bool_)):
-        raise TypeError(f"return_grad must be True or False, got {return_grad!r}")
+    return_grad = _checks.check_bool("return_grad", return_grad)
     inputs = [("logits", x), ("targets", t)]
     lead = () if one_row else (n,)    # the shape of reduction="none"
     if grad_out is not None:
