@@ -151,13 +151,6 @@ def _shaped(out, shape):
     return float(out) if out.ndim == 0 else out
 
 
-def _spacing_exponent(absy, fmt):
-    """k with ulp_F(|y|) = 2**k, for a float64 array of |y| (finite)."""
-    _, e = np.frexp(absy)  # |y| = m 2**e, 1/2 <= m < 1, so floor(log2|y|) = e - 1
-    e = np.where(absy == 0, fmt.emin, np.maximum(e - 1, fmt.emin))
-    return e - fmt.p + 1
-
-
 def _floor_log2(q):
     """floor(log2 q) for a positive mpq."""
     num, den = int(q.numerator), int(q.denominator)
@@ -196,7 +189,7 @@ def _ulp_values(c, y: _Exact, fmt):
     slow = regular
     if y.rational is None:
         yf = np.where(regular, y.approx, 0.0)
-        k = _spacing_exponent(np.abs(yf), fmt)
+        k = fmt.ulp_exponent(yf)
         with np.errstate(over="ignore", invalid="ignore"):
             # c - y is an IEEE subtraction of float64 values, so correctly rounded; scaling by
             # a power of two is then exact (or overflows, which is the correct rounding)

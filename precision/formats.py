@@ -175,11 +175,18 @@ class Format:
         or scalar); returns float64.
         """
         a = np.abs(np.asarray(x, dtype=np.float64))
-        _, e = np.frexp(a)                     # a = m * 2**e, 1/2 <= m < 1
-        e = np.where(a == 0, self.emin, np.maximum(e - 1, self.emin))
-        out = np.ldexp(1.0, e - self.p + 1)
+        with np.errstate(invalid="ignore"):
+            out = np.ldexp(1.0, self.ulp_exponent(np.where(np.isfinite(a), a, 0.0)))
         out = np.where(np.isfinite(a), out, np.nan)
         return out[()] if out.ndim == 0 else out
+
+    def ulp_exponent(self, x) -> np.ndarray:
+        """k with ulp(x) = 2**k (an int array), for finite float64 values x: the one place
+        the spacing is computed (``ulp`` and the metrics of ``precision.errors`` use it)."""
+        a = np.abs(np.asarray(x, dtype=np.float64))
+        _, e = np.frexp(a)                     # a = m * 2**e, 1/2 <= m < 1
+        e = np.where(a == 0, self.emin, np.maximum(e - 1, self.emin))
+        return e - self.p + 1
 
     def _ordinal(self, arr: np.ndarray) -> np.ndarray:
         """Monotone integer index of each value (+0 and -0 share index 0)."""
