@@ -58,6 +58,16 @@ _IEEE64 = gmpy2.ieee(64)
 def _computed_f64(computed):
     arr = np.asarray(computed)
     kind = arr.dtype.kind
+    if _formats.is_extended(arr.dtype):
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = arr.astype(np.float64)
+            exact = (out.astype(arr.dtype) == arr) | (np.isnan(out) & np.isnan(arr))
+        if not np.all(exact):
+            bad = arr[~exact].reshape(-1)[0]
+            raise ValueError(f"computed value {bad!r} ({arr.dtype}) is not a float64 value: "
+                             f"computed values are measured in float64 or narrower formats "
+                             f"(round them once with a Format's round() first)")
+        return out
     if kind == "f" or (kind == "V" and arr.dtype.itemsize == 2):
         with np.errstate(invalid="ignore"):  # bfloat16 signalling NaNs warn needlessly
             return arr.astype(np.float64)
@@ -83,6 +93,9 @@ class _Exact:
         kind = arr.dtype.kind
         self.shape = arr.shape
         self.rational = None
+        if _formats.is_extended(arr.dtype):   # long double: exact, through the object path
+            arr = arr.astype(object)
+            kind = "O"
         if kind == "f" or (kind == "V" and arr.dtype.itemsize == 2):
             with np.errstate(invalid="ignore"):
                 self.approx = arr.astype(np.float64)
@@ -126,6 +139,8 @@ def _to_rational(v):
     A value beyond 2^±EXACT_EXPONENT_LIMIT, far outside every format, comes with its exponent
     moved to that bound (:func:`precision.formats.exact_gmpy`): every metric here is the same.
     """
+    if isinstance(v, np.floating) and _formats.is_extended(v.dtype) and np.isfinite(v):
+        return gmpy2.mpq(_formats.exact_gmpy(v))
     if isinstance(v, float) or isinstance(v, np.floating):
         v = float(v)
         return v if not math.isfinite(v) else gmpy2.mpq(v)

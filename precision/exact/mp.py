@@ -3,7 +3,8 @@
 Every function takes numpy arrays of float16, bfloat16, float32 or float64 (or integer arrays,
 or object arrays of mpmath ``mpf`` / gmpy2 ``mpfr`` / ints) and treats each element as the exact
 real number it denotes: float elements go through float64, which holds every value of every
-format, into ``mpf`` without rounding.  The mathematical function of those exact inputs is then
+format, into ``mpf`` without rounding (long doubles wider than float64 are converted exactly
+from their own bits).  The mathematical function of those exact inputs is then
 evaluated with q = ``dps + GUARD_DIGITS`` significant decimal digits (``mpmath.workdps``; the
 global mpmath state is restored on return; like mpmath itself this is not thread-safe).
 
@@ -63,6 +64,8 @@ import numpy as np
 from mpmath import mpf
 from mpmath.libmp import from_float, from_int, from_man_exp, round_nearest
 
+from ..formats import is_extended
+
 __all__ = [
     "DEFAULT_DPS",
     "GUARD_DIGITS",
@@ -110,6 +113,8 @@ def _exact_mpf(value) -> mpf:
         return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError("booleans are not numbers here")
+    if isinstance(value, np.floating) and is_extended(value.dtype):
+        return _longdouble_mpf(value)
     if isinstance(value, numbers.Integral):
         return _make_mpf(from_int(int(value)))
     if type(value).__name__ == "mpfr":
@@ -127,10 +132,24 @@ def _exact_mpf(value) -> mpf:
     raise TypeError(f"cannot take a {type(value).__name__} as an exact number")
 
 
+def _longdouble_mpf(value) -> mpf:
+    """A long double (wider than float64) as the exact mpf it denotes."""
+    if not np.isfinite(value):
+        return _make_mpf(from_float(float(value), 53, round_nearest))
+    num, den = value.as_integer_ratio()
+    return _make_mpf(from_man_exp(num, 1 - den.bit_length()))   # den is a power of two
+
+
 def _as_array(x, name):
     """x as a numpy array whose elements convert exactly: float64, integers or objects."""
     arr = np.asarray(x)
     kind = arr.dtype.kind
+    if is_extended(arr.dtype):   # long double: every bit kept, not cut to float64
+        out = np.empty(arr.shape, dtype=object)
+        flat = out.reshape(-1)
+        for i, v in enumerate(arr.reshape(-1)):
+            flat[i] = _longdouble_mpf(v)
+        return out
     if kind == "f" or (kind == "V" and arr.dtype.itemsize == 2):  # bfloat16 is kind "V"
         with np.errstate(invalid="ignore"):
             return arr.astype(np.float64)  # exact for every format here
