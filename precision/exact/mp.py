@@ -37,9 +37,14 @@ this hold where naive evaluation fails:
   loss are never 0 through cancellation.  Any other zero is a rounding artefact (e.g.
   exp(−10^-150) is 1 at 50 digits, which made the gradient of x = [0, 10^-150, 0] against
   t = 1/3 vanish): the row is redone at twice the digits until the result resolves.
-* *Limits.*  Working precision goes up to 8·(dps + GUARD_DIGITS) + 1400 digits (enough to
-  resolve every float64 exponent, 2^-1074 included); a row that still cancels beyond that
-  raises :class:`PrecisionExhausted` rather than return fewer digits than promised.  (Reduced
+* *Limits.*  A result whose absolute error bound falls below 2^-(4096 + 16)
+  (``EXACT_EXPONENT_LIMIT``: thousands of binades below every format's smallest subnormal) is
+  accepted as it is: it then stands for a value that rounds to ±0 in every format, and only that
+  is promised for it (e.g. the gradient of a tie against logits 10^38 lower, about
+  10^-(10^37)); its sign is not guaranteed.  Otherwise working precision goes up to
+  8·(dps + GUARD_DIGITS) + 1400 digits (enough to resolve every float64 exponent, 2^-1074
+  included), and a row that still cancels beyond that raises :class:`PrecisionExhausted`
+  rather than return fewer digits than promised.  (Reduced
   totals over rows are checked the same way, except that a total cancelling to exactly zero
   across rows of opposite sign is accepted.)
 
@@ -74,7 +79,7 @@ import numpy as np
 from mpmath import mpf
 from mpmath.libmp import from_float, from_int, from_man_exp, round_nearest
 
-from ..formats import is_extended
+from ..formats import EXACT_EXPONENT_LIMIT, is_extended
 
 __all__ = [
     "PrecisionExhausted",
@@ -229,13 +234,34 @@ def _odd_sum(exact_part, approx_part):
     return _odd(mpmath.fadd, exact_part, approx_part)
 
 
+class _Lost(float):
+    """Bits lost to cancellation, with the magnitude (log2) of the parts that cancelled: a
+    result's absolute error at q bits of working precision is about 2^(weight_mag - q)."""
+
+    def __new__(cls, bits, weight_mag):
+        obj = super().__new__(cls, bits)
+        obj.weight_mag = weight_mag
+        return obj
+
+
 def _lost_bits(approx_weight, result):
-    """Bits lost to cancellation: log2(Σ|approximate parts| / |result|), 0 if none."""
+    """Bits lost to cancellation: log2(Σ|approximate parts| / |result|), 0 if none;
+    ``_LOST_ALL`` (with the parts' magnitude) for a zero result."""
     if not approx_weight or not mpmath.isfinite(approx_weight) or not mpmath.isfinite(result):
         return 0
+    weight_mag = int(mpmath.mag(approx_weight))
     if not result:
-        return _LOST_ALL
-    return max(0, mpmath.mag(approx_weight) - mpmath.mag(result))
+        return _Lost(_LOST_ALL, weight_mag)
+    return _Lost(max(0, weight_mag - mpmath.mag(result)), weight_mag)
+
+
+def _below_every_format(lost) -> bool:
+    """Whether a result's absolute error at the current precision is below
+    2^-(EXACT_EXPONENT_LIMIT + 16): the result (a zero or a residue of that size) then stands
+    for a value that rounds to +-0 in every format (module docstring, "Limits")."""
+    weight_mag = getattr(lost, "weight_mag", None)
+    return weight_mag is not None and \
+        weight_mag - mpmath.mp.prec < -(EXACT_EXPONENT_LIMIT + 16)
 
 
 # --------------------------------------------------------------------------- precision control
@@ -270,7 +296,7 @@ def _adaptive(rows, row_fn, dps):
                     res, lost = row_fn(rows[i])
                     results[i] = res
                     needed = 2 * work if lost == _LOST_ALL else _digits_needed(dps, lost) + 2
-                    if work >= needed - 2:
+                    if work >= needed - 2 or _below_every_format(lost):
                         continue
                     if work >= cap:
                         why = ("a result cancelled to a zero that is not exact" if lost == _LOST_ALL
@@ -432,13 +458,15 @@ def _make_ce_row(smoothing, want_grad, mean_over):
                 else:
                     g_exact = -tj
                     g_approx = total * e[j] / S
-                g = _odd_sum(g_exact, g_approx)
                 # T e_j - t_j S = sum over the distinct values v of d of c_v e^v with rational
                 # c_v; e^v for distinct rationals v are linearly independent over the rationals
                 # (Lindemann-Weierstrass), so g_j = 0 exactly iff every c_v = 0: all finite
                 # logits equal (n of them) and T = n t_j.  Any other zero is a rounding artefact.
-                proven_zero = not g and n_equal and total == mpmath.fmul(n_equal, tj, exact=True)
-                lost = max(lost, 0 if proven_zero else _lost_bits(g_approx, g))
+                if n_equal and parts.d[j] == 0 and total == mpmath.fmul(n_equal, tj, exact=True):
+                    g = _ZERO
+                else:
+                    g = _odd_sum(g_exact, g_approx)
+                    lost = max(lost, _lost_bits(g_approx, g))
                 if mean_over:
                     g = _odd(mpmath.fdiv, g, mean_over)
                 grad.append(g)
