@@ -91,7 +91,9 @@ written: every value finite and >= 0, and each row's mass T = sum_i t_i within t
 by default (``default_target_tolerance(C)``; d = the pairwise depth of C terms, e.g. tau = 0.027
 for C = 10, 0.1 for C = 1000).  That is the rounding error of normalising C non-negative values
 in bfloat16, the narrowest format here (a pairwise sum and a division), then rounding them into
-any storage format; it also bounds what ``precision.softmax`` returns in every format.  So rows
+any storage format; it also bounds what ``precision.softmax`` returns in every format (not
+counting entries that underflow below the storage format's normal range: in float16, with
+thousands of classes, up to 2^-25 each).  So rows
 normalised in any format and stored in any other pass (float32-normalised targets cast to
 float64, float64-normalised targets cast to float16, a bfloat16 teacher's softmax), while rows
 that are not distributions do not, at every C and in every format: tau stays below 0.3 for any
