@@ -58,6 +58,16 @@ _IEEE64 = gmpy2.ieee(64)
 def _computed_f64(computed):
     arr = np.asarray(computed)
     kind = arr.dtype.kind
+    if _formats.is_extended(arr.dtype):
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = arr.astype(np.float64)
+            exact = (out.astype(arr.dtype) == arr) | (np.isnan(out) & np.isnan(arr))
+        if not np.all(exact):
+            bad = arr[~exact].reshape(-1)[0]
+            raise ValueError(f"computed value {bad!r} ({arr.dtype}) is not a float64 value: "
+                             f"computed values are measured in float64 or narrower formats "
+                             f"(round them once with a Format's round() first)")
+        return out
     if kind == "f" or (kind == "V" and arr.dtype.itemsize == 2):
         with np.errstate(invalid="ignore"):  # bfloat16 signalling NaNs warn needlessly
             return arr.astype(np.float64)
@@ -83,6 +93,9 @@ class _Exact:
         kind = arr.dtype.kind
         self.shape = arr.shape
         self.rational = None
+        if _formats.is_extended(arr.dtype):   # long double: exact, through the object path
+            arr = arr.astype(object)
+            kind = "O"
         if kind == "f" or (kind == "V" and arr.dtype.itemsize == 2):
             with np.errstate(invalid="ignore"):
                 self.approx = arr.astype(np.float64)
@@ -126,6 +139,8 @@ def _to_rational(v):
     A value beyond 2^±EXACT_EXPONENT_LIMIT, far outside every format, comes with its exponent
     moved to that bound (:func:`precision.formats.exact_gmpy`): every metric here is the same.
     """
+    if isinstance(v, np.floating) and _formats.is_extended(v.dtype) and np.isfinite(v):
+        return gmpy2.mpq(_formats.exact_gmpy(v))
     if isinstance(v, float) or isinstance(v, np.floating):
         v = float(v)
         return v if not math.isfinite(v) else gmpy2.mpq(v)
@@ -149,13 +164,6 @@ def _prepare(computed, exact):
 def _shaped(out, shape):
     out = out.reshape(shape) + 0.0  # + 0.0 turns a -0 error into 0
     return float(out) if out.ndim == 0 else out
-
-
-def _spacing_exponent(absy, fmt):
-    """k with ulp_F(|y|) = 2**k, for a float64 array of |y| (finite)."""
-    _, e = np.frexp(absy)  # |y| = m 2**e, 1/2 <= m < 1, so floor(log2|y|) = e - 1
-    e = np.where(absy == 0, fmt.emin, np.maximum(e - 1, fmt.emin))
-    return e - fmt.p + 1
 
 
 def _floor_log2(q):
@@ -196,7 +204,7 @@ def _ulp_values(c, y: _Exact, fmt):
     slow = regular
     if y.rational is None:
         yf = np.where(regular, y.approx, 0.0)
-        k = _spacing_exponent(np.abs(yf), fmt)
+        k = fmt.ulp_exponent(yf)
         with np.errstate(over="ignore", invalid="ignore"):
             # c - y is an IEEE subtraction of float64 values, so correctly rounded; scaling by
             # a power of two is then exact (or overflows, which is the correct rounding)

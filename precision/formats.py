@@ -40,6 +40,7 @@ __all__ = [
     "EXACT_EXPONENT_LIMIT",
     "ARITHMETIC_FOR",
     "arithmetic_format",
+    "is_extended",
 ]
 
 
@@ -119,7 +120,8 @@ class Format:
     def round(self, x):
         """Round ``x`` once (nearest, ties to even) into this format.
 
-        ``x``: a float array or scalar of any numpy float dtype (including bfloat16), a Python
+        ``x``: a float array or scalar of any numpy float dtype (including bfloat16 and long
+        double, whose extra bits count: they are rounded once, not cut to float64 first), a Python
         float, or exact values: int, Fraction, mpmath mpf, gmpy2 mpfr/mpz/mpq, or an object
         array of those.  Returns a numpy array of ``self.dtype`` (a numpy scalar for scalar
         input).
@@ -128,6 +130,8 @@ class Format:
         arr = np.asarray(x) if not _is_exact_scalar(x) else np.asarray(x, dtype=object)
         if arr.dtype == object:
             out = self._round_exact(arr)
+        elif is_extended(arr.dtype):
+            out = self._round_float(_extended_to_float64(arr, odd=self.bits < 64))
         elif arr.dtype.kind in "fV" or arr.dtype == ml_dtypes.bfloat16:
             out = self._round_float(arr)
         elif arr.dtype.kind in "iub":
@@ -175,11 +179,18 @@ class Format:
         or scalar); returns float64.
         """
         a = np.abs(np.asarray(x, dtype=np.float64))
-        _, e = np.frexp(a)                     # a = m * 2**e, 1/2 <= m < 1
-        e = np.where(a == 0, self.emin, np.maximum(e - 1, self.emin))
-        out = np.ldexp(1.0, e - self.p + 1)
+        with np.errstate(invalid="ignore"):
+            out = np.ldexp(1.0, self.ulp_exponent(np.where(np.isfinite(a), a, 0.0)))
         out = np.where(np.isfinite(a), out, np.nan)
         return out[()] if out.ndim == 0 else out
+
+    def ulp_exponent(self, x) -> np.ndarray:
+        """k with ulp(x) = 2**k (an int array), for finite float64 values x: the one place
+        the spacing is computed (``ulp`` and the metrics of ``precision.errors`` use it)."""
+        a = np.abs(np.asarray(x, dtype=np.float64))
+        _, e = np.frexp(a)                     # a = m * 2**e, 1/2 <= m < 1
+        e = np.where(a == 0, self.emin, np.maximum(e - 1, self.emin))
+        return e - self.p + 1
 
     def _ordinal(self, arr: np.ndarray) -> np.ndarray:
         """Monotone integer index of each value (+0 and -0 share index 0)."""
@@ -247,6 +258,32 @@ class Format:
         return arr.view(np.uint16) if self.bits == 16 else arr
 
 
+def is_extended(dtype) -> bool:
+    """Whether a dtype is a long double wider than float64 (x87's 64-bit significand, or
+    binary128): its values are not all float64 values, so it needs exact handling."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" and dtype.itemsize > 8 and np.finfo(dtype).nmant > 52
+
+
+def _extended_to_float64(arr: np.ndarray, *, odd: bool) -> np.ndarray:
+    """Long doubles to float64: to nearest (``odd`` false), or rounded to odd (the float64
+    neighbour with an odd last bit when inexact), which then rounds to nearest into any format
+    of at most 51 bits exactly as the long double itself does (Boldo & Melquiond)."""
+    arr = np.asarray(arr)
+    with np.errstate(over="ignore", invalid="ignore"):
+        hi = arr.astype(np.float64)
+        if not odd:
+            return hi
+        # x - hi is exact in long double (hi is x's nearest float64 unless it overflowed)
+        lo = arr - hi.astype(arr.dtype)
+    inexact = np.isfinite(hi) & (lo != 0)
+    even = (hi.view(np.uint64) & np.uint64(1)) == 0
+    move = inexact & even
+    if np.any(move):
+        hi = np.where(move, np.nextafter(hi, np.where(lo > 0, np.inf, -np.inf)), hi)
+    return hi
+
+
 def _is_exact_scalar(x) -> bool:
     return isinstance(x, (Fraction, numbers.Integral)) and not isinstance(x, (bool, np.bool_)) \
         or type(x).__module__.startswith(("mpmath", "gmpy2"))
@@ -276,6 +313,11 @@ def exact_gmpy(value, *, clamp: bool = True):
     """
     if isinstance(value, (bool, np.bool_)):
         raise TypeError("booleans are not numbers")
+    if isinstance(value, np.floating) and is_extended(value.dtype):
+        if not np.isfinite(value):
+            return gmpy2.mpfr(float(value), 53)
+        num, den = value.as_integer_ratio()    # exact: long double's bits are all kept
+        return gmpy2.mpq(num, den)
     if isinstance(value, float) or isinstance(value, np.floating) or (
             isinstance(value, np.generic) and value.dtype.kind == "V" and value.dtype.itemsize == 2):
         return gmpy2.mpfr(float(value), 53)  # every format here is exact in float64
@@ -416,7 +458,8 @@ def round_scalar(value, fmt, name: str = "value", *, stacklevel: int = 3) -> flo
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     x = float(value)
-    r = float(fmt.round(np.float64(x)) if isinstance(value, (float, np.floating)) else fmt.round(value))
+    plain_float = isinstance(value, (float, np.floating)) and not is_extended(np.asarray(value).dtype)
+    r = float(fmt.round(np.float64(x)) if plain_float else fmt.round(value))
     if x != 0 and np.isfinite(x):
         if r == 0:
             why = f"rounds to 0 in {fmt.name} (smallest subnormal {fmt.smallest_subnormal:.3g})"

@@ -9,10 +9,9 @@ The kernel is ``kernels/linalg.pyx.tp``; this module checks arguments and dispat
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from . import _checks
 from . import formats as _formats
 from ._kernels import load as _load
 
@@ -26,16 +25,6 @@ def _kernels():
     return _load("linalg")
 
 
-def _threads(num_threads, work: int) -> int:
-    if num_threads is None:
-        return 1 if work < _PARALLEL_MIN_WORK else max(1, os.cpu_count() or 1)
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
-        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    return int(num_threads)
-
-
 def matmul(a, b, *, accum=None, out=None, num_threads=None):
     """The matrix product a·b with every operation rounded to the arithmetic format.
 
@@ -43,8 +32,9 @@ def matmul(a, b, *, accum=None, out=None, num_threads=None):
     same dtype; any strides (transposed views such as ``x.T`` are read in place, no copy of a).
     accum: the arithmetic format A (a Format, name or dtype; default the storage format S).
     out: optional writable (M, N) array of the same dtype, not overlapping a or b.
-    num_threads: threads over output rows (default: 1 for small products, else all CPUs);
-    the result is bit-identical for any value.
+    num_threads: threads over output rows, 1 to 256 (default: 1 for small products, else the
+    CPUs this process may use, honouring OMP_NUM_THREADS; always 1 in a process made by
+    ``os.fork()``, see :mod:`precision._checks`); the result is bit-identical for any value.
 
     Algorithm, for each output element, with R(·) rounding to A (round to nearest even, A's
     subnormals and overflow)::
@@ -62,11 +52,13 @@ def matmul(a, b, *, accum=None, out=None, num_threads=None):
 
     Raises TypeError for non-arrays, non-float or mismatched dtypes; ValueError for shapes that are
     not 2-D or don't chain, an empty dimension (M, K or N = 0), a bad ``out`` (shape, dtype,
-    read-only, overlapping the inputs) or an accum narrower than the storage format.
+    read-only, overlapping the inputs), a num_threads outside [1, 256] or an accum narrower
+    than the storage format.
     """
     for name, arr in (("a", a), ("b", b)):
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"{name} must be a numpy array, got {type(arr).__name__}")
+        _checks.float_array(arr, name)
     storage = _formats.of(a)
     if b.dtype != a.dtype:
         raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}")
@@ -78,20 +70,13 @@ def matmul(a, b, *, accum=None, out=None, num_threads=None):
     if m == 0 or k == 0 or n == 0:
         raise ValueError(f"matmul of empty arrays (shapes {a.shape} and {b.shape})")
     arithmetic = _formats.arithmetic_format(accum, storage)
-    threads = _threads(num_threads, m * k * n)
+    threads = _checks.threads(num_threads, m * k * n, _PARALLEL_MIN_WORK)
     if out is None:
         out = np.empty((m, n), dtype=storage.dtype)
     else:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
-        if out.dtype != storage.dtype:
-            raise TypeError(f"out must have dtype {storage.dtype}, got {out.dtype}")
-        if out.shape != (m, n):
-            raise ValueError(f"out must have shape {(m, n)}, got {out.shape}")
-        if not out.flags.writeable:
-            raise ValueError("out is read-only")
-        if np.may_share_memory(out, a) or np.may_share_memory(out, b):
-            raise ValueError("out must not overlap a or b")
+        # any strides: the kernel writes out[i, j] through its strides
+        _checks.check_out(out, "out", (m, n), storage.dtype, [("a", a), ("b", b)],
+                          contiguous=False)
     kernel = getattr(_kernels(), f"matmul_{storage.short}_{arithmetic.short}")
     kernel(storage.storage_view(a), storage.storage_view(b), storage.storage_view(out), threads)
     return out

@@ -73,36 +73,63 @@ op by op with ``precision.exact.emulate(A)``.
 Special values: NaN and infinite logits are not errors; they propagate as the formulas above do in
 IEEE arithmetic.  A row with a NaN gives NaN everywhere.  A -inf logit has p_i = 0 and
 log_softmax_i = -inf; its loss term is 0 when its target is 0 (0 log 0 = 0) and +inf otherwise.
-A +inf logit x_k gives z_k = inf - inf = NaN, so p_k, log_softmax_k, the loss (when t_k > 0) and
-the row's gradient entry k are NaN; logsumexp is +inf if x_k is the row's only +inf (NaN if
-there are several).  Overflow is possible only where an intermediate exceeds A's range: s <= C - 1
+A +inf logit x_k gives z_k = inf - inf = NaN, so p_k and log_softmax_k are NaN, and so is the
+loss when t_k > 0 (t_k = 0: +inf if another t_i > 0); logsumexp is +inf if x_k is the row's only
++inf (NaN, and everything else NaN, if there are several).  The gradient does not go through
+z_k: the other e_i are exp(-inf) = 0, so s = 0, D = 1, and the formulas give g_k = Tk (= T - t_k)
+and g_j = -t_j, which is the limit of the gradient as x_k -> +inf.
+Overflow is possible only where an intermediate exceeds A's range: s <= C - 1
 overflows in float16 arithmetic once C > 65504, and z_i = x_i - a overflows when the logits
 spread over more than A's largest value (then log_softmax_i = -inf, and a loss term with t_i > 0
 is +inf); ``accum`` one format wider removes both.
 
-Targets are checked before anything is written: soft targets (and KL targets, entropy
-probabilities) must be finite, >= 0 and sum to 1 per row within (C + 1) u_S, where u_S is the
-unit roundoff of the storage format (u = 2^-11 float16, 2^-8 bfloat16, 2^-24 float32, 2^-53
-float64): that is the error bound of normalising a row in S (C - 1 roundings in its sum, one in
-each division), so rows normalised in S pass and genuinely unnormalised rows do not.  The kernels
-use each row's actual sum T, so the gradient is the true gradient of the loss as computed.  (When
-no ``out``/``grad_out`` is given, softmax_cross_entropy checks each target row inside the kernel,
-while the row is in cache, and a bad row voids the call: only buffers of its own were written.)
+Targets.  Soft targets (and KL targets, entropy probabilities) are checked before anything is
+written: every value finite and >= 0, and each row's mass T = sum_i t_i within tau of 1,
+
+    |T - 1| <= tau,   tau = gamma_{d+2}(2^-8) = k u / (1 - k u),  k = d + 2,  u = 2^-8
+
+by default (``default_target_tolerance(C)``; d = the pairwise depth of C terms, e.g. tau = 0.027
+for C = 10, 0.1 for C = 1000).  That is the rounding error of normalising C non-negative values
+in bfloat16, the narrowest format here (a pairwise sum and a division), then rounding them into
+any storage format; it also bounds what ``precision.softmax`` returns in every format (not
+counting entries that underflow below the storage format's normal range: in float16, with
+thousands of classes, up to 2^-25 each).  So rows
+normalised in any format and stored in any other pass (float32-normalised targets cast to
+float64, float64-normalised targets cast to float16, a bfloat16 teacher's softmax), while rows
+that are not distributions do not, at every C and in every format: tau stays below 0.3 for any
+C below 2^40, so a row of zeros (T = 0) or of several ones (T >= 2) is refused.  Pass
+``target_tolerance=`` (``probs_tolerance=`` for entropy) to tighten it (e.g. 1e-12 for float64
+rows normalised in float64) or loosen it (``math.inf`` keeps only the finiteness and sign
+checks); the rows' sums are computed in float for 16-bit storage and double otherwise, and their
+own rounding error is allowed for on top of tau.  (When no ``out``/``grad_out`` is given,
+softmax_cross_entropy checks each target row inside the kernel, while the row is in cache, and a
+bad row voids the call: only buffers of its own were written.)
+
+Rows of mass T != 1 are used as given, never renormalised: the formulas above carry T, so
+
+    CE row loss  = sum_i t_i (L - z_i) = T logsumexp(x) - sum_i t_i x_i = T CE(t/T, x)
+    gradient     g = T p - t = T (p - t/T)      (exactly the gradient of that loss)
+    KL(t || p)   = T KL(t/T || p) + T log T
+    H(p)         = T H(p/T) - T log T
+
+that is, T times the values for the normalised row, plus T log T (KL) or minus it (entropy).
+For the values of t/T instead, normalise the targets first.  With label smoothing eps the
+smoothed row has mass (1 - eps) T + eps.
 """
 from __future__ import annotations
 
 import math
-import numbers
-import os
 import warnings
 from fractions import Fraction
 
 import numpy as np
 
+from . import _checks
 from . import formats as _formats
 from ._kernels import load as _load
 
 __all__ = [
+    "default_target_tolerance",
     "logsumexp",
     "softmax",
     "log_softmax",
@@ -122,23 +149,11 @@ def _kernels():
 
 
 # ----------------------------------------------------------------------------- arguments
-def _array(x, name: str) -> np.ndarray:
-    """x as an array of one of our formats (TypeError otherwise)."""
-    arr = np.asarray(x)
-    if arr.dtype == np.bool_:
-        raise TypeError(f"{name} must be a float array, got a boolean array")
-    try:
-        _formats.of(arr)
-    except TypeError:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got dtype "
-                        f"{arr.dtype}") from None
-    return arr
+_array = _checks.float_array
 
 
 def _same_format(arr: np.ndarray, name: str, fmt, against: str) -> None:
-    if arr.dtype != fmt.dtype:
-        raise TypeError(f"{name} has dtype {arr.dtype} but {against} is {fmt.name}: all arrays "
-                        f"of a call must share one storage format (convert one explicitly)")
+    _checks.same_dtype(arr, name, fmt.dtype, against)
 
 
 # accum -> the arithmetic format A, checked to be the storage format or wider
@@ -146,29 +161,11 @@ _arithmetic = _formats.arithmetic_format
 
 
 def _threads(num_threads, work: int) -> int:
-    if num_threads is None:
-        if work < _PARALLEL_MIN_WORK:
-            return 1
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cpus = os.cpu_count() or 1
-        omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        if omp.isdigit() and int(omp) > 0:
-            cpus = min(cpus, int(omp))
-        return max(1, cpus)
-    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
-        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    return int(num_threads)
+    return _checks.threads(num_threads, work, _PARALLEL_MIN_WORK)
 
 
 def _reduction(reduction, allowed=_REDUCTIONS) -> str:
-    if not isinstance(reduction, str) or reduction not in allowed:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}, "
-                         f"got {reduction!r}")
-    return reduction
+    return _checks.check_reduction(reduction, allowed)
 
 
 def _rows(arr: np.ndarray, name: str) -> np.ndarray:
@@ -193,32 +190,64 @@ def _kernel_view(rows: np.ndarray, fmt) -> np.ndarray:
 
 
 def _check_out(out, name: str, shape, fmt, inputs) -> np.ndarray:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
-    if out.dtype != fmt.dtype:
-        raise TypeError(f"{name} must have the storage dtype {fmt.dtype}, got {out.dtype}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
-    if not out.flags.writeable:
-        raise ValueError(f"{name} is read-only")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    for other_name, other in inputs:
-        if other is not None and np.shares_memory(out, other):
-            raise ValueError(f"{name} overlaps {other_name}: results cannot be written over "
-                             f"an input")
-    return out
+    return _checks.check_out(out, name, shape, fmt.dtype, inputs)
 
 
-def _probability_tolerance(fmt, c: int) -> float:
-    """(C + 1) u_S (module docstring), plus the check's own rounding error: 8 lanes of about
-    C/8 additions, then 3 levels, in float for the 16-bit formats and double otherwise (far
-    below (C + 1) u_S either way)."""
-    check_unit = 2.0 ** -24 if fmt.bits == 16 else 2.0 ** -53
-    return (c + 1) * fmt.u + (c / 8 + 4) * check_unit * 2
+# The unit roundoff of bfloat16, the narrowest format here: the default tolerance of a row's
+# mass is the rounding error of normalising it in bfloat16 (module docstring, "Targets").
+_NARROWEST_U = 2.0 ** -8
+# Beyond this relative error of the kernels' own check sum (float lanes for 16-bit storage and
+# tens of millions of classes) the rows are summed in float64 by numpy instead.
+_CHECK_ERROR_LIMIT = 2.0 ** -6
 
 
-def _raise_for_codes(codes: np.ndarray, rows: np.ndarray, fmt, name: str) -> None:
+def default_target_tolerance(n_classes: int) -> float:
+    """The default bound on |T - 1| for a row of C = ``n_classes`` probabilities (T its sum):
+    gamma_{d+2}(2^-8) = k u / (1 - k u) with k = d + 2, d the pairwise depth of C terms
+    (``precision.exact.emulate.pairwise_depth``) and u = 2^-8, bfloat16's unit roundoff.
+
+    That is the rounding error of normalising C non-negative values in bfloat16 (a pairwise
+    sum, one division) and rounding the result into any format, and of ``precision.softmax``
+    in any format; it grows like log2 C and stays below 0.3 for every C below 2^40, so a row
+    of zeros or one summing to 2 is never accepted.  Module docstring, "Targets".
+    """
+    from .exact.emulate import pairwise_depth
+
+    k = pairwise_depth(int(n_classes)) + 2
+    return k * _NARROWEST_U / (1 - k * _NARROWEST_U)
+
+
+def _tolerance(value, name: str, c: int) -> float:
+    """The tolerance of a call: ``value`` (None: :func:`default_target_tolerance`), a real >= 0 (inf
+    turns the sum check off)."""
+    if value is None:
+        return default_target_tolerance(c)
+    tol = _checks.check_real(name, value, finite=False)
+    if not tol >= 0:
+        raise ValueError(f"{name} must be >= 0 (or None for the default), got {value!r}")
+    return tol
+
+
+def _check_sum_error(fmt, c: int) -> float:
+    """A bound on the relative error of the kernels' check sum of a row (8 lanes of up to
+    ceil(C/8) additions, then 3 levels; in float for 16-bit storage, else double)."""
+    unit = 2.0 ** -24 if fmt.bits == 16 else 2.0 ** -53
+    k = -(-c // 8) + 3
+    return k * unit / (1 - k * unit) if k * unit < 0.5 else math.inf
+
+
+def _kernel_tolerance(tol: float, fmt, c: int) -> float:
+    """What the kernels compare |computed sum - 1| with: tol plus the check's own rounding
+    error for a row of mass up to 1 + tol, so every row with |T - 1| <= tol passes."""
+    return tol + _check_sum_error(fmt, c) * (1 + tol)
+
+
+def _kernel_check_is_accurate(fmt, c: int) -> bool:
+    return _check_sum_error(fmt, c) <= _CHECK_ERROR_LIMIT
+
+
+def _raise_for_codes(codes: np.ndarray, rows: np.ndarray, fmt, name: str, tol: float,
+                     tol_name: str) -> None:
     """ValueError for the first row whose check code (see check_probabilities_*) is not 0."""
     bad = np.flatnonzero(codes)
     if bad.size == 0:
@@ -231,18 +260,44 @@ def _raise_for_codes(codes: np.ndarray, rows: np.ndarray, fmt, name: str) -> Non
         raise ValueError(f"{name} row {row} contains NaN or infinity")
     if code == 2:
         raise ValueError(f"{name} row {row} has a negative value ({values.min():g})")
+    default = default_target_tolerance(c)
+    if tol == default:
+        why = (f"the default for C = {c} classes: the rounding error of normalising a row in "
+               f"bfloat16, the narrowest format here")
+    else:
+        why = f"given; the default for C = {c} classes is {default:.3g}"
     raise ValueError(
         f"{name} row {row} sums to {math.fsum(values)!r}, not 1: rows must be probability "
-        f"distributions (|sum - 1| <= (C + 1) * u = {(c + 1) * fmt.u:.3g} for C = {c} in "
-        f"{fmt.name})")
+        f"distributions, |sum - 1| <= {tol_name} = {tol:.3g} ({why}).  Normalise the rows "
+        f"(t / t.sum(-1, keepdims=True)) or pass {tol_name}= to change the tolerance")
 
 
-def _check_probabilities(rows: np.ndarray, fmt, name: str, num_threads: int) -> None:
-    """Finite, non-negative rows summing to 1 within (C + 1) u_S (module docstring)."""
-    check = getattr(_kernels(), f"check_probabilities_{fmt.short}")
-    codes = np.empty(rows.shape[0], dtype=np.uint8)
-    check(_kernel_view(rows, fmt), _probability_tolerance(fmt, rows.shape[1]), codes, num_threads)
-    _raise_for_codes(codes, rows, fmt, name)
+def _check_rows_in_float64(rows: np.ndarray, tol: float) -> np.ndarray:
+    """check_probabilities_* for rows too long for the kernels' check: sums in float64."""
+    codes = np.zeros(rows.shape[0], dtype=np.uint8)
+    bound = tol + _check_sum_error(_formats.float64, rows.shape[1]) * (1 + tol)
+    for r in range(rows.shape[0]):
+        v = rows[r].astype(np.float64)
+        if not np.isfinite(v).all():
+            codes[r] = 1
+        elif (v < 0).any():
+            codes[r] = 2
+        elif not abs(float(np.sum(v)) - 1) <= bound:
+            codes[r] = 3
+    return codes
+
+
+def _check_probabilities(rows: np.ndarray, fmt, name: str, num_threads: int, tol: float,
+                         tol_name: str) -> None:
+    """Finite, non-negative rows whose mass T has |T - 1| <= tol (module docstring)."""
+    c = rows.shape[1]
+    if _kernel_check_is_accurate(fmt, c):
+        check = getattr(_kernels(), f"check_probabilities_{fmt.short}")
+        codes = np.empty(rows.shape[0], dtype=np.uint8)
+        check(_kernel_view(rows, fmt), _kernel_tolerance(tol, fmt, c), codes, num_threads)
+    else:
+        codes = _check_rows_in_float64(rows, tol)
+    _raise_for_codes(codes, rows, fmt, name, tol, tol_name)
 
 
 def _batch_divisor(n_rows: int, arith) -> float:
@@ -338,9 +393,7 @@ def log_softmax(x, *, accum=None, num_threads=None, out=None):
 # ----------------------------------------------------------------------------- losses
 def _label_smoothing(eps, arith, n_classes):
     """(smooth?, c1, c2): c1 = 1 - eps, c2 = eps / C, each exact and rounded once into A."""
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (numbers.Real, np.floating)):
-        raise TypeError(f"label_smoothing must be a real number, got {type(eps).__name__}")
-    eps_f = float(eps)
+    eps_f = _checks.check_real("label_smoothing", eps, finite=False)
     if not 0.0 <= eps_f <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1], got {eps!r}")
     if eps_f == 0.0:
@@ -369,12 +422,12 @@ def _labels(targets, n: int, c: int) -> np.ndarray:
 
 def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=False,
                           label_smoothing=0.0, accum=None, out=None, grad_out=None,
-                          num_threads=None):
+                          num_threads=None, target_tolerance=None):
     """Softmax cross-entropy of logits against soft or hard targets, and its gradient.
 
     logits: (N, C) (or (C,) for one row) of one of our formats.  targets: probabilities of the
-    same shape and dtype (each row finite, >= 0, summing to 1 within (C + 1) u_S), or class
-    indices: an (N,) integer array (an int for 1-D logits).
+    same shape and dtype (each row finite, >= 0, its sum T within ``target_tolerance`` of 1:
+    module docstring, "Targets"), or class indices: an (N,) integer array (an int for 1-D logits).
 
     Per row (module docstring): loss = sum_i t_i (L - z_i) = -sum_i t_i log softmax(x)_i,
     computed as pairwise_A(t_i != 0 ? R(t_i * R(L - z_i)) : 0) (R(L - z_y) for an index y).
@@ -388,8 +441,12 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
     accum: the arithmetic format A (module docstring).  out: where to write the loss (shape
     (N,) for "none", else () -- a 0-d array), grad_out: where to write the gradient (the logits'
     shape); both of the logits' dtype, C-contiguous, writable, not overlapping any input.
-    num_threads: threads over rows (default: all available CPUs for large inputs, honouring
-    OMP_NUM_THREADS); results are bit-identical for any value.
+    num_threads: threads over rows, 1 to 256 (default: for large inputs the CPUs this process
+    may run on, honouring OMP_NUM_THREADS; always 1 in a process made by ``os.fork()``, where
+    OpenMP would hang: see :mod:`precision._checks`); results are bit-identical for any value.
+    target_tolerance: the largest |T - 1| accepted for a soft target row (default
+    ``default_target_tolerance(C)``; module docstring, "Targets").  A row of mass T != 1 gives
+    T times the loss and gradient of the normalised row t/T.
 
     Returns the loss (a numpy scalar of the logits' dtype for "mean"/"sum" or 1-D logits, an
     (N,) array for "none"; ``out`` itself when given), and (loss, grad) with return_grad.
@@ -416,8 +473,7 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
             t = t.reshape(1)
         labels = _labels(t, n, c)
         soft_rows = None
-    if not isinstance(return_grad, (bool, np.bool_)):
-        raise TypeError(f"return_grad must be True or False, got {return_grad!r}")
+    return_grad = _checks.check_bool("return_grad", return_grad)
     inputs = [("logits", x), ("targets", t)]
     lead = () if one_row else (n,)    # the shape of reduction="none"
     if grad_out is not None:
@@ -429,9 +485,11 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
     threads = _threads(num_threads, n * c)
     # soft targets are validated before anything is written; when every output buffer is our
     # own, the kernel checks each row while it has it in cache and a bad row voids the call
-    fused_check = soft and out is None and grad_out is None
+    tol = _tolerance(target_tolerance, "target_tolerance", c)
+    fused_check = soft and out is None and grad_out is None \
+        and _kernel_check_is_accurate(fmt, c)
     if soft and not fused_check:
-        _check_probabilities(soft_rows, fmt, "targets", threads)
+        _check_probabilities(soft_rows, fmt, "targets", threads, tol, "target_tolerance")
     smooth, c1, c2 = _label_smoothing(label_smoothing, arith, c)
     # every check has passed: from here on only warnings and writes
     batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
@@ -450,17 +508,17 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
         _kernel_view(buf, fmt), row_loss,
         None if grad is None else _kernel_view(grad.reshape(n, c), fmt),
         threads,
-        codes, _probability_tolerance(fmt, c),
+        codes, _kernel_tolerance(tol, fmt, c),
         float(label_smoothing) if smooth else 0.0,
     )
     if fused_check:
-        _raise_for_codes(codes, soft_rows, fmt, "targets")
+        _raise_for_codes(codes, soft_rows, fmt, "targets", tol, "target_tolerance")
     loss = _result(out, buf, shape)
     return (loss, grad) if return_grad else loss
 
 
 def _probability_rows_loss(kernel_name, arrays, reduction, accum, out, num_threads,
-                           allowed=_REDUCTIONS):
+                           tolerance, tolerance_name, allowed=_REDUCTIONS):
     """The per-row losses of kl_divergence and entropy, reduced, in ``out`` or a new array.
 
     ``arrays``: [(argument name, array), ...] of one shape (..., C) and format S, checked by the
@@ -477,7 +535,8 @@ def _probability_rows_loss(kernel_name, arrays, reduction, accum, out, num_threa
     rows = [_rows(arr, name) for name, arr in arrays]
     buf, shape = _loss_out(out, reduction, first.shape[:-1], fmt, arrays)
     threads = _threads(num_threads, rows[0].size)
-    _check_probabilities(rows[0], fmt, probs_name, threads)
+    tol = _tolerance(tolerance, tolerance_name, rows[0].shape[1])
+    _check_probabilities(rows[0], fmt, probs_name, threads, tol, tolerance_name)
     n = rows[0].shape[0]
     batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
     row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
@@ -487,11 +546,13 @@ def _probability_rows_loss(kernel_name, arrays, reduction, accum, out, num_threa
     return _result(out, buf, shape)
 
 
-def kl_divergence(targets, logits, *, reduction="mean", accum=None, out=None, num_threads=None):
+def kl_divergence(targets, logits, *, reduction="mean", accum=None, out=None, num_threads=None,
+                  target_tolerance=None):
     """KL(t || softmax(x)) = sum_i t_i (log t_i - log softmax(x)_i) per row, computed directly.
 
     targets, logits: the same shape (..., C) and dtype; targets are probability rows (finite,
-    >= 0, summing to 1 within (C + 1) u_S).  Per row (module docstring):
+    >= 0, their sum T within ``target_tolerance`` of 1; T != 1 gives T KL(t/T || p) + T log T).
+    Per row (module docstring):
     pairwise_A(t_i > 0 ? R(t_i * R(log_A(t_i) + R(L - z_i))) : 0), so 0 log 0 = 0 and a class
     with zero target never matters, not even with a -inf logit.  Not computed as CE - H (which
     would cancel).  reduction: "mean" over rows (PyTorch's "batchmean", also accepted by that
@@ -506,16 +567,20 @@ def kl_divergence(targets, logits, *, reduction="mean", accum=None, out=None, nu
     if t.shape != x.shape:
         raise ValueError(f"targets {t.shape} and logits {x.shape} must have the same shape")
     return _probability_rows_loss("kl_divergence", [("targets", t), ("logits", x)], reduction,
-                                  accum, out, num_threads, _REDUCTIONS + ("batchmean",))
+                                  accum, out, num_threads, target_tolerance, "target_tolerance",
+                                  _REDUCTIONS + ("batchmean",))
 
 
-def entropy(probs, *, reduction="mean", accum=None, out=None, num_threads=None):
+def entropy(probs, *, reduction="mean", accum=None, out=None, num_threads=None,
+            probs_tolerance=None):
     """Entropy H(p) = -sum_i p_i log p_i per row (0 log 0 = 0).
 
-    probs: (..., C) probability rows (finite, >= 0, summing to 1 within (C + 1) u_S).  Per row:
+    probs: (..., C) probability rows (finite, >= 0, their sum T within ``probs_tolerance`` of 1;
+    T != 1 gives T H(p/T) - T log T).  Per row:
     pairwise_A(p_i > 0 ? R(p_i * R(-log_A(p_i))) : 0), every term >= 0.  reduction: "mean" over
     rows, "sum", or "none" (shape probs.shape[:-1]).  accum, out, num_threads: as in
     :func:`softmax_cross_entropy`.  Returns a numpy scalar of the dtype (or an array, or ``out``).
     """
     p = _array(probs, "probs")
-    return _probability_rows_loss("entropy", [("probs", p)], reduction, accum, out, num_threads)
+    return _probability_rows_loss("entropy", [("probs", p)], reduction, accum, out, num_threads,
+                                  probs_tolerance, "probs_tolerance")

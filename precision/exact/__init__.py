@@ -22,12 +22,14 @@ from .emulate import (
     Emulated,
     emulate,
     kahan_sum,
+    pairwise_depth,
     pairwise_sum,
     sequential_sum,
     summation,
 )
 from .mp import (
     DEFAULT_DPS,
+    PrecisionExhausted,
     entropy,
     exp,
     expm1,
@@ -44,6 +46,8 @@ from .mp import (
 
 __all__ = [
     "DEFAULT_DPS",
+    "PrecisionExhausted",
+    "pairwise_depth",
     "logsumexp",
     "softmax",
     "log_softmax",

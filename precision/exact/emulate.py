@@ -54,6 +54,7 @@ import numpy as np
 from precision import formats as _formats
 
 __all__ = [
+    "pairwise_depth",
     "Emulated",
     "emulate",
     "SUMMATION_ORDERS",
@@ -142,6 +143,22 @@ def pairwise_sum(values, add, zero=0.0):
             paired.append(level[-1])
         level = paired
     return level[0]
+
+
+def pairwise_depth(n: int) -> int:
+    """The most rounded additions on any term's path through :func:`pairwise_sum` of n terms:
+    its lane (at most 16 additions in a leaf of 128), 3 to combine the lanes, then one per
+    level of leaves (``losses_pairwise_depth`` in kernels/losses_refine.h).  A sum of n
+    non-negative terms so computed is within gamma_d = d u / (1 - d u) of the exact sum."""
+    if n <= 1:
+        return 0
+    if n <= PAIRWISE_BLOCK:
+        return -(-n // PAIRWISE_LANES) + 3
+    levels, leaves = 0, -(-n // PAIRWISE_BLOCK)
+    while leaves > 1:
+        leaves = -(-leaves // 2)
+        levels += 1
+    return PAIRWISE_BLOCK // PAIRWISE_LANES + 3 + levels
 
 
 def summation(values, order, add, sub, zero=0.0):

@@ -3,7 +3,8 @@
 Every function takes numpy arrays of float16, bfloat16, float32 or float64 (or integer arrays,
 or object arrays of mpmath ``mpf`` / gmpy2 ``mpfr`` / ints) and treats each element as the exact
 real number it denotes: float elements go through float64, which holds every value of every
-format, into ``mpf`` without rounding.  The mathematical function of those exact inputs is then
+format, into ``mpf`` without rounding (long doubles wider than float64 are converted exactly
+from their own bits).  The mathematical function of those exact inputs is then
 evaluated with q = ``dps + GUARD_DIGITS`` significant decimal digits (``mpmath.workdps``; the
 global mpmath state is restored on return; like mpmath itself this is not thread-safe).
 
@@ -28,9 +29,24 @@ this hold where naive evaluation fails:
 * *Measured cancellation.*  Where the formula must subtract nearly equal quantities (the
   gradient T pⱼ − tⱼ of a converged model, KL of nearly equal distributions, lse near 0), the
   bits lost are measured (log2 of Σ|approximate parts| / |result|) and a row that lost more than
-  ``GUARD_DIGITS`` digits is recomputed with that many more.  A result that cancels to exactly
-  zero is confirmed once at twice the digits and accepted (a true zero, e.g. the gradient at
-  p = t).
+  ``GUARD_DIGITS`` digits is recomputed with that many more.
+* *Proven zeros.*  A result that cancels to exactly zero is accepted only when it is provably
+  zero: sums of eᵛ over distinct rationals v with rational coefficients vanish only if every
+  coefficient does (Lindemann–Weierstrass), so gⱼ is 0 exactly iff all finite logits are equal
+  (n of them) and T = n tⱼ, KL is 0 when moreover every positive tᵢ is 1/n, and lse and the CE
+  loss are never 0 through cancellation.  Any other zero is a rounding artefact (e.g.
+  exp(−10^-150) is 1 at 50 digits, which made the gradient of x = [0, 10^-150, 0] against
+  t = 1/3 vanish): the row is redone at twice the digits until the result resolves.
+* *Limits.*  A result whose absolute error bound falls below 2^-(4096 + 16)
+  (``EXACT_EXPONENT_LIMIT``: thousands of binades below every format's smallest subnormal) is
+  accepted as it is: it then stands for a value that rounds to ±0 in every format, and only that
+  is promised for it (e.g. the gradient of a tie against logits 10^38 lower, about
+  10^-(10^37)); its sign is not guaranteed.  Otherwise working precision goes up to
+  8·(dps + GUARD_DIGITS) + 1400 digits (enough to resolve every float64 exponent, 2^-1074
+  included), and a row that still cancels beyond that raises :class:`PrecisionExhausted`
+  rather than return fewer digits than promised.  (Reduced
+  totals over rows are checked the same way, except that a total cancelling to exactly zero
+  across rows of opposite sign is accepted.)
 
 Formulas (rows are the last axis; x a row of logits, t a row of targets, C its length):
 
@@ -63,7 +79,10 @@ import numpy as np
 from mpmath import mpf
 from mpmath.libmp import from_float, from_int, from_man_exp, round_nearest
 
+from ..formats import EXACT_EXPONENT_LIMIT, is_extended
+
 __all__ = [
+    "PrecisionExhausted",
     "DEFAULT_DPS",
     "GUARD_DIGITS",
     "logsumexp",
@@ -84,9 +103,15 @@ DEFAULT_DPS = 40
 GUARD_DIGITS = 10
 _GUARD_BITS = GUARD_DIGITS * math.log2(10)
 _BITS_TO_DIGITS = math.log10(2)
-_MAX_DPS_FACTOR = 8          # retries stop at 8 times the requested working digits
+_MAX_DPS_FACTOR = 8          # retries stop at 8 times the requested working digits ...
+_MAX_EXTRA_DIGITS = 1400     # ... plus this many: enough for every exponent of float64 inputs
 _REDUCTIONS = ("mean", "sum", "none")
-_LOST_ALL = math.inf         # marker: nonzero terms cancelled exactly
+_LOST_ALL = math.inf         # marker: nonzero terms cancelled to a zero that is not proven
+
+
+class PrecisionExhausted(ArithmeticError):
+    """An exact reference could not reach its promised relative accuracy within the working
+    precision it allows itself (a result that keeps cancelling); retry with a larger dps."""
 
 _make_mpf = mpmath.mp.make_mpf
 _ZERO = mpf(0)
@@ -110,6 +135,8 @@ def _exact_mpf(value) -> mpf:
         return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError("booleans are not numbers here")
+    if isinstance(value, np.floating) and is_extended(value.dtype):
+        return _longdouble_mpf(value)
     if isinstance(value, numbers.Integral):
         return _make_mpf(from_int(int(value)))
     if type(value).__name__ == "mpfr":
@@ -127,10 +154,24 @@ def _exact_mpf(value) -> mpf:
     raise TypeError(f"cannot take a {type(value).__name__} as an exact number")
 
 
+def _longdouble_mpf(value) -> mpf:
+    """A long double (wider than float64) as the exact mpf it denotes."""
+    if not np.isfinite(value):
+        return _make_mpf(from_float(float(value), 53, round_nearest))
+    num, den = value.as_integer_ratio()
+    return _make_mpf(from_man_exp(num, 1 - den.bit_length()))   # den is a power of two
+
+
 def _as_array(x, name):
     """x as a numpy array whose elements convert exactly: float64, integers or objects."""
     arr = np.asarray(x)
     kind = arr.dtype.kind
+    if is_extended(arr.dtype):   # long double: every bit kept, not cut to float64
+        out = np.empty(arr.shape, dtype=object)
+        flat = out.reshape(-1)
+        for i, v in enumerate(arr.reshape(-1)):
+            flat[i] = _longdouble_mpf(v)
+        return out
     if kind == "f" or (kind == "V" and arr.dtype.itemsize == 2):  # bfloat16 is kind "V"
         with np.errstate(invalid="ignore"):
             return arr.astype(np.float64)  # exact for every format here
@@ -193,13 +234,34 @@ def _odd_sum(exact_part, approx_part):
     return _odd(mpmath.fadd, exact_part, approx_part)
 
 
+class _Lost(float):
+    """Bits lost to cancellation, with the magnitude (log2) of the parts that cancelled: a
+    result's absolute error at q bits of working precision is about 2^(weight_mag - q)."""
+
+    def __new__(cls, bits, weight_mag):
+        obj = super().__new__(cls, bits)
+        obj.weight_mag = weight_mag
+        return obj
+
+
 def _lost_bits(approx_weight, result):
-    """Bits lost to cancellation: log2(Σ|approximate parts| / |result|), 0 if none."""
+    """Bits lost to cancellation: log2(Σ|approximate parts| / |result|), 0 if none;
+    ``_LOST_ALL`` (with the parts' magnitude) for a zero result."""
     if not approx_weight or not mpmath.isfinite(approx_weight) or not mpmath.isfinite(result):
         return 0
+    weight_mag = int(mpmath.mag(approx_weight))
     if not result:
-        return _LOST_ALL
-    return max(0, mpmath.mag(approx_weight) - mpmath.mag(result))
+        return _Lost(_LOST_ALL, weight_mag)
+    return _Lost(max(0, weight_mag - mpmath.mag(result)), weight_mag)
+
+
+def _below_every_format(lost) -> bool:
+    """Whether a result's absolute error at the current precision is below
+    2^-(EXACT_EXPONENT_LIMIT + 16): the result (a zero or a residue of that size) then stands
+    for a value that rounds to +-0 in every format (module docstring, "Limits")."""
+    weight_mag = getattr(lost, "weight_mag", None)
+    return weight_mag is not None and \
+        weight_mag - mpmath.mp.prec < -(EXACT_EXPONENT_LIMIT + 16)
 
 
 # --------------------------------------------------------------------------- precision control
@@ -214,33 +276,35 @@ def _adaptive(rows, row_fn, dps):
     """Apply row_fn(row) -> (result, lost_bits) to every row with enough working digits.
 
     First pass at dps + GUARD_DIGITS; a row that lost more than the guard is redone with the
-    lost digits added (once more if the loss measured at the higher precision is larger); a
-    row whose parts cancelled exactly is redone once at twice the digits, and its zero accepted
-    if it reappears.
+    lost digits added (again if the loss measured at the higher precision is larger); a row
+    with a zero that cancelled from nonzero parts and is not proven (``_LOST_ALL``: the row
+    functions prove the zeros that are true) is redone at twice the digits until the zero
+    resolves.  A row still short of digits at the cap raises :class:`PrecisionExhausted`.
     """
     base = dps + GUARD_DIGITS
-    cap = _MAX_DPS_FACTOR * base
+    cap = _MAX_DPS_FACTOR * base + _MAX_EXTRA_DIGITS
     results = [None] * len(rows)
-    pending = [(i, base, False) for i in range(len(rows))]
+    pending = [(i, base) for i in range(len(rows))]
     while pending:
         by_dps = {}
-        for i, work, zero_seen in pending:
-            by_dps.setdefault(work, []).append((i, zero_seen))
+        for i, work in pending:
+            by_dps.setdefault(work, []).append(i)
         pending = []
         for work, items in sorted(by_dps.items()):
             with mpmath.workdps(work):
-                for i, zero_seen in items:
+                for i in items:
                     res, lost = row_fn(rows[i])
                     results[i] = res
+                    needed = 2 * work if lost == _LOST_ALL else _digits_needed(dps, lost) + 2
+                    if work >= needed - 2 or _below_every_format(lost):
+                        continue
                     if work >= cap:
-                        continue
-                    if lost == _LOST_ALL:
-                        if not zero_seen:
-                            pending.append((i, min(cap, 2 * work), True))
-                        continue
-                    needed = _digits_needed(dps, lost)
-                    if work < needed:
-                        pending.append((i, min(cap, needed + 2), zero_seen))
+                        why = ("a result cancelled to a zero that is not exact" if lost == _LOST_ALL
+                               else f"a result lost {lost:.0f} bits to cancellation")
+                        raise PrecisionExhausted(
+                            f"row {i}: {why} even with {work} digits; the reference cannot "
+                            f"promise {dps} digits here (pass a larger dps to allow more)")
+                    pending.append((i, min(cap, needed)))
     return results
 
 
@@ -316,6 +380,13 @@ class _Parts:
         self.lse = _odd_sum(m, self.L)
         self.lost = _lost_bits(self.L, self.lse)
 
+    def equal_logits(self) -> int:
+        """The number of finite logits if they are all equal (then every e_i is 1 or 0 and the
+        row's results are rational), else 0."""
+        if self.special or any(di != 0 and di != -_INF for di in self.d):
+            return 0
+        return sum(1 for di in self.d if di == 0)
+
     def log_softmax(self, x):
         if self.special:
             return [v - self.lse for v in x]
@@ -378,6 +449,7 @@ def _make_ce_row(smoothing, want_grad, mean_over):
         lost = max(parts.lost, _lost_bits(approx_part, _odd_sum(exact_part, approx_part)))
         if want_grad:
             k, e, S = parts.k, parts.e, parts.S
+            n_equal = parts.equal_logits()
             grad = []
             for j, tj in enumerate(t):
                 if j == k:
@@ -386,8 +458,15 @@ def _make_ce_row(smoothing, want_grad, mean_over):
                 else:
                     g_exact = -tj
                     g_approx = total * e[j] / S
-                g = _odd_sum(g_exact, g_approx)
-                lost = max(lost, _lost_bits(g_approx, g))
+                # T e_j - t_j S = sum over the distinct values v of d of c_v e^v with rational
+                # c_v; e^v for distinct rationals v are linearly independent over the rationals
+                # (Lindemann-Weierstrass), so g_j = 0 exactly iff every c_v = 0: all finite
+                # logits equal (n of them) and T = n t_j.  Any other zero is a rounding artefact.
+                if n_equal and parts.d[j] == 0 and total == mpmath.fmul(n_equal, tj, exact=True):
+                    g = _ZERO
+                else:
+                    g = _odd_sum(g_exact, g_approx)
+                    lost = max(lost, _lost_bits(g_approx, g))
                 if mean_over:
                     g = _odd(mpmath.fdiv, g, mean_over)
                 grad.append(g)
@@ -415,7 +494,15 @@ def _row_kl(row):
     tl = _exact_sum(t) * parts.L
     approx_part = mpmath.fsum(t_log_t) + tl
     weight = mpmath.fsum(t_log_t, absolute=True) + abs(tl)
-    return (exact_part, approx_part), _lost_bits(weight, _odd_sum(exact_part, approx_part))
+    value = _odd_sum(exact_part, approx_part)
+    # KL = sum t_i log(t_i / p_i) is exactly 0 when p is rational (all finite logits equal, n of
+    # them: p_i = 1/n) and every positive t_i is 1/n; p is transcendental otherwise
+    # (Lindemann-Weierstrass), and other zeros of non-distributions are left unproven
+    n_equal = parts.equal_logits()
+    if not value and n_equal and all(not ti or mpmath.fmul(n_equal, ti, exact=True) == 1
+                                     for ti in t):
+        return (exact_part, approx_part), 0
+    return (exact_part, approx_part), _lost_bits(weight, value)
 
 
 def _row_entropy(p):
