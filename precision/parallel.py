@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from fractions import Fraction
 
 import numpy as np
 
+from . import _checks
 from . import formats as _formats
 from ._kernels import load as _load
 
@@ -55,7 +55,7 @@ ALGORITHMS = ("ring", "tree", "halving_doubling", "pairwise", "sequential")
 DIVIDE_MODES = ("pre", "post", "split")
 DIRECTIONS = ("ascending", "descending")
 SCALINGS = ("div", "mul")
-MAX_THREADS = 256
+MAX_THREADS = _checks.MAX_THREADS
 # gloo's ring (gloo/allreduce.cc): data flows to rank - 1, and its chunking (gloo_ring_chunk_size)
 GLOO_RING = {"algorithm": "ring", "direction": "descending", "chunk_size": "gloo"}
 # gloo::AllreduceOptions::kMaxSegmentSize: a ring segment carries at most 1 MiB
@@ -69,13 +69,7 @@ def _kernels():
 
 
 def _threads(num_threads, work: int) -> int:
-    if num_threads is None:
-        return 1 if work < _PARALLEL_MIN_WORK else max(1, min(MAX_THREADS, os.cpu_count() or 1))
-    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
-        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}")
-    if not 1 <= num_threads <= MAX_THREADS:
-        raise ValueError(f"num_threads must be in 1..{MAX_THREADS}, got {num_threads}")
-    return int(num_threads)
+    return _checks.threads(num_threads, work, _PARALLEL_MIN_WORK)
 
 
 def _positive_int(value, name: str) -> int:

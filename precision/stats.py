@@ -57,13 +57,13 @@ each algorithm (``emulated_sum``, ``emulated_moments``, ...), bit-identical to t
 from __future__ import annotations
 
 import numbers
-import os
 import warnings
 from fractions import Fraction
 
 import ml_dtypes
 import numpy as np
 
+from . import _checks
 from . import formats as _formats
 from ._kernels import load as _load
 
@@ -80,7 +80,7 @@ __all__ = [
 
 ORDERS = ("pairwise", "sequential", "kahan")
 METHODS = ("two-pass", "one-pass", "welford")
-MAX_THREADS = 256
+MAX_THREADS = _checks.MAX_THREADS
 # Below this many elements a parallel region costs more than it saves.
 _PARALLEL_MIN_WORK = 1 << 16
 _ARITH_DTYPE = {"f16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16),
@@ -106,24 +106,10 @@ def _array(x, name: str = "x") -> np.ndarray:
 
 
 def threads(num_threads, work: int) -> int:
-    """The thread count of a call: ``num_threads`` checked (an int in 1..256), or for None all
-    CPUs when ``work`` (elements) is large enough to pay for a parallel region."""
-    if num_threads is None:
-        if work < _PARALLEL_MIN_WORK:
-            return 1
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cpus = os.cpu_count() or 1
-        omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        if omp.isdigit() and int(omp) > 0:
-            cpus = min(cpus, int(omp))
-        return max(1, min(cpus, MAX_THREADS))
-    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
-        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}")
-    if not 1 <= num_threads <= MAX_THREADS:
-        raise ValueError(f"num_threads must lie in 1..{MAX_THREADS}, got {num_threads}")
-    return int(num_threads)
+    """The thread count of a call: ``num_threads`` checked (an int in 1..256), or for None the CPUs
+    this process may use when ``work`` (elements) is large enough to pay for a parallel region
+    (one thread in a forked child: see :mod:`precision._checks`)."""
+    return _checks.threads(num_threads, work, _PARALLEL_MIN_WORK)
 
 
 def _axes(axis, ndim: int) -> tuple:
