@@ -74,7 +74,7 @@ __all__ = [
 # the twins of precision.stats and precision.batchnorm, as submodules (pr.exact.stats.moments,
 # pr.exact.batchnorm.emulated_batch_norm, ...); imported on first use
 def __getattr__(name):
-    if name in ("stats", "batchnorm"):
+    if name in ("stats", "batchnorm", "parallel", "rl"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
