@@ -39,15 +39,15 @@ COMPILE_ARGS = [
     "-fopenmp",
     "-Wno-unused-function",
     "-Wno-unreachable-code",
+    "-g0",      # no debug information (Python's CFLAGS ask for -g): a quarter of the compile time
 ]
 LINK_ARGS = ["-fopenmp"]
 
 
 V3_ARGS = ["-march=x86-64-v3", "-mtune=generic"]
 BUILD_V3 = platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("PRECISION_NO_V3")
-# an AVX-512 build where it pays: the loss kernels' exp runs 8 doubles per instruction, ~20 % off
-# float32/float64 loss+gradient on long rows (measured, same bits).  Not for optim: its build is
-# already the slowest, and its loops are memory-bound.
+# an AVX-512 build only for the modules where a benchmark (tests/bench) has shown one to pay: the
+# loss kernels, whose exp runs 8 doubles per instruction.
 V4_ARGS = ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512"]
 V4_MODULES = {"losses"}
 
@@ -64,15 +64,21 @@ def render_templates():
     modules = []
     for tp in sorted(KERNELS.glob("*.pyx.tp")):
         name = tp.name[: -len(".pyx.tp")]
-        text = Tempita.sub(tp.read_text(), POLICIES=POLICIES)
-        text = f"# Generated from {tp.name} by setup.py; edit the template, not this file.\n" + text
-        write_if_changed(KERNELS / f"{name}.pyx", text)
+        template = tp.read_text()
+
+        def render(isa, template=template, source=tp.name):
+            # ISA ("baseline", "v3", "v4"): a template may emit code only a build of that
+            # instruction set uses (optim's F16C kernels)
+            text = Tempita.sub(template, POLICIES=POLICIES, ISA=isa)
+            return f"# Generated from {source} by setup.py; edit the template, not this file.\n" + text
+
+        write_if_changed(KERNELS / f"{name}.pyx", render("baseline"))
         modules.append((name, KERNELS / f"{name}.pyx", []))
         if BUILD_V3 and not name.startswith("_"):
-            write_if_changed(KERNELS / f"{name}__v3.pyx", text)
+            write_if_changed(KERNELS / f"{name}__v3.pyx", render("v3"))
             modules.append((f"{name}__v3", KERNELS / f"{name}__v3.pyx", V3_ARGS))
             if name in V4_MODULES:
-                write_if_changed(KERNELS / f"{name}__v4.pyx", text)
+                write_if_changed(KERNELS / f"{name}__v4.pyx", render("v4"))
                 modules.append((f"{name}__v4", KERNELS / f"{name}__v4.pyx", V4_ARGS))
     return modules
 

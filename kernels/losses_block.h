@@ -21,8 +21,7 @@
  * (the largest integer key, then the first x_k with the same value: -0 and +0 equal) is the
  * first index attaining the maximum under '>', which is what the vector loop computes.
  *
- * Requires (defined before this header in losses.pyx.tp): fp.h, losses_ld16_f16 and the
- * policy loads/stores losses_ld_f16_*, losses_st_f16_*, losses_exp_nonpositive_f32/_f64.
+ * Self-contained: fp.h, exp_nonpositive.h, summation.h, losses_rows.h, losses_refine.h.
  */
 #ifndef PRECISION_LOSSES_BLOCK_H
 #define PRECISION_LOSSES_BLOCK_H
@@ -30,6 +29,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <math.h>
+#include "fp.h"
+#include "exp_nonpositive.h"
+#include "summation.h"
+#include "losses_rows.h"
+#include "losses_refine.h"
 
 #define LOSSES_BLOCK_ROWS 16          /* R: rows per block, the vector lanes */
 #define LOSSES_BLOCK_MAX_C 128        /* tiles are sized for one pairwise leaf */
@@ -55,11 +59,11 @@ static inline float losses_block_exp_bf16(float z, const float* restrict table) 
 }
 static inline float losses_block_exp_f32(float z, const float* restrict table) {
     (void)table;
-    return losses_exp_nonpositive_f32(z);
+    return exp_nonpositive_f32(z);
 }
 static inline double losses_block_exp_f64(double z, const float* restrict table) {
     (void)table;
-    return losses_exp_nonpositive_f64(z);
+    return exp_nonpositive_f64(z);
 }
 
 /* log1p_A(s) for A = float16 / bfloat16: fp.h's own log1p_f16 / log1p_bf16 of every value
@@ -70,12 +74,12 @@ static float LOSSES_BLOCK_LOG1P_F16[0x7C01];     /* float16 bits 0 .. 0x7C00 (+i
 static float LOSSES_BLOCK_LOG1P_BF16[0x7F81];    /* bfloat16 bits 0 .. 0x7F80 (+inf) */
 static void losses_block_init(void) {
     for (uint32_t m = 0; m <= 0x7C00u; m++)
-        LOSSES_BLOCK_LOG1P_F16[m] = log1p_f16(losses_ld16_f16((uint16_t)m));
+        LOSSES_BLOCK_LOG1P_F16[m] = log1p_f16(ld16_f16((uint16_t)m));
     for (uint32_t m = 0; m <= 0x7F80u; m++)
         LOSSES_BLOCK_LOG1P_BF16[m] = log1p_bf16(ld16_bf16((uint16_t)m));
 }
 static inline float losses_block_log1p_f16(float s) {
-    return LOSSES_BLOCK_LOG1P_F16[losses_st16_f16(s) & 0x7FFFu];
+    return LOSSES_BLOCK_LOG1P_F16[st16_f16(s) & 0x7FFFu];
 }
 static inline float losses_block_log1p_bf16(float s) {
     return LOSSES_BLOCK_LOG1P_BF16[(fp_f32_bits(s) & 0x7FFFFFFFu) >> 16];
@@ -95,7 +99,7 @@ static inline float losses_block_log1p_bf16(float s) {
     }
 
 /* One pairwise leaf per lane (C <= 128): acc[j][r] starts at +0, acc[i % 8][r] = R(acc + v_i)
-   for i = 0, 1, ... (what lane j of losses_leaf_A adds), then the lanes are combined
+   for i = 0, 1, ... (what lane j of summation.h's sum_leaf_A adds), then the lanes are combined
    ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)) into OUT[r]. */
 #define LOSSES_BLOCK_LEAF_START(ACC)                                                               \
     for (int j = 0; j < 8; j++) LOSSES_BLOCK_LANES((ACC)[j][r] = 0)
@@ -142,7 +146,7 @@ static inline double losses_block_select_f64(int c, double x, double y) {
  *   row_loss[r] = the row's loss in A; if want_grad, the gradient row into g[r * gs + i],
  *   scaled by the batch as _ce_row does (batch = 1: none; binv != 0: times binv; else / batch);
  *   codes != NULL: codes[r] = the soft-target check of the row (losses_check_row_S, then the
- *   codes 0..3 with tolerance tol), as the row loop does.
+ *   PROBS_* codes of losses_rows.h with tolerance tol), as the row loop does.
  * Returns 0, or 1 without writing anything when a logit of the block is NaN or infinite.
  */
 #define LOSSES_DEFINE_CE_BLOCK(P, S, T, LD, ST, RND, EXP, LOG1P, ACC, SEL, WIDE, REFINE)           \
@@ -220,8 +224,9 @@ static int losses_ce_block_##P(                                                 
             for (int r = 0; r < R; r++) {                                                          \
                 ACC total = ((sum[0][r] + sum[1][r]) + (sum[2][r] + sum[3][r]))                    \
                             + ((sum[4][r] + sum[5][r]) + (sum[6][r] + sum[7][r]));                 \
-                double off = fabs((double)total - 1);                                              \
-                codes[r] = nonfinite_t[r] != 0 ? 1 : negative[r] ? 2 : !(off <= tol) ? 3 : 0;      \
+                codes[r] = losses_probs_code((nonfinite_t[r] != 0 ? PROBS_FLAG_NONFINITE : 0)      \
+                                             | (negative[r] ? PROBS_FLAG_NEGATIVE : 0),     \
+                                             (double)total, tol);                            \
             }                                                                                      \
         }                                                                                          \
         if (smooth) LOSSES_BLOCK_FOR(C, TT[i][r] = RND(RND(c1 * TT[i][r]) + c2))                   \
@@ -316,13 +321,13 @@ LOSSES_REFINE_VIA_F64(bf16)
 /* the nine policies: name, storage type, compute type, load, store, rounding, exp, log1p,
    the soft-target check's accumulator (LOSSES_DEFINE_CHECK's: float for the 16-bit storage
    formats, double otherwise), the select of the compute type */
-LOSSES_DEFINE_CE_BLOCK(f16_f16, uint16_t, float, losses_ld_f16_f16, losses_st_f16_f16,
+LOSSES_DEFINE_CE_BLOCK(f16_f16, uint16_t, float, ld_f16_f16, st_f16_f16,
                        rnd_f16, losses_block_exp_f16, losses_block_log1p_f16, float, losses_block_select_f32,
                        0, losses_block_refine_none)
-LOSSES_DEFINE_CE_BLOCK(f16_f32, uint16_t, float, losses_ld_f16_f32, losses_st_f16_f32,
+LOSSES_DEFINE_CE_BLOCK(f16_f32, uint16_t, float, ld_f16_f32, st_f16_f32,
                        rnd_f32, losses_block_exp_f32, log1p_f32, float, losses_block_select_f32,
                        1, losses_block_refine_f16_f32)
-LOSSES_DEFINE_CE_BLOCK(f16_f64, uint16_t, double, losses_ld_f16_f64, losses_st_f16_f64,
+LOSSES_DEFINE_CE_BLOCK(f16_f64, uint16_t, double, ld_f16_f64, st_f16_f64,
                        rnd_f64, losses_block_exp_f64, log1p_f64, float, losses_block_select_f64,
                        1, losses_block_refine_f16_f64)
 LOSSES_DEFINE_CE_BLOCK(bf16_bf16, uint16_t, float, ld_bf16_bf16, st_bf16_bf16,

@@ -1,5 +1,5 @@
 /*
- * losses_refine.h -- the gradient refinement of the loss kernels (included by losses.pyx.tp).
+ * losses_refine.h -- the gradient refinement of the loss kernels (losses.pyx.tp, losses_block.h).
  *
  * With arithmetic A wider than storage S the loss kernels promise every gradient entry within
  * 1 ulp of S.  The gradient g_j = T p_j - t'_j cancels when the model's prediction is close to
@@ -27,61 +27,63 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "fp.h"
+#include "summation.h"
+#include "exp_nonpositive.h"
 
 /* ----------------------------------------------------------------- double-double */
-typedef struct { double hi, lo; } lr_dd;
+typedef struct { double hi, lo; } double_double;
 
-static inline lr_dd lr_make(double hi, double lo) { lr_dd r; r.hi = hi; r.lo = lo; return r; }
-static inline lr_dd lr_from(double v) { return lr_make(v, 0.0); }
+static inline double_double dd_make(double hi, double lo) { double_double r; r.hi = hi; r.lo = lo; return r; }
+static inline double_double dd_from(double v) { return dd_make(v, 0.0); }
 
 /* s + e == a + b exactly, s = fl(a + b) (Knuth's TwoSum: no condition on a, b) */
-static inline lr_dd lr_two_sum(double a, double b) {
+static inline double_double dd_two_sum(double a, double b) {
     double s = a + b;
     double bb = s - a;
     double e = (a - (s - bb)) + (b - bb);
-    return lr_make(s, e);
+    return dd_make(s, e);
 }
 
 /* Veltkamp's split: a = hi + lo, each with at most 26 significant bits (|a| < 2^995) */
-static inline void lr_split(double a, double* hi, double* lo) {
+static inline void dd_split(double a, double* hi, double* lo) {
     double t = 134217729.0 * a;                      /* 2^27 + 1 */
     *hi = t - (t - a);
     *lo = a - *hi;
 }
 
 /* p + e == a * b exactly, p = fl(a * b) (Dekker; no underflow of the parts assumed) */
-static inline lr_dd lr_two_prod(double a, double b) {
+static inline double_double dd_two_prod(double a, double b) {
     double p = a * b, ah, al, bh, bl;
-    lr_split(a, &ah, &al);
-    lr_split(b, &bh, &bl);
+    dd_split(a, &ah, &al);
+    dd_split(b, &bh, &bl);
     double e = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
-    return lr_make(p, e);
+    return dd_make(p, e);
 }
 
-static inline lr_dd lr_neg(lr_dd a) { return lr_make(-a.hi, -a.lo); }
+static inline double_double dd_neg(double_double a) { return dd_make(-a.hi, -a.lo); }
 
-static inline lr_dd lr_add(lr_dd a, lr_dd b) {
-    lr_dd s = lr_two_sum(a.hi, b.hi), t = lr_two_sum(a.lo, b.lo);
-    lr_dd u = lr_two_sum(s.hi, s.lo + t.hi);
-    return lr_two_sum(u.hi, u.lo + t.lo);
+static inline double_double dd_add(double_double a, double_double b) {
+    double_double s = dd_two_sum(a.hi, b.hi), t = dd_two_sum(a.lo, b.lo);
+    double_double u = dd_two_sum(s.hi, s.lo + t.hi);
+    return dd_two_sum(u.hi, u.lo + t.lo);
 }
 
-static inline lr_dd lr_mul(lr_dd a, lr_dd b) {
-    lr_dd p = lr_two_prod(a.hi, b.hi);
-    return lr_two_sum(p.hi, p.lo + (a.hi * b.lo + a.lo * b.hi));
+static inline double_double dd_mul(double_double a, double_double b) {
+    double_double p = dd_two_prod(a.hi, b.hi);
+    return dd_two_sum(p.hi, p.lo + (a.hi * b.lo + a.lo * b.hi));
 }
 
-static inline lr_dd lr_div(lr_dd a, lr_dd b) {
+static inline double_double dd_div(double_double a, double_double b) {
     double q1 = a.hi / b.hi;
-    lr_dd r = lr_add(a, lr_neg(lr_mul(b, lr_from(q1))));
+    double_double r = dd_add(a, dd_neg(dd_mul(b, dd_from(q1))));
     double q2 = r.hi / b.hi;
-    r = lr_add(r, lr_neg(lr_mul(b, lr_from(q2))));
+    r = dd_add(r, dd_neg(dd_mul(b, dd_from(q2))));
     double q3 = r.hi / b.hi;
-    return lr_add(lr_two_sum(q1, q2), lr_from(q3));
+    return dd_add(dd_two_sum(q1, q2), dd_from(q3));
 }
 
 /* 1/n!, n = 0..13, each as hi + lo (the exact value to ~2^-106 relative) */
-static const double LR_INV_FACT[14][2] = {
+static const double DD_INV_FACT[14][2] = {
     {0x1.0000000000000p+0, 0x0.0p+0},
     {0x1.0000000000000p+0, 0x0.0p+0},
     {0x1.0000000000000p-1, 0x0.0p+0},
@@ -101,32 +103,32 @@ static const double LR_INV_FACT[14][2] = {
 /* exp(z) for a double-double z <= 0: z = k ln2/64 + r, |r| <= ln2/128 (ln2/64 in three parts:
    36 + 53 + 53 bits, so k*L1 is exact for |k| < 2^17 and the residual is ~2^-155), e^r by its
    Taylor polynomial of degree 13 in double-double (truncation < 2^-140), times 2^(j/64) as
-   hi + lo from the tables of losses.pyx.tp (LOSSES_EXP2_J64_HI/LO_INIT), times 2^m.  Relative
+   hi + lo from exp_nonpositive.h's EXP2_J64_HI/LO_INIT, times 2^m.  Relative
    error below 2^-100 for results above 2^-960 (measured 2^-104.5; below it the low part is
    subnormal: absolute error below 2^-1066); 0 below exp(-746). */
-static lr_dd lr_exp_nonpositive(lr_dd z) {
+static double_double dd_exp_nonpositive(double_double z) {
     const double SHIFT = 0x1.8p52;
     const double SIXTYFOUR_OVER_LN2 = 0x1.71547652b82fep+6;
     const double L1 = 0x1.62e42fefa0000p-7, L2 = 0x1.cf79abc9e3b3ap-46,
                  L3 = -0x1.ff0342542fc33p-100;
-    if (!(z.hi >= -746.0)) return lr_from(0.0);          /* also -inf (and NaN: 0, unused) */
+    if (!(z.hi >= -746.0)) return dd_from(0.0);          /* also -inf (and NaN: 0, unused) */
     double kd = (z.hi * SIXTYFOUR_OVER_LN2 + SHIFT) - SHIFT;
-    lr_dd r = lr_add(z, lr_from(-kd * L1));
-    r = lr_add(r, lr_neg(lr_two_prod(kd, L2)));
-    r = lr_add(r, lr_from(-kd * L3));
-    lr_dd p = lr_make(LR_INV_FACT[13][0], LR_INV_FACT[13][1]);
+    double_double r = dd_add(z, dd_from(-kd * L1));
+    r = dd_add(r, dd_neg(dd_two_prod(kd, L2)));
+    r = dd_add(r, dd_from(-kd * L3));
+    double_double p = dd_make(DD_INV_FACT[13][0], DD_INV_FACT[13][1]);
     for (int n = 12; n >= 0; n--)
-        p = lr_add(lr_mul(p, r), lr_make(LR_INV_FACT[n][0], LR_INV_FACT[n][1]));
+        p = dd_add(dd_mul(p, r), dd_make(DD_INV_FACT[n][0], DD_INV_FACT[n][1]));
     long k = (long)kd;
     int j = (int)(k & 63);
     int m = (int)((k - j) / 64);
-    p = lr_mul(p, lr_make(LOSSES_EXP2_J64_HI_INIT[j], LOSSES_EXP2_J64_LO_INIT[j]));
-    return lr_make(ldexp(p.hi, m), ldexp(p.lo, m));
+    p = dd_mul(p, dd_make(EXP2_J64_HI_INIT[j], EXP2_J64_LO_INIT[j]));
+    return dd_make(ldexp(p.hi, m), ldexp(p.lo, m));
 }
 
 /* the double nearest to a + b rounded to odd: rounding it to any format of <= 51 bits then
    rounds a + b correctly (round-to-odd composes) */
-static inline double lr_round_to_odd(lr_dd v) {
+static inline double dd_round_to_odd(double_double v) {
     uint64_t b = fp_f64_bits(v.hi);
     if (v.lo == 0 || v.hi - v.hi != 0) return v.hi;      /* exact, or not finite */
     if ((v.lo > 0) != (v.hi > 0)) b -= 1;                 /* truncation: the next toward 0 */
@@ -134,14 +136,6 @@ static inline double lr_round_to_odd(lr_dd v) {
 }
 
 /* ----------------------------------------------------------------- the cancellation check */
-/* depth of the pairwise sum of n values: additions on the longest path (DESIGN.md 3.4) */
-static inline int losses_pairwise_depth(ptrdiff_t n) {
-    if (n <= 128) return (int)((n + 7) / 8) + 3;
-    int levels = 0;
-    for (ptrdiff_t leaves = (n + 127) / 128; leaves > 1; leaves = (leaves + 1) / 2) levels++;
-    return 16 + 3 + levels;
-}
-
 /* 1 if some entry of g might be more than 1/8 ulp of S from its exact value (then the row is
    refined).  g_j, t_j: the gradient and the (smoothed) target in A; cu = c u_A with the row's
    constant c = 2 Z + 2 d + 17; two_inv = 2 / N (1 for "none"/"sum"); abs_err: the underflow
@@ -182,7 +176,7 @@ LOSSES_REFINE_CONSTS(f32_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-27, 0x1p-152)
    or subnormal in A and counts in abs_err instead), d the pairwise depth of C terms */
 static inline double losses_cancel_cu(double zmin, double zcap, ptrdiff_t C, double u) {
     double Z = -zmin < zcap ? -zmin : zcap;
-    return (2.0 * Z + (double)(2 * losses_pairwise_depth(C) + 17)) * u;
+    return (2.0 * Z + (double)(2 * pairwise_depth(C) + 17)) * u;
 }
 
 /* ----------------------------------------------------------------- the refinement per S */
@@ -196,22 +190,22 @@ static inline double losses_cancel_cu(double zmin, double zcap, ptrdiff_t C, dou
    exact whenever the double-double sum Traw is (targets spanning <= ~100 bits) */            \
 static void losses_refine_tied_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t y,          \
                                    double eps, double batch, double a, ptrdiff_t m, TS* g) {  \
-    lr_dd keep = lr_two_sum(1.0, -eps);                                                       \
-    lr_dd share = lr_div(lr_from(eps), lr_from((double)C));                                   \
-    lr_dd extra = lr_div(lr_mul(lr_from(eps), lr_from((double)(C - m))), lr_from((double)C)); \
-    lr_dd Traw = lr_from(0.0);                                                                \
+    double_double keep = dd_two_sum(1.0, -eps);                                                       \
+    double_double share = dd_div(dd_from(eps), dd_from((double)C));                                   \
+    double_double extra = dd_div(dd_mul(dd_from(eps), dd_from((double)(C - m))), dd_from((double)C)); \
+    double_double Traw = dd_from(0.0);                                                                \
     for (ptrdiff_t i = 0; i < C; i++)                                                         \
-        Traw = lr_add(Traw, lr_from(t ? LD64(t[i]) : (i == y ? 1.0 : 0.0)));                  \
+        Traw = dd_add(Traw, dd_from(t ? LD64(t[i]) : (i == y ? 1.0 : 0.0)));                  \
     for (ptrdiff_t j = 0; j < C; j++) {                                                       \
         double tj = t ? LD64(t[j]) : (j == y ? 1.0 : 0.0);                                    \
-        lr_dd gj;                                                                             \
+        double_double gj;                                                                             \
         if (LD64(x[j]) == a)                                                                  \
-            gj = lr_div(lr_add(lr_mul(keep, lr_add(Traw, lr_neg(lr_two_prod((double)m, tj)))), \
-                               extra), lr_from((double)m));                                   \
+            gj = dd_div(dd_add(dd_mul(keep, dd_add(Traw, dd_neg(dd_two_prod((double)m, tj)))), \
+                               extra), dd_from((double)m));                                   \
         else                                                                                  \
-            gj = lr_neg(lr_add(lr_mul(keep, lr_from(tj)), share));                            \
-        if (batch != 1) gj = lr_div(gj, lr_from(batch));                                      \
-        g[j] = ST64(lr_round_to_odd(gj));                                                     \
+            gj = dd_neg(dd_add(dd_mul(keep, dd_from(tj)), share));                            \
+        if (batch != 1) gj = dd_div(gj, dd_from(batch));                                      \
+        g[j] = ST64(dd_round_to_odd(gj));                                                     \
     }                                                                                         \
 }                                                                                             \
 /* level 2: the row's gradient in double-double, rounded once into g (S) */                   \
@@ -229,37 +223,37 @@ static void losses_refine_dd_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t 
         losses_refine_tied_##S(x, C, t, y, eps, batch, a, m, g);                              \
         return;                                                                               \
     }                                                                                         \
-    lr_dd* e = (lr_dd*)work;                                                                  \
-    lr_dd* tp = e + C;                                                                        \
-    lr_dd s = lr_from(0.0), Tk = lr_from(0.0);                                                \
-    lr_dd keep = lr_two_sum(1.0, -eps);                        /* 1 - eps, exactly */        \
-    lr_dd share = lr_div(lr_from(eps), lr_from((double)C));    /* eps / C */                  \
+    double_double* e = (double_double*)work;                                                                  \
+    double_double* tp = e + C;                                                                        \
+    double_double s = dd_from(0.0), Tk = dd_from(0.0);                                                \
+    double_double keep = dd_two_sum(1.0, -eps);                        /* 1 - eps, exactly */        \
+    double_double share = dd_div(dd_from(eps), dd_from((double)C));    /* eps / C */                  \
     for (ptrdiff_t i = 0; i < C; i++) {                                                       \
-        e[i] = i == k ? lr_from(1.0)                                                          \
-                      : lr_exp_nonpositive(lr_two_sum(LD64(x[i]), -a));                       \
-        lr_dd ti;                                                                             \
+        e[i] = i == k ? dd_from(1.0)                                                          \
+                      : dd_exp_nonpositive(dd_two_sum(LD64(x[i]), -a));                       \
+        double_double ti;                                                                             \
         if (t) {                                                                              \
-            ti = lr_from(LD64(t[i]));                                                         \
-            if (eps != 0) ti = lr_add(lr_mul(keep, ti), share);                               \
+            ti = dd_from(LD64(t[i]));                                                         \
+            if (eps != 0) ti = dd_add(dd_mul(keep, ti), share);                               \
         } else {                                                                              \
-            ti = eps != 0 ? share : lr_from(0.0);                                             \
-            if (i == y) ti = lr_add(ti, keep);                                                \
+            ti = eps != 0 ? share : dd_from(0.0);                                             \
+            if (i == y) ti = dd_add(ti, keep);                                                \
         }                                                                                     \
         tp[i] = ti;                                                                           \
-        if (i != k) { s = lr_add(s, e[i]); Tk = lr_add(Tk, ti); }                             \
+        if (i != k) { s = dd_add(s, e[i]); Tk = dd_add(Tk, ti); }                             \
     }                                                                                         \
-    lr_dd T = lr_add(Tk, tp[k]);                                                              \
-    lr_dd D = lr_add(lr_from(1.0), s);                                                        \
+    double_double T = dd_add(Tk, tp[k]);                                                              \
+    double_double D = dd_add(dd_from(1.0), s);                                                        \
     for (ptrdiff_t j = 0; j < C; j++) {                                                       \
-        lr_dd gj = j == k ? lr_div(lr_add(Tk, lr_neg(lr_mul(tp[k], s))), D)                   \
-                          : lr_add(lr_mul(T, lr_div(e[j], D)), lr_neg(tp[j]));                \
-        if (batch != 1) gj = lr_div(gj, lr_from(batch));                                      \
-        g[j] = ST64(lr_round_to_odd(gj));                                                     \
+        double_double gj = j == k ? dd_div(dd_add(Tk, dd_neg(dd_mul(tp[k], s))), D)                   \
+                          : dd_add(dd_mul(T, dd_div(e[j], D)), dd_neg(tp[j]));                \
+        if (batch != 1) gj = dd_div(gj, dd_from(batch));                                      \
+        g[j] = ST64(dd_round_to_odd(gj));                                                     \
     }                                                                                         \
 }                                                                                             \
 /* level 1: the same formulas in double; returns 1 (nothing written) if the check fails.     \
    Written as separate branch-free loops so that each vectorises (the exp through the       \
-   noinline restrict helper of losses.pyx.tp) */                                            \
+   noinline restrict helper of exp_nonpositive.h) */                                            \
 static int losses_refine_f64_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t y,            \
                                  double eps, double batch, ptrdiff_t k, double a, TS* g,      \
                                  double* work) {                                              \
@@ -272,7 +266,7 @@ static int losses_refine_f64_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t 
         zmin = (z < zmin && z - z == 0) ? z : zmin;                                           \
         e[i] = z;                                                                             \
     }                                                                                         \
-    losses_exp_inplace_f64(e, C);                                                             \
+    exp_nonpositive_inplace_f64(e, C);                                                             \
     if (t && eps != 0)                                                                        \
         for (ptrdiff_t i = 0; i < C; i++) tp[i] = keep * LD64(t[i]) + share;                  \
     else if (t)                                                                               \
@@ -283,10 +277,10 @@ static int losses_refine_f64_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t 
     }                                                                                         \
     double ek = e[k], tk = tp[k];                                                             \
     e[k] = 0;                                                                                 \
-    double s = losses_pairwise_f64(e, C);                                                     \
+    double s = sum_pairwise_f64(e, C);                                                     \
     e[k] = ek;                                                                                \
     tp[k] = 0;                                                                                \
-    double Tk = losses_pairwise_f64(tp, C);                                                   \
+    double Tk = sum_pairwise_f64(tp, C);                                                   \
     tp[k] = tk;                                                                               \
     double T = Tk + tk, D = 1.0 + s;                                                          \
     for (ptrdiff_t j = 0; j < C; j++) gg[j] = T * (e[j] / D) - tp[j];                         \
@@ -305,16 +299,16 @@ static int losses_refine_f64_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t 
     return 0;                                                                                 \
 }
 
-static inline double losses_ld64_f16(uint16_t h) { return (double)losses_ld16_f16(h); }
+static inline double losses_ld64_f16(uint16_t h) { return (double)ld16_f16(h); }
 static inline double losses_ld64_bf16(uint16_t h) { return (double)ld16_bf16(h); }
 static inline double losses_ld64_f32(float v) { return (double)v; }
-static inline uint16_t losses_st64_f16(double v) { return losses_st16_f16(f64_to_f16(v)); }
+static inline uint16_t losses_st64_f16(double v) { return st16_f16(f64_to_f16(v)); }
 static inline uint16_t losses_st64_bf16(double v) { return st16_bf16(f64_to_bf16(v)); }
 static inline float losses_st64_f32(double v) { return (float)v; }
 
 /* g[j] = v[j] rounded once into S: a loop of its own, so that it vectorises */
 #define LOSSES_DEFINE_STORE64(S, TS, ST64)                                                    \
-LOSSES_NOINLINE static void losses_store_f64_##S(const double* restrict v, TS* restrict g,   \
+PRECISION_NOINLINE static void losses_store_f64_##S(const double* restrict v, TS* restrict g,   \
                                                  ptrdiff_t n) {                               \
     for (ptrdiff_t j = 0; j < n; j++) g[j] = ST64(v[j]);                                      \
 }

@@ -1,0 +1,148 @@
+/*
+ * exp_nonpositive.h -- exp(z) for z <= 0 (or -inf, NaN), evaluated in double and rounded once,
+ * for the kernels' e_i = exp(z_i) with z_i = x_i - max x.  Faster than fp.h's general exp_A on
+ * this domain, with the same contract (rounded once from a double within a stated error):
+ *
+ *   exp_nonpositive_f32  z = (64 m + j) ln2/64 + r with |r| <= ln2/128 (Cody-Waite, ln2/64 in
+ *       two parts, k*hi exact for |k| < 2^20), e^z = 2^m * 2^(j/64) * e^r with 2^(j/64)
+ *       correctly rounded from a table and e^r by its Taylor polynomial of degree 4 (truncation
+ *       < 2^-44.5).  The double has a relative error below 2^-44, so the float is within
+ *       0.5 + 2^-20 ulp (tests: against mpmath).  z is clamped at -110 (exp(-110) is below half
+ *       of float's smallest subnormal: 0 either way); 2^m >= 2^-160 scales exactly.
+ *   exp_nonpositive_f64  the same reduction with 2^(j/64) = TH + TL to twice double precision;
+ *       e^r - 1 = q by its Taylor polynomial of degree 6 (truncation < 2^-65),
+ *       e^z = 2^m (TH + (TL + TH q)): one final rounding of a sum whose other terms are 2^-6 ulp
+ *       accurate, so within 0.5 + 2^-6 ulp for normal results.  2^m is applied as two normal
+ *       factors 2^m1 2^m2, so results in the subnormal range are rounded once more (within
+ *       1 ulp).  z is clamped at -746 (exp(-746) rounds to 0).
+ *   NaN z: k is garbage but k & 63 still indexes the table and NaN * anything is NaN, so no
+ *   select is needed (a select makes GCC turn the lookup into a masked gather, which it does
+ *   not vectorise).
+ *
+ * EXP2_J64_HI_INIT / EXP2_J64_LO_INIT: 2^(j/64), j = 0..63, as the correctly rounded double
+ * (HI) and the rounding error of it (LO); also used by the double-double exp of
+ * losses_refine.h.  Call exp_nonpositive_init() once (at module import) before any exp: it
+ * copies the tables into EXP2_J64_HI / EXP2_J64_LO, because GCC 12 does not vectorise a loop
+ * that gathers from a statically initialised table.
+ */
+#ifndef PRECISION_EXP_NONPOSITIVE_H
+#define PRECISION_EXP_NONPOSITIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "fp.h"
+
+static const double EXP2_J64_HI_INIT[64] = {
+    0x1.0000000000000p+0, 0x1.02c9a3e778061p+0, 0x1.059b0d3158574p+0, 0x1.0874518759bc8p+0,
+    0x1.0b5586cf9890fp+0, 0x1.0e3ec32d3d1a2p+0, 0x1.11301d0125b51p+0, 0x1.1429aaea92de0p+0,
+    0x1.172b83c7d517bp+0, 0x1.1a35beb6fcb75p+0, 0x1.1d4873168b9aap+0, 0x1.2063b88628cd6p+0,
+    0x1.2387a6e756238p+0, 0x1.26b4565e27cddp+0, 0x1.29e9df51fdee1p+0, 0x1.2d285a6e4030bp+0,
+    0x1.306fe0a31b715p+0, 0x1.33c08b26416ffp+0, 0x1.371a7373aa9cbp+0, 0x1.3a7db34e59ff7p+0,
+    0x1.3dea64c123422p+0, 0x1.4160a21f72e2ap+0, 0x1.44e086061892dp+0, 0x1.486a2b5c13cd0p+0,
+    0x1.4bfdad5362a27p+0, 0x1.4f9b2769d2ca7p+0, 0x1.5342b569d4f82p+0, 0x1.56f4736b527dap+0,
+    0x1.5ab07dd485429p+0, 0x1.5e76f15ad2148p+0, 0x1.6247eb03a5585p+0, 0x1.6623882552225p+0,
+    0x1.6a09e667f3bcdp+0, 0x1.6dfb23c651a2fp+0, 0x1.71f75e8ec5f74p+0, 0x1.75feb564267c9p+0,
+    0x1.7a11473eb0187p+0, 0x1.7e2f336cf4e62p+0, 0x1.82589994cce13p+0, 0x1.868d99b4492edp+0,
+    0x1.8ace5422aa0dbp+0, 0x1.8f1ae99157736p+0, 0x1.93737b0cdc5e5p+0, 0x1.97d829fde4e50p+0,
+    0x1.9c49182a3f090p+0, 0x1.a0c667b5de565p+0, 0x1.a5503b23e255dp+0, 0x1.a9e6b5579fdbfp+0,
+    0x1.ae89f995ad3adp+0, 0x1.b33a2b84f15fbp+0, 0x1.b7f76f2fb5e47p+0, 0x1.bcc1e904bc1d2p+0,
+    0x1.c199bdd85529cp+0, 0x1.c67f12e57d14bp+0, 0x1.cb720dcef9069p+0, 0x1.d072d4a07897cp+0,
+    0x1.d5818dcfba487p+0, 0x1.da9e603db3285p+0, 0x1.dfc97337b9b5fp+0, 0x1.e502ee78b3ff6p+0,
+    0x1.ea4afa2a490dap+0, 0x1.efa1bee615a27p+0, 0x1.f50765b6e4540p+0, 0x1.fa7c1819e90d8p+0
+};
+static const double EXP2_J64_LO_INIT[64] = {
+    0x0.0p+0, -0x1.19083535b085dp-56, 0x1.d73e2a475b465p-55, 0x1.186be4bb284ffp-57,
+    0x1.8a62e4adc610bp-54, 0x1.03a1727c57b53p-59, -0x1.6c51039449b3ap-54, -0x1.32fbf9af1369ep-54,
+    -0x1.19041b9d78a76p-55, 0x1.e5b4c7b4968e4p-55, 0x1.e016e00a2643cp-54, 0x1.dc775814a8495p-55,
+    0x1.9b07eb6c70573p-54, 0x1.2bd339940e9d9p-55, 0x1.612e8afad1255p-55, 0x1.0024754db41d5p-54,
+    0x1.6f46ad23182e4p-55, 0x1.32721843659a6p-54, -0x1.63aeabf42eae2p-54, -0x1.5e436d661f5e3p-56,
+    0x1.ada0911f09ebcp-55, -0x1.ef3691c309278p-58, 0x1.89b7a04ef80d0p-59, 0x1.3c1a3b69062f0p-56,
+    0x1.d4397afec42e2p-56, -0x1.4b309d25957e3p-54, -0x1.07abe1db13cadp-55, 0x1.9bb2c011d93adp-54,
+    0x1.6324c054647adp-54, 0x1.ba6f93080e65ep-54, -0x1.383c17e40b497p-54, -0x1.bb60987591c34p-54,
+    -0x1.bdd3413b26456p-54, -0x1.bbe3a683c88abp-57, -0x1.16e4786887a99p-55, -0x1.0245957316dd3p-54,
+    -0x1.41577ee04992fp-55, 0x1.05d02ba15797ep-56, -0x1.d4c1dd41532d8p-54, -0x1.fc6f89bd4f6bap-54,
+    0x1.6e9f156864b27p-54, 0x1.5cc13a2e3976cp-55, -0x1.75fc781b57ebcp-57, -0x1.d185b7c1b85d1p-54,
+    0x1.c7c46b071f2bep-56, -0x1.359495d1cd533p-54, -0x1.d2f6edb8d41e1p-54, 0x1.0fac90ef7fd31p-54,
+    0x1.7a1cd345dcc81p-54, -0x1.2805e3084d708p-57, -0x1.5584f7e54ac3bp-56, 0x1.23dd07a2d9e84p-55,
+    0x1.11065895048ddp-55, 0x1.2884dff483cadp-54, 0x1.503cbd1e949dbp-56, -0x1.cbc3743797a9cp-54,
+    0x1.2ed02d75b3707p-55, 0x1.c2300696db532p-54, -0x1.1a5cd4f184b5cp-54, 0x1.39e8980a9cc8fp-55,
+    -0x1.e9c23179c2893p-54, 0x1.dc7f486a4b6b0p-54, 0x1.9d3e12dd8a18bp-54, 0x1.74853f3a5931ep-55
+};
+static double EXP2_J64_HI[64], EXP2_J64_LO[64];
+
+static void exp_nonpositive_init(void)
+{
+    for (int j = 0; j < 64; j++) {
+        EXP2_J64_HI[j] = EXP2_J64_HI_INIT[j];
+        EXP2_J64_LO[j] = EXP2_J64_LO_INIT[j];
+    }
+}
+
+static inline float exp_nonpositive_f32(float zf) {
+    const double SHIFT = 0x1.8p52;
+    const double SIXTYFOUR_OVER_LN2 = 0x1.71547652b82fep+6;       /* 64 / ln 2 */
+    const double LN2_64_HI = 6.93147180369123816490e-01 / 64;       /* 32 significant bits */
+    const double LN2_64_LO = 1.90821492927058770002e-10 / 64;
+    double z = (double)zf;
+    z = z < -110.0 ? -110.0 : z;
+    double kd = (z * SIXTYFOUR_OVER_LN2 + SHIFT) - SHIFT;          /* k = round(64 z / ln 2) */
+    double r = (z - kd * LN2_64_HI) - kd * LN2_64_LO;
+    int64_t k = (int64_t)(fp_f64_bits(kd + SHIFT) - fp_f64_bits(SHIFT));
+    double p = 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = 1.0 + (r + (r * r) * p);
+    /* 2^m, m = k >> 6 >= -159: the bias 64 * 1023 makes k non-negative, so a logical
+       shift does it (AVX2 has no 64-bit arithmetic shift; with one, nothing vectorises) */
+    double scale = fp_bits_f64((((uint64_t)(k + 64 * 1023)) >> 6) << 52);
+    double y = (EXP2_J64_HI[k & 63] * p) * scale;               /* the power of 2: exact */
+    /* NaN z: k is garbage but k & 63 still indexes the table, and NaN * anything is NaN,
+       so no select is needed (a select here makes GCC turn the lookup into a masked
+       gather, which it cannot vectorise) */
+    return (float)y;
+}
+
+static inline double exp_nonpositive_f64(double z) {
+    const double SHIFT = 0x1.8p52;
+    const double SIXTYFOUR_OVER_LN2 = 0x1.71547652b82fep+6;
+    const double LN2_64_HI = 6.93147180369123816490e-01 / 64;
+    const double LN2_64_LO = 1.90821492927058770002e-10 / 64;
+    z = z < -746.0 ? -746.0 : z;
+    double kd = (z * SIXTYFOUR_OVER_LN2 + SHIFT) - SHIFT;
+    double r = (z - kd * LN2_64_HI) - kd * LN2_64_LO;
+    int64_t k = (int64_t)(fp_f64_bits(kd + SHIFT) - fp_f64_bits(SHIFT));  /* >= -68900 */
+    uint64_t K = (uint64_t)(k + 64 * 2048);               /* biased: logical shifts below */
+    double q = 1.0 / 720.0;
+    q = q * r + 1.0 / 120.0;
+    q = q * r + 1.0 / 24.0;
+    q = q * r + 1.0 / 6.0;
+    q = q * r + 0.5;
+    q = r + (r * r) * q;
+    double th = EXP2_J64_HI[k & 63], tl = EXP2_J64_LO[k & 63];
+    double y = th + (tl + th * q);
+    /* m = (K >> 6) - 2048 = m1 + m2, m1 = floor(m / 2): both >= -538, normal powers of 2 */
+    double s1 = fp_bits_f64(((K >> 7) - 1) << 52);
+    double s2 = fp_bits_f64(((K >> 6) - (K >> 7) - 1) << 52);
+    return (y * s1) * s2;
+}
+
+/* e[i] = exp(e[i]) over a row in place, and e[i] = exp(x[i] - a) (x already in the arithmetic
+   format: one pass, not two).  The restrict pointers tell GCC the row does not alias the
+   tables, without which it does not vectorise the gathers; inlined, the restrict is lost:
+   hence noinline (one call per row). */
+PRECISION_NOINLINE static void exp_nonpositive_inplace_f32(float* restrict e, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) e[i] = exp_nonpositive_f32(e[i]);
+}
+PRECISION_NOINLINE static void exp_nonpositive_inplace_f64(double* restrict e, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) e[i] = exp_nonpositive_f64(e[i]);
+}
+PRECISION_NOINLINE static void exp_nonpositive_shifted_f32(const float* restrict x, float a,
+                                                           float* restrict e, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) e[i] = exp_nonpositive_f32(x[i] - a);
+}
+PRECISION_NOINLINE static void exp_nonpositive_shifted_f64(const double* restrict x, double a,
+                                                           double* restrict e, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) e[i] = exp_nonpositive_f64(x[i] - a);
+}
+
+#endif /* PRECISION_EXP_NONPOSITIVE_H */

@@ -1,0 +1,89 @@
+/*
+ * losses_rows.h -- row scans of the loss kernels on bit patterns: the first index of a value
+ * (the max's index k) and the probability-row check (softmax_cross_entropy's soft targets,
+ * check_probabilities_S).  Per storage format S = f16, bf16, f32, f64 (T_S its C type):
+ *
+ *   ptrdiff_t losses_find_<S>(const T_S* x, ptrdiff_t n, <bits> target, int any_zero)
+ *       the first index whose bits equal target (any_zero: whose magnitude bits are 0, +0 or
+ *       -0); it must exist.  Blocks of 8 are tested at once (GCC makes that a vector compare).
+ *   double losses_check_row_<S>(const T_S* t, ptrdiff_t n, int* flags)
+ *       *flags = PROBS_FLAG_NONFINITE if some value is NaN or infinite, | PROBS_FLAG_NEGATIVE
+ *       if some value is < 0 (not -0); returns the row's sum in 8 lanes (lane j adds elements
+ *       j, j+8, ...; lanes combined ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))) in float for the
+ *       16-bit formats (its rounding error is far below their tolerance), double otherwise.
+ *   unsigned char losses_probs_code(int flags, double total, double tolerance)
+ *       the row's check code: PROBS_OK, PROBS_NONFINITE, PROBS_NEGATIVE, PROBS_SUM_OFF (the
+ *       first that applies; precision.losses turns a code into its error message).
+ */
+#ifndef PRECISION_LOSSES_ROWS_H
+#define PRECISION_LOSSES_ROWS_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "fp.h"
+
+enum { PROBS_FLAG_NONFINITE = 1, PROBS_FLAG_NEGATIVE = 2 };
+/* the codes precision.losses reads (check_probabilities_S, target_codes=) */
+enum { PROBS_OK = 0, PROBS_NONFINITE = 1, PROBS_NEGATIVE = 2, PROBS_SUM_OFF = 3 };
+
+static inline unsigned char losses_probs_code(int flags, double total, double tolerance)
+{
+    if (flags & PROBS_FLAG_NONFINITE) return PROBS_NONFINITE;
+    if (flags & PROBS_FLAG_NEGATIVE) return PROBS_NEGATIVE;
+    if (!(fabs(total - 1) <= tolerance)) return PROBS_SUM_OFF;
+    return PROBS_OK;
+}
+
+#define LOSSES_SAME_BITS(x) (x)
+/* float64 magnitude and exponent masks, for Cython code that cannot write 64-bit literals */
+static const uint64_t LOSSES_MAG64 = 0x7FFFFFFFFFFFFFFFull;
+static const uint64_t LOSSES_EXP64 = 0x7FF0000000000000ull;
+
+#define LOSSES_DEFINE_CHECK(S, T, LD, B, TOBITS, EXP, SIGN, MAG, ACC)                         \
+static inline double losses_check_row_##S(const T* t, ptrdiff_t n, int* flags) {              \
+    B special = 0, negative = 0;                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                       \
+        B b = TOBITS(t[i]);                                                                   \
+        special |= (B)((b & EXP) == EXP);                                                     \
+        negative |= (B)(((b & SIGN) != 0) & ((b & MAG) != 0));                                \
+    }                                                                                         \
+    ACC acc[8] = {0};                                                                         \
+    ptrdiff_t i = 0;                                                                          \
+    for (; i + 8 <= n; i += 8) {                                                              \
+        _Pragma("GCC unroll 1")                                                               \
+        for (int j = 0; j < 8; j++) acc[j] += (ACC)LD(t[i + j]);                              \
+    }                                                                                         \
+    for (int j = 0; j < n - i; j++) acc[j] += (ACC)LD(t[i + j]);                              \
+    *flags = (special ? PROBS_FLAG_NONFINITE : 0) | (negative ? PROBS_FLAG_NEGATIVE : 0);     \
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
+}
+
+#define LOSSES_DEFINE_FIND(S, T, B, TOBITS, MAG)                                              \
+static inline ptrdiff_t losses_find_##S(const T* x, ptrdiff_t n, B target, int any_zero) {    \
+    B mask = any_zero ? (B)(MAG) : (B)~(B)0;                                                  \
+    B want = any_zero ? (B)0 : target;                                                        \
+    ptrdiff_t k = 0;                                                                          \
+    for (; k + 8 <= n; k += 8) {                                                              \
+        B hit = 0;                                                                            \
+        for (int j = 0; j < 8; j++) hit |= (B)((TOBITS(x[k + j]) & mask) == want);            \
+        if (hit) break;                                                                       \
+    }                                                                                         \
+    while ((TOBITS(x[k]) & mask) != want) k++;                                                \
+    return k;                                                                                 \
+}
+
+LOSSES_DEFINE_FIND(f16, uint16_t, uint16_t, LOSSES_SAME_BITS, 0x7FFFu)
+LOSSES_DEFINE_FIND(bf16, uint16_t, uint16_t, LOSSES_SAME_BITS, 0x7FFFu)
+LOSSES_DEFINE_FIND(f32, float, uint32_t, fp_f32_bits, 0x7FFFFFFFu)
+LOSSES_DEFINE_FIND(f64, double, uint64_t, fp_f64_bits, 0x7FFFFFFFFFFFFFFFull)
+LOSSES_DEFINE_CHECK(f16, uint16_t, ld16_f16, uint16_t, LOSSES_SAME_BITS, 0x7C00u, 0x8000u,
+                    0x7FFFu, float)
+LOSSES_DEFINE_CHECK(bf16, uint16_t, ld16_bf16, uint16_t, LOSSES_SAME_BITS, 0x7F80u, 0x8000u,
+                    0x7FFFu, float)
+LOSSES_DEFINE_CHECK(f32, float, LOSSES_SAME_BITS, uint32_t, fp_f32_bits, 0x7F800000u,
+                    0x80000000u, 0x7FFFFFFFu, double)
+LOSSES_DEFINE_CHECK(f64, double, LOSSES_SAME_BITS, uint64_t, fp_f64_bits, 0x7FF0000000000000ull,
+                    0x8000000000000000ull, 0x7FFFFFFFFFFFFFFFull, double)
+
+#endif /* PRECISION_LOSSES_ROWS_H */
