@@ -78,8 +78,11 @@ def build(args):
     size = getattr(args, "size", None) or ("full" if getattr(args, "full", False) else "quick")
     formats = getattr(args, "formats", None)
     seed = int(getattr(args, "seed", 0) or 0)
+    from .diagnostics import ALL_FORMATS
+
+    fmts = [f for f in ALL_FORMATS if formats is None or f in formats] or list(formats)
     return Study(name=NAME, cells=grid(size, formats, seed), run_cell=run_cell,
                  summarize=summarize, report=report, verdict=verdict, version="1",
-                 metadata={"grid": size, "seed": seed},
+                 metadata={"grid": size, "seed": seed, "formats": fmts},
                  table_columns=["kind", "run", "mu", "steps", "updates", "entropy_first",
                                 "entropy_last", "sigma_min", "kl_median", "k3_bias", "ev_last"])

@@ -247,7 +247,25 @@ def findings(results) -> list[str]:
     if worst:
         lines.append("On the runs' own data the worst errors over all updates were: " + "; ".join(
             f"{fmt}: {text}" for fmt, text in worst.items()) + ".")
+    # 5. what the runs look like
+    shapes = [healthy_facts(p, r) for p, r in runs]
+    if shapes:
+        lines.append("What the runs look like: " + "; ".join(shapes) + ".")
     return lines
+
+
+def healthy_facts(params: dict, result: dict) -> str:
+    """One clause on the shape of a run's curves: entropy, KL (first vs last third), EV."""
+    tr = result["traces"]
+    h, kl, ev = (np.asarray(tr[k]) for k in ("entropy_exact", "kl_exact", "ev_sb3_exact"))
+    third = max(1, h.size // 3)
+    kl_a, kl_b = float(np.median(kl[:third])), float(np.median(kl[-third:]))
+    trend = "rose" if kl_b > 1.25 * kl_a else ("fell" if kl_b < 0.8 * kl_a else "stayed level")
+    step = float(np.max(np.abs(np.diff(h)))) if h.size > 1 else 0.0
+    return (f"{params['run']}: entropy {_g(h[0], 2)} → {_g(h[-1], 2)} (largest change between "
+            f"updates {_g(step, 2)}), KL's median {trend} ({_g(kl_a, 2)} in the first third of the "
+            f"updates, {_g(kl_b, 2)} in the last), explained variance up to {_g(np.nanmax(ev), 3)}"
+            + (" (below 1)" if np.nanmax(ev) < 1 else ""))
 
 
 def _schulman_reference(mu):
