@@ -242,7 +242,8 @@ def findings(results) -> list[str]:
             "within " + ", ".join(f"{_g(v, 2)} ({s})" for s, v in expm1.items())
             + (" (the issue's ≤ 5e-4 holds in float16 and float32)" if all(
                 expm1.get(s, 0) <= REFERENCE["expm1_bound"] for s in ("f16", "f32"))
-               else " (the issue's ≤ 5e-4 does NOT hold everywhere)") + ".")
+               else " (the issue's ≤ 5e-4 does NOT hold everywhere)")
+            + _underflow_clause(sweep) + ".")
     worst = _precision_worst(results)
     if worst:
         lines.append("On the runs' own data the worst errors over all updates were: " + "; ".join(
@@ -266,6 +267,18 @@ def healthy_facts(params: dict, result: dict) -> str:
             f"updates {_g(step, 2)}), KL's median {trend} ({_g(kl_a, 2)} in the first third of the "
             f"updates, {_g(kl_b, 2)} in the last), explained variance up to {_g(np.nanmax(ev), 3)}"
             + (" (below 1)" if np.nanmax(ev) < 1 else ""))
+
+
+def _underflow_clause(sweep) -> str:
+    """Where float16's k3 (expm1) has lost everything: the largest log-ratio with error >= 1/2."""
+    errors = sweep.get("f16_expm1_single")
+    if not errors:
+        return ""
+    lost = [d for d, e in zip(sweep["deltas"], errors) if e >= 0.5]
+    if not lost:
+        return ""
+    return (f"; at log-ratios ≤ {max(lost):g} float16's k3 (≈ x²/2) underflows "
+            "(relative error 1: no format arithmetic can help, the value is not representable)")
 
 
 def _schulman_reference(mu):
@@ -303,7 +316,8 @@ def _precision_worst(results) -> dict:
         if not math.isfinite(max(worst["ev_sb3"], worst["ev_rllib"])):
             over = [p["run"] for p, r in runs if not math.isfinite(
                 precision_facts(r, [name]).get(f"err_ev_sb3_{s}", 0.0))]
-            text += f" -- the returns' variance overflows ({', '.join(over)})"
+            text += (" -- the sum of squared deviations of the returns overflows float16's "
+                     f"65504 ({', '.join(over)})")
         out[name] = text
     return out
 
