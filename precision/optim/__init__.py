@@ -33,7 +33,10 @@ the same memory, starts new state.  Pass ``key=`` to name a parameter instead
 restore everything; after loading, parameters stepped without a key are matched to the saved
 state in the order they were first stepped (as ``torch.optim`` matches its parameter lists).
 ``state_of(param)`` returns the live state arrays; ``reset()`` forgets all state.  Each parameter
-has its own step counter t (1 at its first step).
+has its own step counter t (1 at its first step).  An array that shares memory with the
+optimizer's state (another parameter's moment buffer) is refused as ``param``.  Pickling or
+``copy.deepcopy`` of the optimizer *together with its parameters* (one object graph) keeps each
+parameter bound to its state, and the trajectory continues bit for bit (:class:`Optimizer`).
 
 **Update rules** (``update=``), applied when the new parameter is written; u is the step's update
 computed in A, theta the parameter in A after any decoupled weight decay, R the rounding to A,

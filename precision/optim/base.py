@@ -23,6 +23,17 @@ def _kernels():
     return _load("optim")
 
 
+def _byte_bounds(arr):
+    """[low, high) of the bytes an array with elements spans (numpy's byte_bounds)."""
+    low = high = arr.__array_interface__["data"][0]
+    for n, stride in zip(arr.shape, arr.strides):
+        if stride < 0:
+            low += (n - 1) * stride
+        else:
+            high += (n - 1) * stride
+    return low, high + arr.itemsize
+
+
 class _Slot:
     """The state of one parameter array."""
 
@@ -45,6 +56,25 @@ class _Slot:
 # ======================================================================= base class
 class Optimizer:
     """Base class: settings, per-parameter state, validation and dispatch to the kernels.
+
+    **State and identity.**  State is kept per parameter array: by the array object's identity
+    when ``step`` gets no ``key`` (the optimizer holds a reference to the array), else by the
+    key.  Passing an array that shares memory with any of the optimizer's state arrays (another
+    parameter's ``exp_avg`` from :meth:`state_of`, a master copy, ...) as ``param`` is refused
+    with a ValueError before anything is written: the step would overwrite that state.
+
+    **Pickling and copying.**  An optimizer pickles and deep-copies with its state and with the
+    parameter arrays it is bound to.  Pickle or deepcopy it *together with its parameters*, in
+    one object graph (``pickle.dumps((params, opt))``, ``copy.deepcopy((params, opt))``, or a
+    model object holding both): the restored optimizer is bound to the restored arrays, and
+    stepping them continues the trajectory bit for bit (same moments, same step counters t,
+    same stochastic-rounding streams).  Keyed state (``key=``) follows its key, so a keyed
+    optimizer can also be pickled alone.  An unkeyed optimizer pickled *apart* from its
+    parameters holds its own copies of the arrays; stepping other arrays then starts new state,
+    and the first such step of an array whose shape and format match restored state not
+    stepped since emits a ``UserWarning`` saying so.  To move state between processes or
+    programs independently of object identity, use :meth:`state_dict` /
+    :meth:`load_state_dict`.
 
     Subclasses declare ``_DEFAULTS`` (per convention: hyperparameter -> default), ``_FLAGS``
     (boolean options) and implement ``_check``, ``_kernel``, ``_state_names``,
@@ -99,6 +129,8 @@ class Optimizer:
         self._pending = {}          # key -> saved state (load_state_dict) not yet bound
         self._next_index = 0        # ordinal of the next identity-keyed parameter
         self._cache = {}            # rounded scalars
+        self._state_index = None    # byte ranges of every state array (built when needed)
+        self._unbound_restored = set()   # identity keys restored by pickle, not stepped since
         object.__setattr__(self, "_ready", True)
 
     # --------------------------------------------------------------- hyperparameters
@@ -249,6 +281,7 @@ class Optimizer:
         """Create state arrays the current options need and the slot lacks (fresh slots, loaded
         state, or an option switched on mid-training, as torch creates buffers lazily)."""
         A, S = slot.arith, slot.storage
+        before = len(self._slot_arrays(slot))
         for name in self._state_names():
             if name is not None and name not in slot.arrays:
                 slot.arrays[name] = np.full(slot.shape, self._initial_state(name, A), dtype=A.dtype)
@@ -257,6 +290,8 @@ class Optimizer:
             slot.master = param_flat.astype(A.dtype).reshape(slot.shape)     # exact widening
         if rule == "kahan" and slot.compensation is None:
             slot.compensation = np.zeros(slot.shape, dtype=S.dtype)
+        if len(self._slot_arrays(slot)) != before:
+            self._state_index = None
 
     def _find_slot(self, param, key, S, A):
         """The slot of this parameter, or a new (unregistered) one; validates without mutating."""
@@ -343,6 +378,12 @@ class Optimizer:
                     raise ValueError(f"grad shares memory with the optimizer state {name!r}")
                 if np.shares_memory(param, arr):
                     raise ValueError(f"param shares memory with the optimizer state {name!r}")
+        owner = self._state_sharing_memory_with(param)
+        if owner is not None:
+            raise ValueError(
+                f"param shares memory with the optimizer state {owner[1]!r} of parameter "
+                f"{owner[0]!r}: stepping it would overwrite that state (pass the parameter "
+                f"array itself, not a state array from state_of())")
         t = (saved["step"] if saved is not None else slot.step) + 1
         hyper = self._scalars(A, t)
         kernel = _kernels()
@@ -352,6 +393,8 @@ class Optimizer:
         param_flat = param.reshape(-1)
 
         # validated: from here on, state is created and the parameter is updated
+        if new and key is None and self._unbound_restored:
+            self._warn_if_restored_state_is_skipped(param, S)
         if new:
             if saved is not None:
                 self._restore(slot, saved)
@@ -360,6 +403,8 @@ class Optimizer:
                 self._by_id[id(param)] = slot.key
                 self._next_index += 1
             self._slots[slot.key] = slot
+            self._state_index = None
+        self._unbound_restored.discard(slot.key)
         self._complete(slot, param_flat)
 
         def flat(arr):
@@ -380,6 +425,56 @@ class Optimizer:
            _sr_key(self.seed, slot.stream, t), threads)
         slot.step = t
         return param
+
+    def _state_sharing_memory_with(self, param):
+        """(key, name) of a state array of any parameter that shares memory with ``param``, or
+        None.  The byte ranges of all state arrays are indexed once (rebuilt after state is
+        created), so a step costs one vectorised comparison, not one check per array."""
+        if param.size == 0:
+            return None
+        if self._state_index is None:
+            entries = [(key, name, arr) for key, slot in self._slots.items()
+                       for name, arr in self._slot_arrays(slot) if arr.size]
+            bounds = np.array([_byte_bounds(arr) for _, _, arr in entries],
+                              dtype=np.uint64).reshape(-1, 2)
+            self._state_index = (bounds[:, 0], bounds[:, 1], entries)
+        lows, highs, entries = self._state_index
+        low, high = _byte_bounds(param)
+        for i in np.flatnonzero((lows < np.uint64(high)) & (highs > np.uint64(low))):
+            key, name, arr = entries[i]
+            if np.shares_memory(param, arr):
+                return key, name
+        return None
+
+    def _warn_if_restored_state_is_skipped(self, param, S):
+        """A new unkeyed array, while state restored by pickle/deepcopy for an array of the same
+        shape and format has not been stepped since: most likely the optimizer was pickled
+        apart from its parameters, and that state would silently be left behind."""
+        for key in sorted(self._unbound_restored, key=repr):
+            slot = self._slots.get(key)
+            if slot is not None and slot.shape == param.shape and slot.storage is S:
+                warnings.warn(
+                    f"this optimizer was unpickled or deep-copied with state for a {S.name} "
+                    f"parameter of shape {param.shape} (number {key}) that has not been stepped "
+                    f"since, and param is another array: its state starts fresh.  Pickle or "
+                    f"deepcopy the optimizer together with its parameters (one object, e.g. "
+                    f"pickle.dumps((params, opt))), name them with key=, or use "
+                    f"state_dict()/load_state_dict()", UserWarning, stacklevel=3)     # -> step -> its caller
+                return
+
+    # --------------------------------------------------------------- pickling, copying
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        # id()s and memory addresses belong to this process's objects: rebuilt on load
+        del state["_by_id"], state["_state_index"], state["_unbound_restored"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        # the parameter arrays were pickled (or copied) with the optimizer, as the same objects
+        # as the caller's when both are in one pickle / one deepcopy: identity state follows them
+        by_id = {id(slot.param): key for key, slot in self._slots.items() if slot.param is not None}
+        self.__dict__.update(_by_id=by_id, _state_index=None, _unbound_restored=set(by_id.values()))
 
     @staticmethod
     def _slot_arrays(slot):
@@ -504,5 +599,7 @@ class Optimizer:
         self._pending = {}
         self._next_index = 0
         self._cache = {}
+        self._state_index = None
+        self._unbound_restored = set()
 
     zero_state = reset
