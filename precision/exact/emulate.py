@@ -64,6 +64,7 @@ __all__ = [
     "kahan_sum",
     "summation",
     "to_mpfr",
+    "check_storage",
 ]
 
 PAIRWISE_BLOCK = 128
@@ -319,6 +320,16 @@ class Emulated:
         if settings:
             raise TypeError("settings go to the optimizer itself when an instance is given")
         return EmulatedOptimizer(self.fmt, optimizer)
+
+
+def check_storage(storage, arith) -> None:
+    """ValueError unless arrays stored in ``storage`` can be computed on in ``arith`` (the same
+    format or one at least as wide in precision and range, as a kernel's ``accum``)."""
+    S, A = _formats.format(storage), _formats.format(arith)
+    if A.short not in _formats.ARITHMETIC_FOR[S.short]:
+        wider = ", ".join(_formats.format(a).name for a in _formats.ARITHMETIC_FOR[S.short])
+        raise ValueError(f"emulated {A.name} arithmetic is not at least as wide as the storage "
+                         f"format {S.name} of these arrays; emulate one of: {wider}")
 
 
 @lru_cache(maxsize=None)

@@ -39,7 +39,7 @@ import numpy as np
 
 from precision import formats as _formats
 
-from .emulate import emulate
+from .emulate import check_storage, emulate
 
 __all__ = ["EmulatedLosses", "TRANSCENDENTALS", "REFINE_ZCAP", "refine_cancel_cu",
            "refine_depth"]
@@ -106,7 +106,7 @@ class EmulatedLosses:
             if _formats.of(np.asarray(a)) is not S:
                 raise TypeError(f"arrays of one call must share a format: {S.name} and "
                                 f"{_formats.of(np.asarray(a)).name}")
-        _formats.arithmetic_format(self.A, S, name="emulated format")
+        check_storage(S, self.A)
         self.S = S
         self._to_S = emulate(S).round
         return S

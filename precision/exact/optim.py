@@ -40,7 +40,7 @@ import numpy as np
 
 from precision import formats as _formats
 
-from .emulate import emulate
+from .emulate import check_storage, emulate
 
 __all__ = ["EmulatedOptimizer", "OPTIMIZER_NAMES", "stochastic_round", "stochastic_round_bits",
            "stochastic_round_key"]
@@ -300,7 +300,7 @@ class EmulatedOptimizer:
                              f"({param.dtype}, {param.shape})")
         if not param.flags.writeable:
             raise ValueError("param is read-only: the step updates it in place")
-        _formats.arithmetic_format(self.arith, S, name="emulated format")
+        check_storage(S, self.arith)
         slot = self._slot(param, key)
         if slot.shape != param.shape or slot.S is not S:
             raise ValueError(f"parameter {slot.key!r} changed shape or format since its state "

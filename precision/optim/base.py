@@ -1,6 +1,7 @@
 """The base of every optimizer: settings, per-parameter state, persistence, the step dispatch."""
 from __future__ import annotations
 
+import bisect
 import numbers
 import os
 import warnings
@@ -428,22 +429,28 @@ class Optimizer:
 
     def _state_sharing_memory_with(self, param):
         """(key, name) of a state array of any parameter that shares memory with ``param``, or
-        None.  The byte ranges of all state arrays are indexed once (rebuilt after state is
-        created), so a step costs one vectorised comparison, not one check per array."""
+        None.  The byte ranges of all state arrays are indexed once, sorted (rebuilt after
+        state is created), so a step bisects them instead of checking every array."""
         if param.size == 0:
             return None
         if self._state_index is None:
-            entries = [(key, name, arr) for key, slot in self._slots.items()
-                       for name, arr in self._slot_arrays(slot) if arr.size]
-            bounds = np.array([_byte_bounds(arr) for _, _, arr in entries],
-                              dtype=np.uint64).reshape(-1, 2)
-            self._state_index = (bounds[:, 0], bounds[:, 1], entries)
-        lows, highs, entries = self._state_index
+            entries = sorted(((_byte_bounds(arr), key, name, arr)
+                              for key, slot in self._slots.items()
+                              for name, arr in self._slot_arrays(slot) if arr.size),
+                             key=lambda entry: entry[0])
+            lows = [bounds[0] for bounds, _, _, _ in entries]
+            reach = []                     # reach[i]: the highest byte end among entries[:i + 1]
+            for bounds, _, _, _ in entries:
+                reach.append(max(bounds[1], reach[-1]) if reach else bounds[1])
+            self._state_index = (lows, reach, entries)
+        lows, reach, entries = self._state_index
         low, high = _byte_bounds(param)
-        for i in np.flatnonzero((lows < np.uint64(high)) & (highs > np.uint64(low))):
-            key, name, arr = entries[i]
-            if np.shares_memory(param, arr):
+        i = bisect.bisect_left(lows, high) - 1      # entries[:i + 1] start below param's end
+        while i >= 0 and reach[i] > low:
+            (_, end), key, name, arr = entries[i]
+            if end > low and np.shares_memory(param, arr):
                 return key, name
+            i -= 1
         return None
 
     def _warn_if_restored_state_is_skipped(self, param, S):
