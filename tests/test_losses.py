@@ -2,7 +2,9 @@
 
 What is checked, and why it can fail:
 
-* bit-identity with the algorithm replayed op by op (tests/losses_reference.py) in every policy:
+* bit-identity with the algorithm replayed op by op (its twin in the library,
+  precision.exact.emulate(A).losses(), paired with each function in precision.exact.registry) in
+  every policy:
   with MPFR's correctly rounded exp/log/log1p when A is float16 or bfloat16 (the kernels' are
   correctly rounded on all 2^16 inputs: test_primitives.py for fp.h, and the exp tables here,
   so nothing may differ), and with the kernels' own exp/log/log1p when A is float32 or float64
@@ -31,13 +33,12 @@ from hypothesis import strategies as st
 import precision as pr
 from precision import losses
 from precision._kernels import _primitives, load, variants
-from precision.exact import emulate
+from precision.exact import emulate, registry
 from tests.helpers import same_bits
 from tests.losses_reference import (
     LOGIT_KINDS,
     SPECIAL_LOGIT_KINDS,
     TARGET_KINDS,
-    EmulatedLosses,
     exceeds_range,
     forward_bound,
     make_logits,
@@ -51,11 +52,24 @@ ONE_WIDER = [("f16", "f32"), ("bf16", "f32"), ("f32", "f64")]
 FMT = {f.short: f for f in pr.FORMATS}
 
 
-def emulation(s, a, transcendentals=None):
-    """The op-by-op twin: MPFR transcendentals for 16-bit A, the kernels' own for f32/f64."""
-    if transcendentals is None:
-        transcendentals = "correct" if FMT[a].bits == 16 else "kernel"
-    return EmulatedLosses(FMT[s], FMT[a], transcendentals)
+def transcendentals_for(a):
+    """MPFR's transcendentals for 16-bit A, the kernels' own for f32/f64 (module docstring)."""
+    return "correct" if FMT[a].bits == 16 else "kernel"
+
+
+def emulation(a, transcendentals=None):
+    """The op-by-op twin of precision.losses (precision.exact.losses) in arithmetic a."""
+    return emulate(FMT[a]).losses(transcendentals or transcendentals_for(a))
+
+
+def twin_of(name, a):
+    """The registered twin of the kernel ``name`` in arithmetic a."""
+    return registry.pairing(name).twin(FMT[a], transcendentals=transcendentals_for(a))
+
+
+def test_every_loss_function_has_a_registered_twin():
+    paired = {p.fast() for p in registry.pairings() if p.signature != "optimizer"}
+    assert paired == {getattr(losses, name) for name in losses.__all__}
 
 
 def overflow_threshold(fmt):
@@ -251,28 +265,34 @@ def assert_refined_rows_within_one_ulp(x, targets, red, eps, grad, refined, S):
 
 
 def check_against_emulation(s, a, case, x, t, labels):
-    em = emulation(s, a)
+    """Every registered pairing of precision.exact.registry against its twin, bit for bit."""
     A = FMT[a]
     red, eps = case["reduction"], case["smoothing"]
     targets = labels if case["hard"] else t
     with quiet():
-        loss, grad = losses.softmax_cross_entropy(x, targets, reduction=red, return_grad=True,
-                                                  label_smoothing=eps, accum=A)
-        want_loss, want_grad = em.cross_entropy(x, targets, red, eps, want_grad=True)
-        assert same_bits(loss, want_loss).all(), ("loss", loss, want_loss)
-        # rows the kernel refines (A wider than S, cancellation): within 1 ulp of exact instead
-        refined = np.array(em.refined_rows)
-        if refined.any():
-            assert_refined_rows_within_one_ulp(x, targets, red, eps, grad, refined, FMT[s])
-        bad = ~same_bits(grad[~refined], want_grad[~refined])
-        assert not bad.any(), ("grad", np.argwhere(bad)[:3], grad[~refined][bad][:3],
-                               want_grad[~refined][bad][:3])
-        assert same_bits(losses.logsumexp(x, accum=A), em.logsumexp(x)).all()
-        assert same_bits(losses.softmax(x, accum=A), em.softmax(x)).all()
-        assert same_bits(losses.log_softmax(x, accum=A), em.softmax(x, log=True)).all()
-        assert same_bits(losses.kl_divergence(t, x, reduction=red, accum=A),
-                         em.kl_divergence(t, x, red)).all()
-        assert same_bits(losses.entropy(t, reduction=red, accum=A), em.entropy(t, red)).all()
+        for pairing in registry.pairings("cross_entropy"):
+            twin = twin_of(pairing.name, a)
+            loss, grad = pairing.fast()(x, targets, reduction=red, return_grad=True,
+                                        label_smoothing=eps, accum=A)
+            want_loss, want_grad = twin(x, targets, reduction=red, return_grad=True,
+                                        label_smoothing=eps)
+            assert same_bits(loss, want_loss).all(), ("loss", loss, want_loss)
+            # rows the kernel refines (A wider than S, cancellation): within 1 ulp of exact
+            refined = np.array(twin.__self__.refined_rows)
+            if refined.any():
+                assert_refined_rows_within_one_ulp(x, targets, red, eps, grad, refined, FMT[s])
+            bad = ~same_bits(grad[~refined], want_grad[~refined])
+            assert not bad.any(), ("grad", np.argwhere(bad)[:3], grad[~refined][bad][:3],
+                                   want_grad[~refined][bad][:3])
+        for pairing in registry.pairings("rows"):
+            assert same_bits(pairing.fast()(x, accum=A), twin_of(pairing.name, a)(x)).all(), \
+                pairing.name
+        for pairing in registry.pairings("distributions"):
+            assert same_bits(pairing.fast()(t, x, reduction=red, accum=A),
+                             twin_of(pairing.name, a)(t, x, reduction=red)).all(), pairing.name
+        for pairing in registry.pairings("probabilities"):
+            assert same_bits(pairing.fast()(t, reduction=red, accum=A),
+                             twin_of(pairing.name, a)(t, reduction=red)).all(), pairing.name
 
 
 @pytest.mark.parametrize("s,a", POLICIES, ids=POLICY_IDS)
@@ -317,10 +337,11 @@ def test_float32_float64_arithmetic_within_derived_bound_of_correctly_rounded_em
     S, A = FMT[s], FMT[a]
     targets = labels if case["hard"] else t
     red, eps = case["reduction"], case["smoothing"]
-    em = EmulatedLosses(S, A, "correct")
+    em = emulation(a, "correct")
     loss, grad = losses.softmax_cross_entropy(x, targets, reduction=red, return_grad=True,
                                               label_smoothing=eps, accum=A)
-    want_loss, want_grad = em.cross_entropy(x, targets, red, eps, want_grad=True)
+    want_loss, want_grad = em.softmax_cross_entropy(x, targets, reduction=red,
+                                                    label_smoothing=eps, return_grad=True)
     x64 = x.astype(np.float64)
     t64 = targets if case["hard"] else t.astype(np.float64)
     b_loss, b_grad = forward_bound(x64, t64, S, A, kind="ce", label_smoothing=eps, reduction=red)
@@ -397,9 +418,10 @@ def within_one_ulp_of_exact(s, a, x, targets, eps, red):
     assert (grad_ulps <= 1).all(), (grad_ulps.max(), np.argwhere(grad_ulps > 1)[:3])
     _, b_grad = forward_bound(x64, t64, S, A, kind="ce", label_smoothing=eps, reduction=red)
     assert_within(grad, ex_grad, b_grad, "grad", S)
-    em = emulation(s, a)
+    em = emulation(a)
     with quiet():
-        em.cross_entropy(x, targets, red, eps, want_grad=True)
+        em.softmax_cross_entropy(x, targets, reduction=red, label_smoothing=eps,
+                                 return_grad=True)
     return float(np.mean(em.refined_rows))
 
 
@@ -428,9 +450,10 @@ def test_distillation_gradients_are_refined_to_within_one_ulp(s, a):
         t = make_targets(rng, S, x.astype(np.float64), "softmax")
         refined_share = within_one_ulp_of_exact(s, a, x, t, eps, red)
         assert refined_share > 0
-        em = emulation(s, a)
+        em = emulation(a)
         with quiet():
-            _, unrefined = em.cross_entropy(x, t, red, eps, want_grad=True)
+            _, unrefined = em.softmax_cross_entropy(x, t, reduction=red, label_smoothing=eps,
+                                                    return_grad=True)
         _, exact = pr.exact.softmax_cross_entropy(x, t, reduction=red, return_grad=True,
                                                   label_smoothing=eps)
         worst = max(worst, np.abs(pr.errors.ulp_error(unrefined, exact, S)).max())
@@ -526,7 +549,7 @@ def test_textbook_gradient_at_the_max_would_lose_confident_rows(s, a):
     _, grad = losses.softmax_cross_entropy(x, y, reduction="sum", return_grad=True, accum=A)
     textbook_ulps, our_ulps = [], []
     for r in range(len(y)):
-        D = EmulatedLosses(S, A).parts(x[r].astype(np.float64).tolist())[6]
+        D = emulation(a, "correct").parts(x[r].astype(np.float64).tolist())[6]
         textbook = S.round(em.sub(em.div(1.0, D), 1.0))
         textbook_ulps.append(abs(pr.errors.ulp_error(textbook, ex_grad[r, y[r]], S)))
         our_ulps.append(abs(pr.errors.ulp_error(grad[r, y[r]], ex_grad[r, y[r]], S)))

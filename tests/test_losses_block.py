@@ -27,12 +27,12 @@ from tests.losses_reference import (
     LOGIT_KINDS,
     SPECIAL_LOGIT_KINDS,
     TARGET_KINDS,
-    EmulatedLosses,
     exceeds_range,
     make_logits,
     make_targets,
 )
-from tests.test_losses import FMT, K, POLICIES, POLICY_IDS, assert_refined_rows_within_one_ulp
+from tests.test_losses import (FMT, K, POLICIES, POLICY_IDS, assert_refined_rows_within_one_ulp,
+                               emulation)
 
 ALL_SHORT_ROWS = 128          # LOSSES_BLOCK_MAX_C: the setter clamps to it
 BLOCK_ROWS = 16               # LOSSES_BLOCK_ROWS
@@ -236,13 +236,13 @@ def test_block_path_against_the_emulation(s, a, labels):
     targets = (rng.integers(0, c, n) if labels
                else make_targets(rng, S, x.astype(np.float64), "dirichlet"))
     assert not exceeds_range(x, None, None, A, "none")
-    em = EmulatedLosses(S, A, "correct" if A.bits == 16 else "kernel")
+    em = emulation(a)
     with block_threshold(ALL_SHORT_ROWS), warnings.catch_warnings():
         warnings.simplefilter("ignore", pr.PrecisionWarning)
         loss, grad = losses.softmax_cross_entropy(x, targets, reduction="none", return_grad=True,
                                                   accum=A, label_smoothing=0.1)
-        want_loss, want_grad = em.cross_entropy(x, targets, reduction="none",
-                                                label_smoothing=0.1, want_grad=True)
+        want_loss, want_grad = em.softmax_cross_entropy(x, targets, reduction="none",
+                                                        label_smoothing=0.1, return_grad=True)
     np.testing.assert_array_equal(raw_bits(loss), raw_bits(want_loss))
     # rows the refinement recomputes (wider arithmetic) differ from the unrefined emulation by
     # design: the same rows as the emulation's check, each within 1 ulp of exact
@@ -265,11 +265,11 @@ def test_blocks_refine_the_rows_the_row_code_refines(s, a):
     n, c = 3 * BLOCK_ROWS, 7
     x = make_logits(rng, S, n, c, "small")
     t = make_targets(rng, S, x.astype(np.float64), "softmax")
-    em = EmulatedLosses(S, A, "correct" if A.bits == 16 else "kernel")
+    em = emulation(a)
     outputs = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pr.PrecisionWarning)
-        em.cross_entropy(x, t, reduction="mean", label_smoothing=0.1, want_grad=True)
+        em.softmax_cross_entropy(x, t, reduction="mean", label_smoothing=0.1, return_grad=True)
         for threshold in (ALL_SHORT_ROWS, 0):
             with block_threshold(threshold):
                 outputs.append(losses.softmax_cross_entropy(

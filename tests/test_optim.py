@@ -1,12 +1,13 @@
 """precision.optim: every step kernel is bit-identical to its emulated twin.
 
-The twin (class ``Twin`` below) is the documented algorithm of each optimizer, written a second
-time in the frameworks' own operation order (``theta - lr * g`` where torch adds ``-lr * g``,
-``lerp`` as torch evaluates it, ...), with every operation run through
-``precision.exact.emulate(A)`` and every scalar derived here again from the hyperparameters
-(exactly, with Fractions and mpmath).  Kernels and twin must agree to the bit (any NaN equal to
-any NaN) in the parameter and in every state array, after every step, in every policy and
-update rule.
+The twin (``precision.exact.emulate(A).optimizer(opt)``, :mod:`precision.exact.optim`) is the
+documented algorithm of each optimizer, written a second time in the frameworks' own operation
+order (``theta - lr * g`` where torch adds ``-lr * g``, ``lerp`` as torch evaluates it, ...),
+with every operation run through ``precision.exact.emulate(A)`` and every scalar derived there
+again from the hyperparameters (exactly, with Fractions and mpmath).  Each optimizer class is
+paired with it by name in ``precision.exact.registry``.  Kernels and twin must agree to the bit
+(any NaN equal to any NaN) in the parameter and in every state array, after every step, in every
+policy and update rule.
 """
 import math
 import warnings
@@ -21,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 import precision as pr
 from precision import optim
 from precision._kernels import load, load_baseline, uses_v3
-from precision.exact import emulate
+from precision.exact import registry
 from precision.formats import PrecisionWarning
 from tests.helpers import same_bits
 
@@ -30,384 +31,28 @@ pytestmark = pytest.mark.filterwarnings("ignore::precision.formats.PrecisionWarn
 POLICIES = [("float16", "float16"), ("float16", "float32"), ("float16", "float64"),
             ("bfloat16", "bfloat16"), ("bfloat16", "float32"), ("bfloat16", "float64"),
             ("float32", "float32"), ("float32", "float64"), ("float64", "float64")]
-OPTIMIZERS = [optim.SGD, optim.Adagrad, optim.Adadelta, optim.RMSprop, optim.Adam, optim.AdamW]
-M32 = 0xFFFFFFFF
-M64 = (1 << 64) - 1
+# every optimizer class with a registered twin (registry.pairings("optimizer"))
+TWIN_OF = {p.fast(): p for p in registry.pairings("optimizer")}
+OPTIMIZERS = list(TWIN_OF)
 
 
-# ============================================================================ the twin
-def _sm64(x):
-    z = (x + 0x9E3779B97F4A7C15) & M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return z ^ (z >> 31)
+def test_every_optimizer_class_has_a_registered_twin():
+    classes = {getattr(optim, name) for name in optim.__all__}
+    classes = {c for c in classes if isinstance(c, type) and issubclass(c, optim.Optimizer)
+               and c is not optim.Optimizer}
+    assert classes == set(OPTIMIZERS)
 
 
-def _mix32(x):
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & M32
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & M32
-    x ^= x >> 16
-    return x
-
-
-def sr_bits(i, key):
-    """The 32 random bits of element i (hash of the index and the step's key)."""
-    return _mix32(_mix32((i & M32) ^ (key & M32)) ^ (i >> 32) ^ (key >> 32))
-
-
-def stochastic_round(x, r, S):
-    """x (a float of the compute type) rounded into S: to the nearest value n, or to the other
-    neighbour o when U = (r >> 8) / 2^24 < |x - n| / |o - n| (exact rational arithmetic)."""
-    if math.isnan(x) or math.isinf(x):
-        return x
-    n = float(S.round(np.float64(x)))
-    if n == x or math.isinf(n):
-        return n
-    arr = np.asarray(n, dtype=S.dtype)
-    o = float(S.next_up(arr) if x > n else S.next_down(arr))
-    o = math.copysign(o, x) if o == 0 else o       # rounding keeps x's sign, also at zero
-    if math.isinf(o):
-        return n
-    q = abs(Fraction(x) - Fraction(n)) / abs(Fraction(o) - Fraction(n))
-    return o if Fraction(r >> 8, 1 << 24) < q else n
-
-
-def maxnan(a, b):
-    if math.isnan(a):
-        return a
-    if math.isnan(b):
-        return b
-    return a if a >= b else b
-
-
-class Twin:
-    """One parameter array stepped by the emulated algorithm (Python floats, exact)."""
-
-    def __init__(self, opt, param, key_stream=0):
-        self.opt = opt
-        self.kind = type(opt).__name__
-        self.conv = opt.convention
-        self.hp = opt.hyperparameters
-        self.S = pr.format(param.dtype)
-        self.A = opt.state_format or self.S
-        self.E = emulate(self.A)
-        self.ES = emulate(self.S)
-        self.W = emulate("float64" if self.A.name == "float64" else "float32")
-        self.theta = [float(v) for v in param.astype(np.float64).reshape(-1)]
-        self.n = len(self.theta)
-        self.t = 0
-        self.stream = key_stream
-        rule = opt.update
-        if rule == "nearest" and opt.master_weights and self.A is not self.S:
-            rule = "master"
-        if rule == "stochastic" and not (self.S.name in ("float16", "bfloat16")
-                                         or (self.S.name == "float32" and self.A.name == "float64")):
-            rule = "nearest"
-        self.rule = rule
-        self.master = list(self.theta) if rule == "master" else None
-        self.comp = [0.0] * self.n if rule == "kahan" else None
-        self._memo = {}
-        self.state = {name: [self.init_value(name)] * self.n for name in self.state_names()}
-
-    # ------------------------------------------------------------------ scalars
-    def r(self, x):
-        """An exact value (float, int, Fraction, mpf) rounded once into A (memoized)."""
-        key = (type(x).__name__, x)
-        out = self._memo.get(key)
-        if out is None:
-            out = float(self.A.round(x)) if isinstance(x, mpmath.mpf) else self.E.round(Fraction(x))
-            self._memo[key] = out
-        return out
-
-    def once(self, name, compute):
-        """A per-step scalar computed once per step."""
-        key = (name, self.t)
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
-
-    def bc(self, beta):
-        """1 - beta^t, exact."""
-        return 1 - Fraction(beta) ** self.t
-
-    def wide(self, q):
-        with mpmath.workprec(600):
-            return mpmath.mpf(q.numerator) / q.denominator
-
-    def lerp(self, a, b, w):
-        """torch.lerp(a, b, w) as torch's vectorised CPU kernel evaluates it (its scalar tail
-        writes b - (b - a)(1 - w), the same value but +0 where this gives -0)."""
-        E = self.E
-        if abs(w) < 0.5:
-            return E.add(a, E.mul(w, E.sub(b, a)))
-        return E.add(b, E.mul(self.r(Fraction(w) - 1), E.sub(b, a)))
-
-    # ------------------------------------------------------------------ state
-    def state_names(self):
-        hp = self.hp
-        if self.kind == "SGD":
-            return ["momentum_buffer"] if hp["momentum"] != 0 else []
-        if self.kind == "Adagrad":
-            return ["sum"]
-        if self.kind == "Adadelta":
-            return ["square_avg", "acc_delta"]
-        if self.kind == "RMSprop":
-            return (["square_avg"] + (["grad_avg"] if hp["centered"] else [])
-                    + (["momentum_buffer"] if hp["momentum"] != 0 else []))
-        return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if hp["amsgrad"] else [])
-
-    def init_value(self, name):
-        if name == "sum":
-            return self.r(self.hp["initial_accumulator_value"])
-        return 0.0
-
-    # ------------------------------------------------------------------ one step
-    def step(self, grad):
-        self.t += 1
-        g_all = [float(v) for v in grad.astype(np.float64).reshape(-1)]
-        key = _sm64(_sm64(_sm64(self.opt.seed) ^ self.stream) ^ self.t)
-        direction = getattr(self, "dir_" + self.kind.lower().replace("adamw", "adam"))
-        for i in range(self.n):
-            g = g_all[i]
-            if self.hp["maximize"]:
-                g = -g
-            th = self.master[i] if self.rule == "master" else self.theta[i]
-            th, u = direction(i, th, g)
-            self.write(i, th, u, key)
-
-    def write(self, i, th, u, key):
-        E, S = self.E, self.S
-        if self.rule in ("nearest", "master"):
-            x = E.add(th, u)
-            if self.rule == "master":
-                self.master[i] = x
-            self.theta[i] = self.ES.round(x)
-        elif self.rule == "kahan":
-            y = E.sub(u, self.comp[i])
-            s = self.ES.round(E.add(th, y))
-            self.comp[i] = self.ES.round(E.sub(E.sub(s, th), y))
-            self.theta[i] = s
-        else:
-            x = self.W.add(th, u)
-            self.theta[i] = stochastic_round(x, sr_bits(i, key), S)
-
-    # ------------------------------------------------------------------ directions
-    def decay_keras(self, th):
-        E = self.E
-        return E.sub(th, E.mul(E.mul(th, self.r(self.hp["weight_decay"])), self.r(self.hp["lr"])))
-
-    def dir_sgd(self, i, th, g):
-        E, hp, conv = self.E, self.hp, self.conv
-        lr = self.r(hp["lr"])
-        if hp["weight_decay"] != 0:
-            if conv == "keras":
-                th = self.decay_keras(th)
-            else:
-                g = E.add(g, E.mul(self.r(hp["weight_decay"]), th))
-        if hp["momentum"] == 0:
-            return th, E.mul(-lr, g)
-        mu = self.r(hp["momentum"])
-        b = self.state["momentum_buffer"][i]
-        if conv == "torch":
-            b = g if self.t == 1 else E.add(E.mul(mu, b), E.mul(self.r(1 - Fraction(hp["dampening"])), g))
-            d = E.add(g, E.mul(mu, b)) if hp["nesterov"] else b
-            u = E.mul(-lr, d)
-        elif conv == "keras":
-            b = E.sub(E.mul(b, mu), E.mul(g, lr))
-            u = E.sub(E.mul(b, mu), E.mul(g, lr)) if hp["nesterov"] else b
-        else:
-            b = E.add(g, E.mul(mu, b))
-            d = E.add(g, E.mul(mu, b)) if hp["nesterov"] else b
-            u = E.mul(-lr, d)
-        self.state["momentum_buffer"][i] = b
-        return th, u
-
-    def dir_adagrad(self, i, th, g):
-        E, hp, conv = self.E, self.hp, self.conv
-        lr, eps = self.r(hp["lr"]), self.r(hp["eps"])
-        if hp["weight_decay"] != 0:
-            if conv == "keras":
-                th = self.decay_keras(th)
-            else:
-                g = E.add(g, E.mul(self.r(hp["weight_decay"]), th))
-        s = self.state["sum"][i]
-        if conv == "torch":
-            s = E.add(s, E.mul(g, g))
-            clr = self.r(Fraction(hp["lr"]) / (1 + (self.t - 1) * Fraction(hp["lr_decay"])))
-            u = E.div(E.mul(-clr, g), E.add(E.sqrt(s), eps))
-        elif conv == "keras":
-            s = E.add(s, E.mul(g, g))
-            u = -E.div(E.mul(lr, g), E.sqrt(E.add(s, eps)))
-        else:
-            s = E.add(E.mul(g, g), s)
-            k = E.div(1.0, E.sqrt(E.add(s, eps))) if s > 0 else 0.0
-            u = E.mul(-lr, E.mul(k, g))
-        self.state["sum"][i] = s
-        return th, u
-
-    def dir_adadelta(self, i, th, g):
-        E, hp, conv = self.E, self.hp, self.conv
-        lr, eps, rho = self.r(hp["lr"]), self.r(hp["eps"]), self.r(hp["rho"])
-        c = self.r(1 - Fraction(hp["rho"]))
-        if hp["weight_decay"] != 0:
-            if conv == "keras":
-                th = self.decay_keras(th)
-            else:
-                g = E.add(g, E.mul(self.r(hp["weight_decay"]), th))
-        v, a = self.state["square_avg"][i], self.state["acc_delta"][i]
-        if conv == "torch":
-            v = E.add(E.mul(rho, v), E.mul(E.mul(c, g), g))
-            d = E.mul(E.div(E.sqrt(E.add(a, eps)), E.sqrt(E.add(v, eps))), g)
-            a = E.add(E.mul(rho, a), E.mul(E.mul(c, d), d))
-            u = E.mul(-lr, d)
-        elif conv == "keras":
-            v = E.add(E.mul(rho, v), E.mul(c, E.mul(g, g)))
-            d = -E.div(E.mul(E.sqrt(E.add(a, eps)), g), E.sqrt(E.add(v, eps)))
-            a = E.add(E.mul(rho, a), E.mul(c, E.mul(d, d)))
-            u = E.mul(lr, d)
-        else:
-            v = E.add(E.mul(c, E.mul(g, g)), E.mul(rho, v))
-            d = E.mul(E.div(E.sqrt(E.add(a, eps)), E.sqrt(E.add(v, eps))), g)
-            a = E.add(E.mul(c, E.mul(d, d)), E.mul(rho, a))
-            u = E.mul(-lr, d)
-        self.state["square_avg"][i], self.state["acc_delta"][i] = v, a
-        return th, u
-
-    def dir_rmsprop(self, i, th, g):
-        E, hp, conv = self.E, self.hp, self.conv
-        lr, eps, alpha = self.r(hp["lr"]), self.r(hp["eps"]), self.r(hp["alpha"])
-        c = self.r(1 - Fraction(hp["alpha"]))
-        mu = self.r(hp["momentum"])
-        centered, mom = hp["centered"], hp["momentum"] != 0
-        if hp["weight_decay"] != 0:
-            if conv == "keras":
-                th = self.decay_keras(th)
-            else:
-                g = E.add(g, E.mul(self.r(hp["weight_decay"]), th))
-        st_ = self.state
-        v = st_["square_avg"][i]
-        if conv == "torch":
-            v = E.add(E.mul(alpha, v), E.mul(E.mul(c, g), g))
-            if centered:
-                gbar = self.lerp(st_["grad_avg"][i], g, c)
-                st_["grad_avg"][i] = gbar
-                den = E.add(E.sqrt(E.sub(v, E.mul(gbar, gbar))), eps)
-            else:
-                den = E.add(E.sqrt(v), eps)
-            if mom:
-                b = E.add(E.mul(mu, st_["momentum_buffer"][i]), E.div(g, den))
-                st_["momentum_buffer"][i] = b
-                u = E.mul(-lr, b)
-            else:
-                u = E.div(E.mul(-lr, g), den)
-        elif conv == "keras":
-            v = E.add(E.mul(alpha, v), E.mul(c, E.mul(g, g)))
-            if centered:
-                gbar = E.add(E.mul(alpha, st_["grad_avg"][i]), E.mul(c, g))
-                st_["grad_avg"][i] = gbar
-                den = E.add(E.sub(v, E.mul(gbar, gbar)), eps)
-            else:
-                den = E.add(v, eps)
-            inc = E.div(E.mul(lr, g), E.sqrt(den))
-            if mom:
-                b = E.add(E.mul(mu, st_["momentum_buffer"][i]), inc)
-                st_["momentum_buffer"][i] = b
-                u = -b
-            else:
-                u = -inc
-        else:
-            v = E.add(E.mul(c, E.mul(g, g)), E.mul(alpha, v))
-            if centered:
-                gbar = E.add(E.mul(c, g), E.mul(alpha, st_["grad_avg"][i]))
-                st_["grad_avg"][i] = gbar
-                k = E.div(1.0, E.sqrt(E.add(E.sub(v, E.mul(gbar, gbar)), eps)))
-            else:
-                k = E.div(1.0, E.sqrt(E.add(v, eps)))
-            d = E.mul(-lr, E.mul(k, g))
-            if mom:
-                b = E.add(d, E.mul(mu, st_["momentum_buffer"][i]))
-                st_["momentum_buffer"][i] = b
-                u = b
-            else:
-                u = d
-        st_["square_avg"][i] = v
-        return th, u
-
-    def dir_adam(self, i, th, g):
-        E, hp, conv = self.E, self.hp, self.conv
-        b1, b2 = hp["betas"]
-        lr, eps, wd = self.r(hp["lr"]), self.r(hp["eps"]), hp["weight_decay"]
-        decoupled = hp["decoupled_weight_decay"]
-        c1, c2 = self.r(1 - Fraction(b1)), self.r(1 - Fraction(b2))
-        st_ = self.state
-        m, v = st_["exp_avg"][i], st_["exp_avg_sq"][i]
-        ams = hp["amsgrad"]
-        th0 = th
-        if wd != 0:
-            if conv == "keras":
-                th = self.decay_keras(th)
-            elif conv == "torch" and decoupled:
-                th = E.mul(th, self.r(1 - Fraction(hp["lr"]) * Fraction(wd)))
-            elif not decoupled:
-                g = E.add(g, E.mul(self.r(wd), th))
-        bc1 = self.once("bc1", lambda: self.bc(b1))
-        bc2 = self.once("bc2", lambda: self.bc(b2))
-        if conv == "torch":
-            m = self.lerp(m, g, c1)
-            v = E.add(E.mul(self.r(b2), v), E.mul(E.mul(c2, g), g))
-            vv = v
-            if ams:
-                vv = st_["max_exp_avg_sq"][i] = maxnan(st_["max_exp_avg_sq"][i], v)
-            step_size = self.r(Fraction(hp["lr"]) / bc1)
-
-            def sqrt_bc2():
-                with mpmath.workprec(600):
-                    return self.r(mpmath.sqrt(self.wide(bc2)))
-            bc2_sqrt = self.once("bc2_sqrt", sqrt_bc2)
-            u = E.div(E.mul(-step_size, m), E.add(E.div(E.sqrt(vv), bc2_sqrt), eps))
-        elif conv == "keras":
-            m = E.add(m, E.mul(E.sub(g, m), c1))
-            v = E.add(v, E.mul(E.sub(E.mul(g, g), v), c2))
-            vv = v
-            if ams:
-                vv = st_["max_exp_avg_sq"][i] = maxnan(st_["max_exp_avg_sq"][i], v)
-            def alpha_t():
-                with mpmath.workprec(600):
-                    return self.r(Fraction(hp["lr"]) * mpmath.sqrt(self.wide(bc2)) / self.wide(bc1))
-            alpha = self.once("alpha_t", alpha_t)
-            u = -E.div(E.mul(m, alpha), E.add(E.sqrt(vv), eps))
-        else:
-            m = E.add(E.mul(c1, g), E.mul(self.r(b1), m))
-            v = E.add(E.mul(c2, E.mul(g, g)), E.mul(self.r(b2), v))
-            mh = E.div(m, self.r(bc1))
-            vh = E.div(v, self.r(bc2))
-            if ams:
-                vh = st_["max_exp_avg_sq"][i] = maxnan(st_["max_exp_avg_sq"][i], vh)
-            d = E.div(mh, E.add(E.sqrt(E.add(vh, self.r(hp["eps_root"]))), eps))
-            if wd != 0 and decoupled:
-                d = E.add(d, E.mul(self.r(wd), th0))
-            u = E.mul(-lr, d)
-        st_["exp_avg"][i], st_["exp_avg_sq"][i] = m, v
-        return th, u
-
-    # ------------------------------------------------------------------ comparison
-    def check(self, opt, param):
-        """Assert the optimizer's param and state are the twin's, bit for bit."""
-        expect = np.array(self.theta, dtype=np.float64).astype(self.S.dtype).reshape(param.shape)
-        assert same_bits(param, expect).all(), (param, expect)
-        live = opt.state_of(param)
-        assert live["step"] == self.t
-        for name, values in self.state.items():
-            want = np.array(values, dtype=np.float64).astype(self.A.dtype).reshape(param.shape)
-            assert same_bits(live[name], want).all(), (name, live[name], want)
-        if self.master is not None:
-            want = np.array(self.master, dtype=np.float64).astype(self.A.dtype).reshape(param.shape)
-            assert same_bits(live["master"], want).all(), ("master", live["master"], want)
-        if self.comp is not None:
-            want = np.array(self.comp, dtype=np.float64).astype(self.S.dtype).reshape(param.shape)
-            assert same_bits(live["compensation"], want).all(), ("comp", live["compensation"], want)
+# ============================================================================ the comparison
+def assert_matches_twin(opt, param, twin, twin_param):
+    """Assert the optimizer's param and state are the twin's, bit for bit."""
+    assert same_bits(param, twin_param).all(), (param, twin_param)
+    live = opt.state_of(param)
+    want = twin.state_of(twin_param)
+    assert live["step"] == want["step"]
+    for name, values in want.items():
+        if name != "step":
+            assert same_bits(live[name], values).all(), (name, live[name], values)
 
 
 # ============================================================================ inputs
@@ -479,11 +124,12 @@ def run_against_twin(cls, kw, S, A, rule, values, grads, seed=0):
     opt = cls(**kw, state_format=A, master_weights=master,
               update="nearest" if master else rule, seed=seed)
     param = as_array(values, S)
-    twin = Twin(opt, param)
+    twin = TWIN_OF[cls].twin(A)(opt)
+    twin_param = param.copy()
     for g in grads:
         opt.step(param, as_array(g, S))
-        twin.step(as_array(g, S))
-        twin.check(opt, param)
+        twin.step(twin_param, as_array(g, S))
+        assert_matches_twin(opt, param, twin, twin_param)
     return opt, param
 
 
@@ -574,7 +220,7 @@ def test_all_float16_bit_patterns_survive_a_zero_step():
 # ============================================================================ threads and builds
 @pytest.fixture
 def parallel_always(monkeypatch):
-    monkeypatch.setattr(optim, "_PARALLEL_MIN", 0)
+    monkeypatch.setattr(optim.base, "_PARALLEL_MIN", 0)
 
 
 @pytest.mark.parametrize("S,A", POLICIES)
@@ -608,7 +254,7 @@ def test_the_v3_build_computes_the_same_bits(S, A, monkeypatch):
         for rule in ("nearest", "kahan", "stochastic"):
             out = []
             for module in (load("optim"), load_baseline("optim")):
-                monkeypatch.setattr(optim, "_kernels", lambda m=module: m)
+                monkeypatch.setattr(optim.base, "_kernels", lambda m=module: m)
                 param = p0.copy()
                 opt = cls(**kw, state_format=A, update=rule)
                 opt.step(param, g0)

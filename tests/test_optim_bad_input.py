@@ -271,3 +271,55 @@ def test_nan_and_inf_never_crash(dt):
         for _ in range(3):
             opt.step(p, vals[::-1].copy())
         assert p.dtype == vals.dtype
+
+
+# ------------------------------------------------------------------ state arrays as param
+@pytest.mark.parametrize("name,opt_factory", [
+    ("exp_avg", lambda: optim.Adam()),
+    ("exp_avg_sq", lambda: optim.AdamW()),
+    ("max_exp_avg_sq", lambda: optim.Adam(amsgrad=True)),
+    ("momentum_buffer", lambda: optim.SGD(lr=0.1, momentum=0.9)),
+    ("sum", lambda: optim.Adagrad()),
+    ("master", lambda: optim.Adam(state_format="float64", master_weights=True)),
+    ("compensation", lambda: optim.SGD(lr=0.1, update="kahan")),
+])
+@pytest.mark.parametrize("keyed", [False, True])
+def test_another_parameters_state_is_refused_as_param(name, opt_factory, keyed):
+    """Another parameter's state array (or a view of its memory) passed as ``param`` would be
+    overwritten by the step: refused before anything is written, and no state is created."""
+    p = fresh()
+    opt = opt_factory()
+    opt.step(p, np.full_like(p, 0.5))
+    before = snapshot(opt, p)
+    state_array = opt.state_of(p)[name]
+    alias = state_array.reshape(-1).view(p.dtype)[:p.size].reshape(p.shape)   # master is wider
+    for victim in (alias, alias[1:4]):
+        kw = {"key": "other"} if keyed else {}
+        with pytest.raises(ValueError, match=f"optimizer state '{name}' of parameter 0"):
+            opt.step(victim, np.ones_like(victim), **kw)
+        assert_untouched(opt, p, before)
+        with pytest.raises(KeyError):
+            opt.state_of(victim) if not keyed else opt.state_of(key="other")
+
+
+def test_state_of_a_keyed_parameter_is_refused_too():
+    opt = optim.RMSprop(momentum=0.9, centered=True)
+    w = fresh()
+    opt.step(w, np.full_like(w, 0.5), key="fc.weight")
+    before = {k: v.copy() for k, v in opt.state_of(key="fc.weight").items() if k != "step"}
+    for name in ("square_avg", "grad_avg", "momentum_buffer"):
+        buffer = opt.state_of(key="fc.weight")[name]
+        with pytest.raises(ValueError, match=f"'{name}' of parameter 'fc.weight'"):
+            opt.step(buffer, np.ones_like(buffer))
+    for k, v in before.items():
+        assert same_bits(opt.state_of(key="fc.weight")[k], v).all()
+
+
+def test_parameters_and_copies_of_the_state_are_still_fine():
+    """The check is about memory, not values: a copy of a state array is an ordinary array."""
+    p, q = fresh(), fresh()
+    opt = stepped_optimizer(p)
+    copy = opt.state_of(p)["exp_avg"].copy()
+    opt.step(copy, np.ones_like(copy))
+    opt.step(q, np.ones_like(q))
+    assert opt.state_of(copy)["step"] == 1 and opt.state_of(q)["step"] == 1

@@ -14,6 +14,16 @@
 
       f16 = pr.exact.emulate("float16")
       f16.add(a, b); f16.exp(x); f16.sum(values, order="pairwise")
+
+* **twins** of the kernels, built on the emulated arithmetic: every function of
+  :mod:`precision.losses` (:mod:`precision.exact.losses`) and every optimizer of
+  :mod:`precision.optim` (:mod:`precision.exact.optim`), replayed op by op in the emulated
+  format as the arithmetic A; :mod:`precision.exact.registry` pairs each kernel with its twin by
+  name, and the tests compare every pairing::
+
+      pr.exact.emulate("float32").softmax_cross_entropy(x16, t16, return_grad=True)
+      twin = pr.exact.emulate("float16").optimizer("adam", lr=1e-3)
+      twin.step(param, grad); twin.state_of(param)
 """
 from .emulate import (
     PAIRWISE_BLOCK,
@@ -27,6 +37,9 @@ from .emulate import (
     sequential_sum,
     summation,
 )
+from .losses import EmulatedLosses
+from .optim import EmulatedOptimizer
+from .registry import PAIRINGS, pairings
 from .mp import (
     DEFAULT_DPS,
     PrecisionExhausted,
@@ -69,6 +82,10 @@ __all__ = [
     "sequential_sum",
     "kahan_sum",
     "summation",
+    "EmulatedLosses",
+    "EmulatedOptimizer",
+    "PAIRINGS",
+    "pairings",
 ]
 
 # the twins of precision.stats and precision.batchnorm, as submodules (pr.exact.stats.moments,

@@ -65,6 +65,7 @@ __all__ = [
     "kahan_sum",
     "summation",
     "to_mpfr",
+    "check_storage",
 ]
 
 PAIRWISE_BLOCK = 128
@@ -288,6 +289,64 @@ class Emulated:
             if best is None or m > best or (m == best and m == 0 and not gmpy2.is_signed(m)):
                 best = m
         return float(self.context.plus(best))
+
+    # --- the kernels' twins (their code: precision.exact.losses, precision.exact.optim) ----
+    def losses(self, transcendentals: str = "correct"):
+        """The twin of :mod:`precision.losses` with this format as the arithmetic A
+        (:class:`precision.exact.losses.EmulatedLosses`; ``transcendentals="kernel"`` uses the
+        kernels' own exp/log/log1p, see there)."""
+        from .losses import EmulatedLosses
+        return EmulatedLosses(self.fmt, transcendentals)
+
+    def logsumexp(self, x):
+        """The twin of ``pr.logsumexp(x, accum=<this format>)``."""
+        return self.losses().logsumexp(x)
+
+    def softmax(self, x):
+        """The twin of ``pr.softmax(x, accum=<this format>)``."""
+        return self.losses().softmax(x)
+
+    def log_softmax(self, x):
+        """The twin of ``pr.log_softmax(x, accum=<this format>)``."""
+        return self.losses().log_softmax(x)
+
+    def softmax_cross_entropy(self, logits, targets, **options):
+        """The twin of ``pr.softmax_cross_entropy(logits, targets, accum=<this format>, ...)``
+        (``reduction``, ``return_grad``, ``label_smoothing``; the gradient unrefined)."""
+        return self.losses().softmax_cross_entropy(logits, targets, **options)
+
+    def kl_divergence(self, targets, logits, **options):
+        """The twin of ``pr.kl_divergence(targets, logits, accum=<this format>, ...)``."""
+        return self.losses().kl_divergence(targets, logits, **options)
+
+    def entropy(self, probs, **options):
+        """The twin of ``pr.entropy(probs, accum=<this format>, ...)``."""
+        return self.losses().entropy(probs, **options)
+
+    def optimizer(self, optimizer, **settings):
+        """The twin of an optimizer of :mod:`precision.optim` with this format as its arithmetic
+        and state format A (:class:`precision.exact.optim.EmulatedOptimizer`).
+
+        ``optimizer``: a name ("sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw") with
+        the class's keyword arguments (``lr=``, ``betas=``, ``convention=``, ``update=``,
+        ``master_weights=``, ``seed=``, ...), or an optimizer instance to mirror (its
+        ``state_format`` must be None or this format)."""
+        from .optim import EmulatedOptimizer
+        if isinstance(optimizer, str):
+            return EmulatedOptimizer.from_name(self.fmt, optimizer, **settings)
+        if settings:
+            raise TypeError("settings go to the optimizer itself when an instance is given")
+        return EmulatedOptimizer(self.fmt, optimizer)
+
+
+def check_storage(storage, arith) -> None:
+    """ValueError unless arrays stored in ``storage`` can be computed on in ``arith`` (the same
+    format or one at least as wide in precision and range, as a kernel's ``accum``)."""
+    S, A = _formats.format(storage), _formats.format(arith)
+    if A.short not in _formats.ARITHMETIC_FOR[S.short]:
+        wider = ", ".join(_formats.format(a).name for a in _formats.ARITHMETIC_FOR[S.short])
+        raise ValueError(f"emulated {A.name} arithmetic is not at least as wide as the storage "
+                         f"format {S.name} of these arrays; emulate one of: {wider}")
 
 
 @lru_cache(maxsize=None)
