@@ -281,14 +281,19 @@ def gamma(n: int, u: float) -> float:
 
 
 def rounding_model_variance(contributions: np.ndarray, algorithm: str, wire, f_pre: float,
-                            f_post: float) -> np.ndarray:
+                            f_post: float, storage=None) -> np.ndarray:
     """Per column, the variance of the all-reduce's error under the standard statistical model of
     rounding: every rounded operation with exact result r adds an independent error uniform on
     ±ulp_W(r)/2 (variance ulp²/12), the errors carried to the end (scaled by 1/f_post).
     contributions: (k, n) exact float64 inputs g_i (ring: chunk 0's order for every column).
+    storage: the gradients' format S (default: the wire format): a wire narrower than S adds the
+    cast into the buffer, and an S narrower than the wire the cast of the result back to S.
     An estimate of the typical error, not a bound."""
+    storage = wire if storage is None else storage
     x = contributions / f_pre
     var0 = wire.ulp(x) ** 2 / 12 if f_pre != 1 else np.zeros_like(x)
+    if wire.p < storage.p:       # b_i = R_W(g_i) before anything else
+        var0 = var0 + (wire.ulp(contributions) / f_pre) ** 2 / 12
 
     def add(a, b):
         if not isinstance(b, tuple):
@@ -302,6 +307,8 @@ def rounding_model_variance(contributions: np.ndarray, algorithm: str, wire, f_p
     var = var / f_post ** 2
     if f_post != 1:
         var = var + wire.ulp(total / f_post) ** 2 / 12
+    if storage.p < wire.p:       # out = R_S(t)
+        var = var + storage.ulp(total / f_post) ** 2 / 12
     return var
 
 
@@ -349,15 +356,20 @@ def reduction(p: dict) -> dict:
         condition = abs_sum / np.abs(exact[keep] * k)
         eta = W.smallest_subnormal / 2
         out["depth"].append(depth)
-        out["bound_post"].append(float(np.median(gamma(depth, u) * condition + u)))
+        # a wire narrower than S adds the cast into the buffer (relative u_W per term), an S
+        # narrower than the wire the final cast back (u_S); first order in u throughout
+        cast_in = W.u * condition if W.p < S.p else 0.0
+        cast_out = S.u if S.p < W.p else 0.0
+        out["bound_post"].append(float(np.median(gamma(depth, u) * condition + u + cast_in + cast_out)))
         out["bound_pre"].append(float(np.median((gamma(depth, u) + u) * (1 + gamma(depth, u)) * condition
-                                                + k * eta * (1 + gamma(depth, u)) / np.abs(exact[keep]))))
+                                                + k * eta * (1 + gamma(depth, u)) / np.abs(exact[keep])
+                                                + cast_in + cast_out)))
         # the statistical model of rounding: a Monte Carlo median of |error| / |mean|
         noise = np.random.default_rng([p["seed"], k, 5]).normal(size=int(keep.sum()))
         for divide, name in (("pre", "estimate_pre"), ("post", "estimate_post"),
                              ("split", "estimate_split")):
             f_pre, f_post = (float(f) for f in parallel.scale_factors(k, "mean", divide))
-            var = rounding_model_variance(rows64, algorithm, W, f_pre, f_post)[keep]
+            var = rounding_model_variance(rows64, algorithm, W, f_pre, f_post, S)[keep]
             out[name].append(float(np.median(np.abs(noise) * np.sqrt(var) / np.abs(exact[keep]))))
     result = {key: np.asarray(value) for key, value in out.items()}
     result["unit_roundoff"] = W.u

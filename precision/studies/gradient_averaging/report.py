@@ -257,8 +257,12 @@ def sentences(f: dict) -> list:
                      f"gradients of order ε or smaller")
         blown = [d for d in adam if not d["finite"]]
         if blown:
-            text += (f"; {len(blown)} run(s) went non-finite ("
+            text += (f"; {len(blown)} of {len(adam)} runs went non-finite ("
                      + ", ".join(sorted({f"{d['format']} at scale 2^{d['scale_log2']}" for d in blown})) + ")")
+            eps_zero = sorted({d["format"] for d in blown if d["eps_in_format"] == 0})
+            if eps_zero:
+                text += (f": in {', '.join(eps_zero)} ε = 1e-8 rounds to 0, so a gradient entry that is "
+                         "exactly 0 (a dead ReLU unit) gives 0/0")
         out.append(text + ".")
     ref_rows = []
     for k, (post_ref, pre_ref) in REFERENCE_REDUCTION.items():
@@ -304,7 +308,7 @@ def sentences(f: dict) -> list:
                     + ", ".join(f"{d['rule']} {_fmt(d['error'], 3)} %" for d in ranked)
                     + f". Best at k = {k_max}: {ranked[0]['rule']}")
             if gradual is not None:
-                text += (f"; linear scaling with gradual warm-up is {_fmt(gradual['error'] - base['error'], 2)} "
+                text += (f"; linear scaling with gradual warm-up is {gradual['error'] - base['error']:+.2f} "
                          f"points from k = 1 (Goyal et al., ResNet-50: {_goyal_gap(32)} points at 32×, "
                          f"{_goyal_gap(128)} at 128×)")
             out.append(text + ". A shape comparison only: a 2-layer MLP on synthetic data is not ResNet-50.")
