@@ -501,7 +501,14 @@ def report(results, out_dir) -> None:
                   markdown_table(goyal), "",
                   "Shape comparison only: what transfers is the ordering of the rules and whether the error "
                   "stays flat up to some k, not the levels.", ""]
+        puzzle = [{k: d[k] for k in ("format", "k", "rule", "rank0", "global", "train_loss", "test_loss",
+                                     "accuracy", "step_gap")}
+                  for d in train if d["k"] in (1, 2) and d["rule"] in ("none", "linear", "linear-gradual")]
         parts += ["## 5. The loss/accuracy puzzle", "",
+                  markdown_table(puzzle, headers={"rank0": "rank-0 logged loss", "global": "global logged loss",
+                                                  "train_loss": "final train loss", "test_loss": "test loss",
+                                                  "accuracy": "test accuracy",
+                                                  "step_gap": "median |rank 0 − global| per step"}), "",
                   "*rank-0 logged loss*: the mean over the last epoch of the loss rank 0 computes on its own "
                   "shard (what a script that logs `loss.item()` on rank 0 prints); *global logged loss*: the "
                   "mean over all workers (the big-batch loss of the same steps); both are running averages "
