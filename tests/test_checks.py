@@ -99,13 +99,23 @@ def test_a_forked_child_does_not_hang_and_gets_the_same_bits():
         rng = np.random.default_rng(0)
         x = rng.standard_normal((512, 300)).astype(np.float32)
         t = np.full_like(x, 1 / 300)
-        ref = (pr.softmax(x, num_threads=2), pr.softmax_cross_entropy(x, t, num_threads=2),
-               matmul(x[:200], x[:200].T.copy(), num_threads=2))
+        p0 = rng.standard_normal(1 << 17).astype(np.float32)
+        g = rng.standard_normal(1 << 17).astype(np.float32)
+        w = rng.standard_normal((8, 1 << 15)).astype(np.float32)
+
+        def every_kernel():
+            p = p0.copy()
+            pr.optim.Adam(num_threads=2).step(p, g)
+            return (pr.softmax(x, num_threads=2), pr.softmax_cross_entropy(x, t, num_threads=2),
+                    matmul(x[:200], x[:200].T.copy(), num_threads=2), p,
+                    pr.stats.moments(x, axis=0, num_threads=2)[1],
+                    pr.parallel.allreduce(w, num_threads=2))
+
+        ref = every_kernel()
         pid = os.fork()
         if pid == 0:
             from precision import _checks
-            got = (pr.softmax(x, num_threads=2), pr.softmax_cross_entropy(x, t, num_threads=2),
-                   matmul(x[:200], x[:200].T.copy(), num_threads=2))
+            got = every_kernel()
             same = all(np.array_equal(a, b) for a, b in zip(got, ref))
             os._exit(0 if same and _checks.in_forked_child() else 1)
         deadline = time.monotonic() + 60

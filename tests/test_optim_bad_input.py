@@ -186,6 +186,9 @@ def test_bad_keys():
     (lambda: optim.Adam(update="round"), "update must be one of"),
     (lambda: optim.Adam(update="kahan", master_weights=True), "alternative to master weights"),
     (lambda: optim.Adam(num_threads=0), "num_threads"),
+    (lambda: optim.Adam(num_threads=65536), "num_threads"),   # would crash OpenMP
+    (lambda: optim.Adam(num_threads=2**31), "num_threads"),   # would overflow a C int
+    (lambda: optim.Adam(lr=10**400), "lr"),                   # float() would raise OverflowError
     (lambda: optim.Adam(seed=-1), "seed"),
     (lambda: optim.Adam(state_format="float8"), "unknown format"),
 ])

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import bisect
 import numbers
-import os
 import warnings
 
 import numpy as np
 
+from .. import _checks
 from .. import formats as _formats
 from .._kernels import load as _load
 from .scalars import _check_bool, _check_real, _sr_key, _stream_of
@@ -116,15 +116,9 @@ class Optimizer:
                 or not 0 <= seed < 1 << 64:
             raise ValueError(f"seed must be an integer in [0, 2^64), got {seed!r}")
         self.seed = int(seed)
-        if num_threads is None:
-            try:
-                num_threads = len(os.sched_getaffinity(0))
-            except AttributeError:
-                num_threads = os.cpu_count() or 1
-        if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral) \
-                or num_threads < 1:
-            raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
-        self.num_threads = int(num_threads)
+        # None: the CPUs this process may run on (at most OMP_NUM_THREADS and 256)
+        self.num_threads = (_checks.available_cpus() if num_threads is None
+                            else _checks.check_num_threads(num_threads))
         self._slots = {}            # key -> _Slot
         self._by_id = {}            # id(param) -> key, for identity-keyed slots
         self._pending = {}          # key -> saved state (load_state_dict) not yet bound
@@ -150,10 +144,7 @@ class Optimizer:
                 f"{name} is fixed when the optimizer is created (make a new one, or restore one "
                 f"with load_state_dict)")
         if ready and name == "num_threads":
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
-                    or value < 1:
-                raise ValueError(f"num_threads must be an integer >= 1, got {value!r}")
-            object.__setattr__(self, name, int(value))
+            object.__setattr__(self, name, _checks.check_num_threads(value))
             return
         # hyperparameters may change between steps (learning-rate schedules): re-validate
         if ready and (name in self._DEFAULTS[self.convention] or name in self._FLAGS):
@@ -418,7 +409,8 @@ class Optimizer:
                   for name in self._state_names()]
         states += [None] * (3 - len(states))
         n = param.size
-        threads = self.num_threads if n >= _PARALLEL_MIN else 1
+        # one thread for small steps, and in a forked child (see precision._checks)
+        threads = _checks.threads(self.num_threads if n >= _PARALLEL_MIN else 1, n, _PARALLEL_MIN)
         fn = getattr(kernel, f"step_{S.short}_{A.short}")
         fn(kernel_id, kernel.MODE_CODES[rule], flat(param_flat), flat(grad.reshape(-1)),
            states[0], states[1], states[2], flat(slot.master if rule == "master" else None),

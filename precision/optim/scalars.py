@@ -3,12 +3,12 @@ and the checks of hyperparameter values."""
 from __future__ import annotations
 
 import hashlib
-import math
 import numbers
 
 import gmpy2
 import numpy as np
 
+from .. import _checks
 from .. import formats as _formats
 
 # 256 bits: 1 - beta^t loses at most 53 bits to cancellation (1 - beta >= 2^-53), so what is
@@ -62,16 +62,5 @@ def _sr_key(seed: int, stream: int, t: int) -> int:
 
 
 # ------------------------------------------------------------------ argument checking
-def _check_real(name, value) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return x
-
-
-def _check_bool(name, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
+_check_real = _checks.check_real     # ValueError (not OverflowError) for lr=10**400
+_check_bool = _checks.check_bool
