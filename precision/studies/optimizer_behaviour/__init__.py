@@ -60,8 +60,9 @@ def grid(formats=None, size="quick", seed=0):
             for opt in optimizers:
                 cells.append({"part": "sweep", "problem": problem, "format": fmt, "optimizer": opt,
                               "lrs": list(n["lrs"]), "steps": n["sweep"], "seed": seed})
+    methods = RESPONSE_METHODS if size != "smoke" else RESPONSE_METHODS[:5] + RESPONSE_METHODS[9:10]
     for fmt in formats:
-        for opt, extra, convention in RESPONSE_METHODS:
+        for opt, extra, convention in methods:
             lr = 1e-3 if opt in ("adam",) else 0.01
             cells.append({"part": "response", "format": fmt, "optimizer": opt, "convention": convention,
                           "g": 1.0, "lr": lr, **extra})
@@ -80,11 +81,16 @@ def grid(formats=None, size="quick", seed=0):
     return cells
 
 
+SMOKE_FORMATS = ("bfloat16", "float32")
+
+
 def build(args):
     """The Study for the CLI: args.size is "smoke", "quick" (default) or "full"; args.formats, args.seed."""
     size = getattr(args, "size", None) or ("full" if getattr(args, "full", False) else "quick")
     formats = getattr(args, "formats", None)
     seed = int(getattr(args, "seed", 0) or 0)
+    if size == "smoke" and formats is None:
+        formats = list(SMOKE_FORMATS)
     return Study(name=NAME, cells=grid(formats, size, seed), run_cell=run_cell, summarize=summarize,
                  report=report, verdict=verdict, version="1",
                  metadata={"grid": size, "seed": seed},

@@ -39,7 +39,8 @@ def findings(results) -> dict:
     """The facts the verdict and the report state, each computed from the cells (None if absent)."""
     f = {}
     resp = an.response_rows(results)
-    ref_fmt = "float64" if any(r["format"] == "float64" for r in resp) else (resp[0]["format"] if resp else None)
+    present = [fmt for fmt in an.FORMAT_ORDER if any(r["format"] == fmt for r in resp)]
+    ref_fmt = present[-1] if present else None          # the widest format run
     f["response_format"] = ref_fmt
     f["flips"] = {(r["optimizer"], r["mu"]): r for r in resp
                   if r["format"] == ref_fmt and r["convention"] == "torch"}
@@ -93,7 +94,8 @@ def _flip_sentence(f) -> str | None:
     fmt_note = ""
     if changes:
         fmt_note = "; in other formats μ rounds and the flip moves: " + ", ".join(
-            f"{r['format']} {r['method']} step {r['flip_step']} (μ={r['mu_in_format']:.6g})"
+            f"{r['format']} {r['method']} step {r['flip_step']} (μ rounds to {r['mu_in_format']:.6g}, "
+            f"which alone predicts {r['predicted_rounded_mu']})"
             for r in changes[:4])
     return (f"After a gradient sign flip at steady state ({f['response_format']}) the update turned at "
             + "; ".join(parts) + f": {verdict}{tail}{fmt_note}.")
@@ -225,9 +227,11 @@ def verdict(results) -> str:
     table = _verdict_table(f)
     if table:
         lines += ["", text_table(table, list(table[0])).rstrip(),
-                  "(lr width: decades of the ½-decade lr grid reaching the target, summed over problems; "
-                  "swamped: median share of\n coordinate updates lost in the second half; fixed by: "
-                  "remedies that bring most runs within 10× of float32)"]
+                  textwrap.fill("(flip: step at which the update turns after a gradient flip, μ = β1 = 0.9; "
+                                "lr decades: width of the ½-decade lr grid reaching the target, summed over "
+                                "problems; lost: median share of coordinate updates swamped in the runs' "
+                                "second half; fixed by: remedies that bring most bf16 runs within 10× of "
+                                "max(float32's excess, bf16's resolution); SR: stochastic rounding)", 100)]
     return "\n".join(lines)
 
 
@@ -241,21 +245,19 @@ def _verdict_table(f) -> list:
                 "adadelta": "Adadelta", "rmsprop": "RMSprop", "adam": "Adam"}
     for opt in OPTIMIZERS:
         row = {"optimizer": OPT_LABEL[opt]}
-        flip = flips.get((opt, 0.9)) or flips.get((opt, None)) or flips.get((opt, 0.0))
-        if opt == "adam":
-            flip = flips.get(("adam", 0.9))
-        row["flip step"] = flip["flip_step"] if flip else ""
+        flip = flips.get((opt, 0.9) if opt in ("momentum", "nesterov", "adam") else (opt, None))
+        row["flip"] = flip["flip_step"] if flip else ""
         for fmt in ("float32", "bfloat16"):
             w = f["widths"].get(fmt, {}).get(opt)
-            row[f"lr width {fmt[:4] if fmt == 'float32' else 'bf16'}"] = "" if w is None else f"{w:g}"
+            row[f"lr dec {'f32' if fmt == 'float32' else 'bf16'}"] = "" if w is None else f"{w:g}"
         m = mem.get(mem_name[opt])
-        row["state ×model"] = f"{m['float32 ×model']:g}" if m and "float32 ×model" in m else ""
+        row["state× f32"] = f"{m['float32 ×model']:g}" if m and "float32 ×model" in m else ""
         sub = [r for r in f["remedies"] if r["optimizer"] == opt and r["format"] == "bfloat16"]
         if sub:
-            row["bf16 swamped"] = f"{100 * _median([r['swamped_last_half'] for r in sub]):.0f}%"
-            fixes = [n for n in ("master", "kahan", "stochastic", "state-f32")
-                     if sum(r["fixed_" + n] for r in sub) * 2 > len(sub)]
-            row["fixed by (bf16)"] = ",".join(fixes) if fixes else "none"
+            row["bf16 lost"] = f"{100 * _median([r['swamped_last_half'] for r in sub]):.0f}%"
+            short = {"master": "master", "kahan": "kahan", "stochastic": "SR", "state-f32": "f32-state"}
+            fixes = [short[n] for n in short if sum(r["fixed_" + n] for r in sub) * 2 > len(sub)]
+            row["bf16 fixed by"] = ",".join(fixes) if fixes else "none"
         table.append(row)
     return table
 

@@ -79,7 +79,7 @@ def adagrad_stall(g: float, fmt, initial: float = 0.0) -> dict:
         if nxt == G:
             return {"last_growing_step": n, "accumulator": G, "increment": g2}
         G, n = nxt, n + 1
-        if G < F.tiny:
+        if G < F.tiny or math.isinf(G):      # subnormal or overflowed: single steps
             continue
         ulp = Fraction(float(F.ulp(G)))
         ratio = Fraction(g2) / ulp
