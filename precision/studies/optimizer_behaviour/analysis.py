@@ -69,7 +69,9 @@ def response_rows(results) -> list:
                      "predicted": r["predicted_flip_step"],
                      "predicted_rounded_mu": r["predicted_flip_step_rounded_mu"],
                      "mu_in_format": r["mu_in_format"] if mu else None,
-                     "overshoot": r["overshoot"], "predicted_overshoot": r["predicted_overshoot"],
+                     # Adam's steady update is lr (m/√v → ±1), not lr/(1 − β1): scale the prediction
+                     "overshoot": r["overshoot"],
+                     "predicted_overshoot": r["predicted_overshoot"] * ((1 - mu) if p["optimizer"] == "adam" else 1),
                      "steady_over_plain": r["steady_over_plain"]})
     return rows
 
@@ -101,7 +103,8 @@ def sweep_rows(results) -> list:
         rows.append({"problem": p["problem"], "format": p["format"], "optimizer": p["optimizer"],
                      "lr_low": lo, "lr_high": hi, "width": width,
                      "best": float(finite.min()) if finite.size else math.nan,
-                     "lrs": np.asarray(r["lrs"]), "final": final, "target": r["target"]})
+                     "lrs": np.asarray(r["lrs"]), "final": final, "target": r["target"],
+                     "excess0": float(r["excess0"])})
     return rows
 
 
@@ -115,15 +118,17 @@ def tuning_widths(results) -> dict:
 
 
 def adadelta_lr_dependence(results, fmt) -> list:
-    """Per problem: final excess of Adadelta at the smallest and the largest lr of the sweep."""
+    """Per problem: Adadelta's progress (start excess − final excess) at the smallest and the largest
+    lr of the sweep, and their ratio (1 if the result did not depend on lr)."""
     out = []
     for row in sweep_rows(results):
         if row["optimizer"] == "adadelta" and row["format"] == fmt and row["final"].size >= 2:
+            small = row["excess0"] - float(row["final"][0])
+            large = row["excess0"] - float(row["final"][-1])
             out.append({"problem": row["problem"], "lr_small": float(row["lrs"][0]),
-                        "lr_large": float(row["lrs"][-1]),
+                        "lr_large": float(row["lrs"][-1]), "start_excess": row["excess0"],
                         "excess_small_lr": float(row["final"][0]), "excess_large_lr": float(row["final"][-1]),
-                        "spread": float(np.nanmax(row["final"]) / np.nanmin(row["final"]))
-                        if np.nanmin(row["final"]) > 0 else math.inf})
+                        "progress_ratio": large / small if small > 0 else math.inf})
     return out
 
 

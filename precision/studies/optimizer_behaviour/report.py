@@ -95,8 +95,9 @@ def _flip_sentence(f) -> str | None:
     if changes:
         fmt_note = "; in other formats μ rounds and the flip moves: " + ", ".join(
             f"{r['format']} {r['method']} step {r['flip_step']} (μ rounds to {r['mu_in_format']:.6g}, "
-            f"which alone predicts {r['predicted_rounded_mu']})"
-            for r in changes[:4])
+            f"which alone predicts {r['predicted_rounded_mu']}; steady buffer {r['steady_over_plain']:.3g} "
+            f"plain steps, not 1/(1 − μ) = {1 / (1 - r['mu_in_format']):.3g})"
+            for r in changes if r["optimizer"] == "momentum")
     return (f"After a gradient sign flip at steady state ({f['response_format']}) the update turned at "
             + "; ".join(parts) + f": {verdict}{tail}{fmt_note}.")
 
@@ -154,12 +155,13 @@ def _adadelta_sentence(f) -> str | None:
     rows = f["adadelta"]
     if not rows:
         return None
-    spread = _median([r["spread"] for r in rows])
-    depends = spread > 10
-    return (f"Adadelta (torch form, lr multiplies its step) is {'not ' if depends else ''}independent "
-            f"of lr: across lr = {_fmt(rows[0]['lr_small'], 2)}…{_fmt(rows[0]['lr_large'], 2)} its final "
-            f"excess varies by a median factor of {_fmt(spread, 3)} over {len(rows)} problems "
-            f"({f['main_format']}).")
+    ratio = _median([r["progress_ratio"] for r in rows])
+    depends = not (0.5 <= ratio <= 2)
+    lo, hi = rows[0]["lr_small"], rows[0]["lr_large"]
+    return (f"Adadelta (torch form: lr multiplies its step) {'does' if depends else 'does not'} depend on "
+            f"lr: its progress (start − final excess) at lr = {_fmt(hi, 2)} is a median "
+            f"{_fmt(ratio, 3)}× that at lr = {_fmt(lo, 2)} over {len(rows)} problems ({f['main_format']}"
+            f"{'; lr ratio ' + _fmt(hi / lo, 2) if depends else ''}).")
 
 
 def _tuning_sentence(f) -> str | None:
@@ -190,12 +192,17 @@ def _memory_sentence(f) -> str | None:
     rows, setups = f["memory"], f["memory_setups"]
     if not rows:
         return None
-    same = [r[s + " ×model"] for r in rows for s in setups if s in ("float32", "bfloat16")]
+    same = [(r[s + " ×model"], r["optimizer"]) for r in rows for s in setups if s in ("float32", "bfloat16")]
+    lo, hi = min(v for v, _ in same), max(v for v, _ in same)
+    above = sorted({name for v, name in same if v > 2})
     every = [(r[s + " ×model"], r["optimizer"], s) for r in rows for s in setups]
     top = max(every)
-    return (f"State memory, measured from the state arrays: {min(same):g}–{max(same):g}× the model when "
-            f"the state has the parameters' format (seeds: \"0 to 2×\"; AMSGrad and centered RMSprop "
-            f"with momentum need 3×); up to {top[0]:g}× ({top[1]}, {top[2]}).")
+    return (f"State memory, measured from the state arrays: {lo:g}–{hi:g}× the model when the state has "
+            f"the parameters' format (seeds: \"0 to 2×\"" + (f"; above 2×: {', '.join(above)}" if above else "")
+            + f"); up to {top[0]:g}× ({top[1]}, {top[2]}).")
+
+
+REMEDY_NAMES = ("master", "kahan", "stochastic", "state-f32")
 
 
 def _swamp_sentence(f) -> str | None:
@@ -208,11 +215,14 @@ def _swamp_sentence(f) -> str | None:
         if not sub:
             continue
         share = _median([r["swamped_last_half"] for r in sub]) * 100
-        fixed = {name: sum(r["fixed_" + name] for r in sub)
-                 for name in ("none", "state-f32", "master", "kahan", "stochastic")}
-        parts.append(f"{fmt}: median {share:.0f}% of coordinate updates swamped in the runs' second half; "
-                     f"within 10× of max(float32's excess, the format's resolution) in {len(sub)} runs: "
-                     + ", ".join(f"{name} {n}" for name, n in fixed.items()))
+        broken = [r for r in sub if not r["fixed_none"]]
+        text = (f"{fmt}: median {share:.0f}% of coordinate updates swamped in the runs' second half; "
+                f"{len(broken)} of {len(sub)} runs ended >10× above max(float32's excess, the format's "
+                f"resolution)")
+        if broken:
+            text += " and of those " + ", ".join(
+                f"{name} fixed {sum(r['fixed_' + name] for r in broken)}" for name in REMEDY_NAMES)
+        parts.append(text)
     return "Swamping (w ⊕ u = w) and remedies — " + "; ".join(parts) + "."
 
 
@@ -230,8 +240,9 @@ def verdict(results) -> str:
                   textwrap.fill("(flip: step at which the update turns after a gradient flip, μ = β1 = 0.9; "
                                 "lr decades: width of the ½-decade lr grid reaching the target, summed over "
                                 "problems; lost: median share of coordinate updates swamped in the runs' "
-                                "second half; fixed by: remedies that bring most bf16 runs within 10× of "
-                                "max(float32's excess, bf16's resolution); SR: stochastic rounding)", 100)]
+                                "second half; bad: surfaces where bf16 ended >10× above max(float32's excess, bf16's "
+                                "resolution); fixed by: how many of those master weights (M), Kahan (K), "
+                                "stochastic rounding (SR), float32 state alone (F) bring within it)", 100)]
     return "\n".join(lines)
 
 
@@ -255,9 +266,11 @@ def _verdict_table(f) -> list:
         sub = [r for r in f["remedies"] if r["optimizer"] == opt and r["format"] == "bfloat16"]
         if sub:
             row["bf16 lost"] = f"{100 * _median([r['swamped_last_half'] for r in sub]):.0f}%"
-            short = {"master": "master", "kahan": "kahan", "stochastic": "SR", "state-f32": "f32-state"}
-            fixes = [short[n] for n in short if sum(r["fixed_" + n] for r in sub) * 2 > len(sub)]
-            row["bf16 fixed by"] = ",".join(fixes) if fixes else "none"
+            broken = [r for r in sub if not r["fixed_none"]]
+            short = {"master": "M", "kahan": "K", "stochastic": "SR", "state-f32": "F"}
+            row["bf16 bad"] = f"{len(broken)}/{len(sub)}"
+            row["fixed by"] = " ".join(f"{short[n]}{sum(r['fixed_' + n] for r in broken)}"
+                                       for n in short) if broken else ""
         table.append(row)
     return table
 
