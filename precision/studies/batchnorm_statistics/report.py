@@ -70,10 +70,9 @@ def moving_findings(results):
             rows.append({"format": params["format"], "data": params["data"], "statistics": label,
                          "mean err (sigma)": float(r[f"mean_err_{k}"][-1]),
                          "theory": float(r[f"mean_theory_{k}"]),
-                         "var rel err": float(r[f"var_err_{k}"][-1])})
+                         "var rel err": float(r[f"var_err_{k}"][-1]), "_batches": int(r["batches"])})
             traces.setdefault(f"{params['format']} {params['data']}", {})[label] = (
                 r["checkpoints"], r[f"mean_err_{k}"])
-        rows[-1]["_batches"] = int(r["batches"])
     return rows, traces
 
 
