@@ -75,7 +75,7 @@ def build(args):
     formats = getattr(args, "formats", None)
     seed = int(getattr(args, "seed", 0) or 0)
     return Study(name=NAME, cells=grid(formats, size, seed), run_cell=run_cell,
-                 summarize=summarize, report=report, verdict=verdict, version="1",
+                 summarize=summarize, report=report, verdict=verdict, version="2",
                  metadata={"grid": size, "seed": seed},
                  table_columns=["part", "format", "data", "accumulate", "n", "batch", "seed",
                                 "headline"])

@@ -141,6 +141,16 @@ def cumulative(fmt, accum, size, seed):
     rng = np.random.default_rng([seed, 2, f.p])
     rs = _bn.RunningStats(channels, convention="torch", momentum=None, state_format=f,
                           accum=accum)
+    # the incremental form m = R(m + R(R(x - m) / n_A)) (Welford's mean update), in the same
+    # arithmetic and stored into the same format: precision.batchnorm has no such convention
+    # (no framework uses it), so the study runs it here, with numpy's correctly rounded
+    # operations in the arithmetic format's dtype
+    a_fmt = _formats.format(accum)
+    a_dtype = _stats.arith_dtype(a_fmt)
+    incremental = np.zeros(channels, dtype=f.dtype)
+    # the attribution run: the same weighted update with the product w_old * m kept exact (float64
+    # holds a product of two numbers of <= 24 bits exactly), so only the sum is rounded
+    exact_product = np.zeros(channels, dtype=f.dtype) if a_fmt.p <= 24 else None
     exact = StreamSum(channels)
     last_change = np.zeros(channels, dtype=np.int64)
     ones = np.ones(channels, dtype=f.dtype)
@@ -151,13 +161,28 @@ def cumulative(fmt, accum, size, seed):
     for size_k in sizes:
         xs = f.round(np.clip(1.0 + 0.1 * rng.standard_normal((size_k, channels)), 0.5, 1.5))
         exact.add(xs)
-        for row in xs:
+        with np.errstate(all="ignore"):
+            xa = xs.astype(a_dtype)
+        for row, row_a in zip(xs, xa):
             before = rs.mean.copy()
             rs.update(row, ones, 2)
             k += 1
             last_change[rs.mean != before] = k
+            n_a = np.asarray(a_fmt.round(float(k)), dtype=a_dtype)
+            m_a = incremental.astype(a_dtype)
+            incremental = f.round(m_a + (row_a - m_a) / n_a).astype(f.dtype)
+            if exact_product is not None:
+                wn = a_fmt.round(1.0 / k).astype(np.float64)
+                wo = a_fmt.round(1.0 - 1.0 / k).astype(np.float64)
+                new_part = a_fmt.round(wn * row_a.astype(np.float64)).astype(np.float64)
+                exact_product = f.round(a_fmt.round(wo * exact_product.astype(np.float64)
+                                                    + new_part)).astype(f.dtype)
         if k in marks:
-            at[k] = _errors(rs.mean, exact.mean(), f)
+            exact_mean = exact.mean()
+            at[k] = _errors(rs.mean, exact_mean, f)
+            at[k]["incremental"] = _errors(incremental, exact_mean, f)
+            if exact_product is not None:
+                at[k]["exact_product"] = _errors(exact_product, exact_mean, f)
     final = at[total]
     out = {"channels": channels, "batches": total, "last_change": last_change,
            "final_mean": rs.mean.astype(np.float64), "marks": np.array(marks, dtype=np.int64)}
@@ -166,6 +191,12 @@ def cumulative(fmt, accum, size, seed):
         out[f"ulp_err_{m}"] = at[m]["ulps"]
     out["abs_err"] = final["abs"]
     out["ulp_err"] = final["ulps"]
+    out["signed_ulp_err"] = final["signed_ulps"]
+    out["incremental_ulp_err"] = final["incremental"]["ulps"]
+    out["incremental_abs_err"] = final["incremental"]["abs"]
+    out["weights_bias_ulps"] = theory.weight_rounding_bias(total, accum, f)
+    if exact_product is not None:
+        out["exact_product_ulp_err"] = final["exact_product"]["ulps"]
     # theory: the median batch of the last change, given where each channel froze
     # (16-bit buffers only: float32/float64 ones keep moving far beyond 10^5 batches)
     frozen = rs.mean.astype(np.float64)[: min(channels, 64)] if f.p <= 11 else []
@@ -177,10 +208,11 @@ def cumulative(fmt, accum, size, seed):
 def _errors(stored, exact_means, f):
     from fractions import Fraction
     stored = np.asarray(stored).astype(np.float64)
-    diffs = [abs(Fraction(float(s)) - e) for s, e in zip(stored.tolist(), exact_means)]
-    ulps = np.array([float(d / Fraction(float(f.ulp(f.round(float(e)))))) for d, e in
-                     zip(diffs, exact_means)])
-    return {"abs": np.array([float(d) for d in diffs]), "ulps": ulps}
+    signed = [Fraction(float(s)) - e for s, e in zip(stored.tolist(), exact_means)]
+    ulp = [Fraction(float(f.ulp(f.round(float(e))))) for e in exact_means]
+    return {"abs": np.array([float(abs(d)) for d in signed]),
+            "ulps": np.array([float(abs(d) / q) for d, q in zip(signed, ulp)]),
+            "signed_ulps": np.array([float(d / q) for d, q in zip(signed, ulp)])}
 
 
 # ------------------------------------------------------------------------------------------------

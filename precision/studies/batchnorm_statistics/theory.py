@@ -62,35 +62,64 @@ def deterministic_mean_error(alpha, batches, mu, sigma, offset, q):
 
 
 # ------------------------------------------------------------------ part 2: cumulative average
-def freeze_probability_tail(n, m, fmt, mu=1.0, sigma=0.1):
-    """P(a cumulative average at value m still moves at batch n) ~ P(|x - m| >= n ulp(m) / 2),
-    x ~ N(mu, sigma^2): the increment (x - m)/n is lost below half an ulp of m."""
+def _half_gaps(m, fmt):
     f = _formats.format(fmt)
-    half = 0.5 * float(f.ulp(f.round(m)))
-    threshold = n * half
-    lo = (mu - threshold - m) / sigma
-    hi = (mu + threshold - m) / sigma
-    return 0.5 * math.erfc(-lo / math.sqrt(2)) + 0.5 * math.erfc(hi / math.sqrt(2))
+    mf = f.round(m)
+    up = 0.5 * (float(f.next_up(mf)) - float(mf))
+    down = 0.5 * (float(mf) - float(f.next_down(mf)))
+    return float(mf), up, down
 
 
 def predicted_last_change(m, fmt, mu=1.0, sigma=0.1, limit=10**6):
-    """The median batch of the last change of a cumulative average frozen at m: the n where
-    prod_{k > n} (1 - p_k) = 1/2 with p_k = freeze_probability_tail(k, m)."""
-    f = _formats.format(fmt)
-    half = 0.5 * float(f.ulp(f.round(m)))
-    last = int(min(limit, (abs(mu - m) + 12 * sigma) / half + 1))
-    ks = np.arange(1, last + 1, dtype=np.float64)
-    lo = (mu - ks * half - m) / sigma
-    hi = (mu + ks * half - m) / sigma
+    """The median batch of the last change of a cumulative average frozen at m, if an increment
+    (x - m)/k is lost exactly when it is within half the gap to m's neighbour on its side
+    (upward: half the gap above m, downward: half the gap below; they differ by 2x at a power of
+    two), x ~ N(mu, sigma^2): the n with prod_{k > n} (1 - p_k) = 1/2,
+    p_k = P(x - m > k up) + P(m - x > k down)."""
     from scipy.special import log_ndtr
-    p = np.exp(log_ndtr(lo)) + np.exp(log_ndtr(-hi))
+    m, up, down = _half_gaps(m, fmt)
+    last = int(min(limit, (abs(mu - m) + 12 * sigma) / min(up, down) + 1))
+    ks = np.arange(1, last + 1, dtype=np.float64)
+    p = np.exp(log_ndtr((mu - m - ks * up) / sigma)) + np.exp(log_ndtr((m - ks * down - mu) / sigma))
     p = np.clip(p, 0.0, 1.0 - 1e-16)
     log_keep = np.log1p(-p)
     tail = np.cumsum(log_keep[::-1])[::-1]     # sum_{k >= n} log(1 - p_k)
-    # P(no change after n) = exp(sum_{k > n}); the median last change: first n with >= 1/2
-    after = np.append(tail[1:], 0.0)
+    after = np.append(tail[1:], 0.0)           # P(no change after n) = exp(sum_{k > n})
     idx = np.nonzero(after >= math.log(0.5))[0]
     return int(ks[idx[0]]) if idx.size else last
+
+
+def weight_rounding_bias(batches, arith, store, mean=1.0):
+    """Predicted signed error (in ulps of ``store`` at ``mean``) of the weighted cumulative average
+    m_k = R(R(w_old m_{k-1}) + R(w_new x_k)) from rounding its weights alone: with
+    w_old = (1 - 1/k)(1 + d_k), w_new = (1/k)(1 + e_k) rounded once into ``arith``, the error after
+    n batches is ~ mean * sum_k ((k - 1) d_k + e_k) / n (each step's error is carried with weight
+    k/n).  These are the same in every channel; the study compares them with the measured error,
+    most of which comes from rounding the product w_old * m instead (its exact value m - m/k sits
+    at nearly the same place between two neighbours of m's grid for many consecutive k, so those
+    roundings do not average out)."""
+    from fractions import Fraction
+    a = _formats.format(arith)
+    s = _formats.format(store)
+    ks = np.arange(1, batches + 1)
+    if a.p <= 24:    # float64 values of 1/k and 1 - 1/k are exact enough (2^-53 << 2^-25)
+        inv = 1.0 / ks
+        wn = a.round(inv).astype(np.float64)
+        wo = a.round(1.0 - inv).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.where(ks > 1, wo / (1.0 - inv) - 1.0, 0.0)
+        e = wn * ks - 1.0
+        bias = float(np.sum((ks - 1) * d + e)) / batches
+    else:
+        total = Fraction(0)
+        for k in range(1, batches + 1):
+            wn = Fraction(float(a.round(Fraction(1, k))))
+            wo = Fraction(float(a.round(1 - Fraction(1, k))))
+            if k > 1:
+                total += (k - 1) * (wo / (1 - Fraction(1, k)) - 1)
+            total += wn * k - 1
+        bias = float(total) / batches
+    return bias * mean / float(s.ulp(s.round(mean)))
 
 
 # ------------------------------------------------------------------ part 3: stagnation

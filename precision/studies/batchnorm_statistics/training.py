@@ -127,11 +127,11 @@ def _accuracy(net, x, labels, mode, batch=None, stats=None):
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
-def train(batch, seed, size):
-    """One cell: train at ``batch`` and evaluate four ways."""
-    n_train = {"smoke": 256, "quick": 2048, "full": 4096}[size]
+def train(batch, seed, size, *, epochs=None, n_train=None):
+    """One cell: train at ``batch`` and evaluate four ways (epochs, n_train: the size's defaults)."""
+    n_train = n_train or {"smoke": 256, "quick": 2048, "full": 4096}[size]
     n_test = 4096 if size != "smoke" else 512
-    epochs = {"smoke": 2, "quick": 8, "full": 30}[size]
+    epochs = epochs or {"smoke": 2, "quick": 8, "full": 30}[size]
     x, y, xt, yt = make_task(seed, n_train, n_test)
     net = Net(seed)
     rng = np.random.default_rng([seed, 6, 2, batch])
