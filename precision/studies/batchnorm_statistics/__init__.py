@@ -8,9 +8,11 @@ drifting data), ``cumulative`` (format x arithmetic, 10^5 batches), ``stagnation
 Modules: ``parts`` (parts 1-5), ``training`` (part 6), ``theory``, ``exact`` (exact moments),
 ``report`` (report.md, plots, the terminal verdict).
 
-Times (2-core machine, one job): --smoke a few seconds; --quick ~4 CPU-minutes (about 2.5 minutes
-with --jobs 2); --full ~40 CPU-minutes (estimated from the quick cells: 10x the batches of part 1,
-2000 channels in part 2, 8x the data in parts 4-5, 5 seeds of 30 epochs on 4096 samples in part 6).
+Times: --smoke ~10 s; --quick measured 2 min 20 s of CPU (nice, --jobs 2, on the shared 2-core
+machine: 6 min 23 s wall under a load average of ~8), so ~2.5 min with --jobs 1 and ~1.5 min
+with --jobs 2 on an idle 2-core machine; --full not run, estimated at ~25-40 CPU-minutes (10x the
+batches of part 1, 2000 channels in part 2, 8x the data in parts 4-5, 5 seeds of 30 epochs on 4096
+samples in part 6), ~15-20 min with --jobs 2.
 """
 from precision.study import Study
 from . import parts, training

@@ -377,7 +377,9 @@ def report(results, out_dir):
            "RMS over channels of |running - population| / population sigma, population = the exact "
            "statistics of the current network's activations on the whole dataset. Theory: EMA noise "
            "sqrt(a/(2-a)/B) (i.i.d. batches; shuffled epochs cancel part of it once 2/a nears an epoch) "
-           "plus the exact deterministic response to the start at 0 and to the drift.", ""]
+           "plus the exact deterministic response to the start at 0 and to the drift. 'keras 0.99' "
+           "and 'torch a=0.01' give the new batch the same weight, so their means coincide (the plot "
+           "shows one line); they differ in the variance (biased vs unbiased).", ""]
     md += [s + "\n" for s in _moving_sentences(mrows, cost)]
     md += [markdown_table(_public(mrows)), ""]
     if mtraces:
