@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from precision import cli
+from precision.studies import available as available_studies
 from precision.study.engine import package_version
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -112,15 +113,17 @@ def test_list(studies, capsys):
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines]
     # the studies that come with precision first, then the folder's (_shared_helpers.py is not a study)
-    assert names == ["soft-target-stall", "not-a-study", "toy-sum", "wrong-type"]
-    assert "Toy: sequential vs pairwise summation" in lines[2]
+    packaged = list(available_studies())
+    assert "soft-target-stall" in packaged and "batchnorm-statistics" in packaged
+    assert names == packaged + ["not-a-study", "toy-sum", "wrong-type"]
+    assert "Toy: sequential vs pairwise summation" in lines[len(packaged) + 1]
 
 
 def test_without_a_studies_folder_only_the_packaged_studies_are_found(monkeypatch, capsys):
     monkeypatch.delenv(cli.STUDIES_ENV, raising=False)
     assert cli.studies_dir() is None
     assert cli.main(["study", "--list"]) == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["soft-target-stall"]
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list(available_studies())
     assert cli.main(["study", "no-such-study"]) == 2
     assert "no study 'no-such-study' comes with precision" in capsys.readouterr().err
 
@@ -179,7 +182,7 @@ def test_options_reach_build_and_no_resume_recomputes(studies, tmp_path, capsys)
 
 @pytest.mark.parametrize("argv, message", [
     (["study"], "name a study"),
-    (["study", "no-such-study"], "available: soft-target-stall, not-a-study, toy-sum, wrong-type"),
+    (["study", "no-such-study"], "soft-target-stall, not-a-study, toy-sum, wrong-type"),
     (["study", "not-a-study"], "no build(args)"),
     (["study", "wrong-type"], "not a precision.study.Study"),
     (["study", "../toy_sum"], "no study"),
