@@ -44,7 +44,7 @@ def test_installed_package_lists_and_runs_a_study(installed, tmp_path):
     listing = run_installed(installed, tmp_path, "study", "--list")
     assert listing.returncode == 0, listing.stderr
     listed = [line.split()[0] for line in listing.stdout.splitlines() if line.strip()]
-    assert {"soft-target-stall", "gradient-averaging"} <= set(listed)
+    assert set(listed) == set(__import__("precision.studies").studies.available())
     before = sorted(p.relative_to(installed) for p in installed.rglob("*") if "__pycache__" not in p.parts)
     run = run_installed(installed, tmp_path, "study", "soft-target-stall", "--smoke", "--jobs", "2")
     assert run.returncode == 0, run.stderr
