@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                        help="reuse finished cells of an earlier run in the output folder (default)")
     where = study.add_mutually_exclusive_group()
-    where.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N",
+    # default None, resolved later: argparse sees a clash only between options that differ from their default
+    where.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                        help="worker processes (default: the number of CPUs; 1 runs in this process)")
     where.add_argument("--dask-workers", type=_positive_int, default=None, metavar="N",
                        help="start a local Dask cluster of N worker processes and run the cells there")
@@ -206,6 +207,8 @@ def _run_study(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not args.name:
         print("precision study: name a study, or use --list", file=sys.stderr)
         return 2
+    if args.jobs is None:
+        args.jobs = os.cpu_count() or 1
     on_dask = args.scheduler is not None or args.dask_workers is not None
     if on_dask:
         from precision.study.cluster import INSTALL_HINT, ClusterUnavailable, require_distributed

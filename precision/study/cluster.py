@@ -20,8 +20,8 @@ Failures.
 * A cell that raises is recorded as failed, with its traceback; the others go on.
 * A worker that dies in the middle of a cell (killed, out of memory, a crash in native code): the
   scheduler runs the cell again on another worker (a local cluster's nanny restarts the dead one). The
-  client receives one result per cell, so nothing is lost or written twice. A cell that has been running
-  on ``allowed-failures + 1`` workers that died (Dask's ``distributed.scheduler.allowed-failures``,
+  client receives one result per cell, so nothing is lost or written twice. A cell that was on
+  ``allowed-failures + 1`` workers when they died (Dask's ``distributed.scheduler.allowed-failures``,
   default 3) is recorded as failed (stage "executor", ``KilledWorker``) and the others go on.
 * The client killed: the cell files written so far stay; the same command again recomputes only the
   others. A local cluster's worker processes exit with the client; a remote scheduler forgets the
@@ -52,9 +52,10 @@ from .executors import THREAD_LIMIT_VARIABLES, ItemLost, check_picklable
 
 INSTALL_HINT = 'pip install "precision[cluster]"'
 
-# Variables a Dask nanny sets in its own process before it spawns a worker (its "pre-spawn" settings);
-# a local cluster's nannies live in this process, so these are restored when the cluster closes.
-_NANNY_VARIABLES = (*THREAD_LIMIT_VARIABLES, "MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED")
+# Variables Dask sets in the process of a nanny (its "pre-spawn" settings, set before it spawns a worker,
+# and a marker of the parent process); a local cluster's nannies live in this process, so these are
+# restored when the cluster closes.
+_NANNY_VARIABLES = (*THREAD_LIMIT_VARIABLES, "MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED", "__DASK_PARENT_PID")
 
 
 class ClusterUnavailable(ImportError):
@@ -90,12 +91,13 @@ class DaskExecutor:
         theirs where they are started (see the module docstring).
     dashboard: serve a local cluster's dashboard on the loopback interface (a free port) when bokeh is
         installed; :attr:`dashboard_link` is its address, or None.
+    timeout: seconds to wait for the scheduler when connecting.
 
     Use it as a context manager, or call :meth:`start` and :meth:`close`; :meth:`run` starts it if needed.
     """
 
     def __init__(self, scheduler: str | None = None, *, workers: int | None = None,
-                 threads_per_worker: int = 1, dashboard: bool = True):
+                 threads_per_worker: int = 1, dashboard: bool = True, timeout: float = 20.0):
         if (scheduler is None) == (workers is None):
             raise ValueError("give either scheduler (the address of a running Dask scheduler) or "
                              "workers (the size of a local cluster to start), not both or neither")
@@ -116,6 +118,7 @@ class DaskExecutor:
         self.workers = workers
         self.threads_per_worker = threads_per_worker
         self.dashboard = dashboard
+        self.timeout = timeout
         self.client = None
         self.cluster = None
         self.dashboard_link: str | None = None
@@ -141,17 +144,21 @@ class DaskExecutor:
             return self
         from distributed import Client
 
-        if self.scheduler is not None:
-            try:
-                self.client = Client(self.scheduler, set_as_default=False)
-            except (OSError, TimeoutError) as error:
-                raise ConnectionError(f"cannot reach the Dask scheduler at {self.scheduler} ({error})") \
-                    from None
-        else:
-            self.cluster = self._start_local_cluster()
-            self.client = Client(self.cluster, set_as_default=False)
-        self.dashboard_link = self._find_dashboard()
-        self._check_workers()
+        try:
+            if self.scheduler is not None:
+                try:
+                    self.client = Client(self.scheduler, set_as_default=False, timeout=self.timeout)
+                except OSError as error:  # refused, unknown host, timed out
+                    raise ConnectionError(f"cannot reach the Dask scheduler at {self.scheduler} "
+                                          f"({error})") from None
+            else:
+                self.cluster = self._start_local_cluster()
+                self.client = Client(self.cluster, set_as_default=False)
+            self.dashboard_link = self._find_dashboard()
+            self._check_workers()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def _start_local_cluster(self):
@@ -162,10 +169,12 @@ class DaskExecutor:
         pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **limits}
         self._saved_environment = {name: os.environ.get(name)
                                    for name in {*_NANNY_VARIABLES, *pre_spawn}}
-        # The nannies read pre-spawn-environ when they are created, and set it in this process right
+        # The nannies read pre-spawn-environ when they are created (a variable already in this process's
+        # environment wins over the configured value, hence the update) and set it in this process right
         # before each worker process is spawned (also when they restart a dead worker). The scheduler
         # serves HTTP (the dashboard, or without bokeh a page asking for it) on a free loopback port:
         # never Dask's default 8787 on every interface.
+        os.environ.update(limits)
         with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
             return LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                 host="127.0.0.1", dashboard_address="127.0.0.1:0")
