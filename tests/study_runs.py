@@ -112,8 +112,10 @@ def run_study_command(args: list[str], env: dict[str, str], cwd: Path,
     """Run the command to its end; `.left` lists the processes of its session still alive after it."""
     process = start_study(args, env, cwd)
     try:
-        stdout, stderr = process.communicate(timeout=timeout)
+        process.wait(timeout=timeout)
         left = processes_left(process.pid)
+        stderr = stderr_after(process)
+        stdout = process.stdout.read()
     finally:
         kill_session(process)
     completed = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
@@ -146,6 +148,20 @@ def processes_left(session: int, within: float = 20.0) -> list[int]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
+
+
+def stderr_after(process: subprocess.Popen) -> str:
+    """The command's stderr. It and anything left of its session are killed first: a leftover process
+    holding the pipe would make the read wait forever."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for pid in session_processes(process.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return process.stderr.read()
 
 
 def kill_session(process: subprocess.Popen) -> None:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 
 import pytest
 
@@ -20,7 +19,8 @@ from precision import cli
 from precision.study import Study, cell_id, run_study
 from precision.study.executors import THREAD_LIMIT_VARIABLES
 from tests.study_runs import (REPOSITORY, TOY_NAME, cell_files, computed, environment, kill_session,
-                              processes_left, result_files, run_study_command, start_study, write_toy)
+                              processes_left, result_files, run_study_command, start_study, stderr_after,
+                              write_toy)
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_a_killed_worker_loses_nothing_and_the_files_match_a_serial_run(distribu
     assert f"{len(ids)} cell results: {len(ids)} computed now, 0 from an earlier run" in run.stdout
     assert "running on a local Dask cluster at tcp://127.0.0.1:" in run.stderr
     assert re.search(r"\[toy-faults\] \d+/9 cells, [12] running, ", run.stderr), run.stderr
-    assert f"[toy-faults] 9/9 cells" in run.stderr
+    assert "[toy-faults] 9/9 cells" in run.stderr
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["executor"] == "DaskExecutor(workers=2, threads_per_worker=1)"
     assert provenance["status"] == "finished"
@@ -129,7 +129,7 @@ def test_a_killed_client_leaves_no_worker_and_the_rerun_resumes(distributed, toy
         deadline = time.monotonic() + 120
         while process.poll() is None and len(cell_files(out)) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert process.poll() is None, process.communicate()[1]
+        assert process.poll() is None, stderr_after(process)
         os.kill(process.pid, signal.SIGKILL)  # the client only: its workers must go by themselves
         process.wait()
         left = processes_left(process.pid)

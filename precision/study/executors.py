@@ -119,6 +119,16 @@ def _start_worker(threads: int) -> None:
     _exit_with_parent()
 
 
+def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
+    # concurrent.futures has no public way to stop busy workers before Python 3.14
+    # (ProcessPoolExecutor.terminate_workers); its _processes dict has held them since 3.2.
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.terminate()
+        except Exception:  # already gone
+            pass
+
+
 class ProcessExecutor:
     """Runs cells in `jobs` local worker processes started with "spawn" (or "forkserver").
 
@@ -158,13 +168,19 @@ class ProcessExecutor:
         limits = {name: str(self.threads_per_worker) for name in THREAD_LIMIT_VARIABLES}
         pool = cf.ProcessPoolExecutor(max_workers=min(self.jobs, len(items)), mp_context=context,
                                       initializer=_start_worker, initargs=(self.threads_per_worker,))
+        completed = False
         try:
             # Workers are spawned during submit(); they inherit the environment of that moment.
             with _environment(limits):
                 futures = {pool.submit(fn, item): position for position, item in enumerate(items)}
             for future in cf.as_completed(futures):
                 yield futures[future], future.result()
+            completed = True
         finally:
+            if not completed:
+                # Interrupted (Ctrl-C, SIGTERM, the caller stopped iterating) or broken: the cells in
+                # flight have nobody to go to, so stop the workers instead of waiting for them.
+                _terminate_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
 
 
