@@ -189,7 +189,9 @@ class FuturesExecutor:
 
     * an object with ``submit(fn, item)`` returning ``concurrent.futures.Future`` objects: results are
       yielded as they complete. This covers ``concurrent.futures`` pools, ``mpi4py.futures.MPIPoolExecutor``
-      and dask: ``FuturesExecutor(dask.distributed.Client(...).get_executor())``;
+      and dask's ``Client.get_executor()`` (for Dask, :class:`~precision.study.cluster.DaskExecutor` is
+      the complete way: it reports running cells, gives up on one lost cell without stopping the run,
+      and starts local clusters with thread limits);
     * an object whose ``submit`` returns other future types with a ``result()`` method: results are
       collected in submission order;
     * an object with only ``map(fn, items)``: results are collected in order.
