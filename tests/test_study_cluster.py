@@ -61,13 +61,17 @@ def test_without_distributed_the_flags_say_how_to_install_it(toy, tmp_path, monk
     assert not out.exists()
 
 
-def test_where_the_cells_run_is_one_choice(toy, capsys):
+def test_where_the_cells_run_is_one_choice(toy, tmp_path, capsys):
+    out = ["--out", str(tmp_path / "out")]
+    for clash in (["--jobs", "2", "--dask-workers", "2"], ["--jobs", "1", "--scheduler", "tcp://h:1"],
+                  ["--dask-workers", "2", "--scheduler", "tcp://h:1"]):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["study", TOY_NAME, *clash, *out])
+        assert stop.value.code == 2 and "not allowed with" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:
-        cli.main(["study", TOY_NAME, "--jobs", "2", "--dask-workers", "2"])
-    assert stop.value.code == 2 and "not allowed with" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as stop:
-        cli.main(["study", TOY_NAME, "--dask-workers", "0"])
+        cli.main(["study", TOY_NAME, "--dask-workers", "0", *out])
     assert stop.value.code == 2
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------------------------------
