@@ -3,7 +3,8 @@
     precision --version
     precision study --list
     precision study NAME [--formats f16,bf16,...] [--smoke | --quick | --full] [--out DIR]
-                         [--resume | --no-resume] [--jobs N] [--seed S] [--table]
+                         [--resume | --no-resume] [--jobs N | --dask-workers N | --scheduler ADDRESS]
+                         [--seed S] [--table]
 
 A study NAME is one of the studies that come with precision (the subpackages of
 :mod:`precision.studies`, each with a ``NAME`` and a ``build(args) -> Study``), or a script
@@ -13,19 +14,29 @@ to worker processes). ``args`` has: ``name``, ``formats`` (list of canonical for
 the study's default), ``size`` ("smoke", "quick" or "full"), ``full`` and ``quick`` (booleans), ``seed``
 (int >= 0, default 0), ``jobs``, ``out``.
 
+Where the cells run: in this process (``--jobs 1``), in N local worker processes (``--jobs N``, the
+default is one per CPU), on a local Dask cluster of N worker processes (``--dask-workers N``) or on a
+running Dask cluster (``--scheduler tcp://HOST:PORT``); the last two need the optional ``distributed``
+package (``pip install "precision[cluster]"``, see :mod:`precision.study.cluster`). Every way gives the
+same result files, byte for byte.
+
 Results go to ``studies/results/<NAME>/`` under the current directory unless --out is given -- never into
 the installed package. When the run ends the command prints the study's verdict (a few sentences computed
 from the run's numbers, and a compact table), then where the report, plots and raw results are;
 ``--table`` also prints every summary column of every cell. Exit status: 0 when every cell and the
-report succeeded, 1 when some failed (listed on stderr), 2 for usage errors, 130 when interrupted.
+report succeeded, 1 when some failed (listed on stderr), 2 for usage errors (and an unreachable
+scheduler), 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM); an interrupted or terminated run
+stops its workers, keeps every finished cell and resumes when run again.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -169,8 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also print every summary column of every cell (they are in summary.csv)")
     study.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                        help="reuse finished cells of an earlier run in the output folder (default)")
-    study.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N",
+    where = study.add_mutually_exclusive_group()
+    # default None, resolved later: argparse sees a clash only between options that differ from their default
+    where.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                        help="worker processes (default: the number of CPUs; 1 runs in this process)")
+    where.add_argument("--dask-workers", type=_positive_int, default=None, metavar="N",
+                       help="start a local Dask cluster of N worker processes and run the cells there")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run the cells on the Dask cluster of this scheduler, e.g. tcp://HOST:8786")
     study.add_argument("--seed", type=_seed, default=0, metavar="S", help="base random seed (default 0)")
     return parser
 
@@ -190,6 +207,19 @@ def _run_study(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not args.name:
         print("precision study: name a study, or use --list", file=sys.stderr)
         return 2
+    if args.jobs is None:
+        args.jobs = os.cpu_count() or 1
+    on_dask = args.scheduler is not None or args.dask_workers is not None
+    if on_dask:
+        from precision.study.cluster import INSTALL_HINT, ClusterUnavailable, require_distributed
+
+        try:
+            require_distributed()
+        except ClusterUnavailable:
+            flag = "--scheduler" if args.scheduler is not None else "--dask-workers"
+            print(f"precision study: {flag} needs Dask's distributed package: {INSTALL_HINT}",
+                  file=sys.stderr)
+            return 2
     try:
         module = find_study(args.name)
     except LookupError as error:
@@ -207,18 +237,25 @@ def _run_study(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if problem:
         print(f"precision study: {problem}", file=sys.stderr)
         return 2
-    executor = SerialExecutor() if args.jobs == 1 else ProcessExecutor(jobs=args.jobs)
     try:
-        results = run_study(study, out_dir, executor=executor, resume=args.resume, progress=True,
-                            command=["precision", *argv])
+        with _terminate_as_interrupt(), contextlib.ExitStack() as cleanup:
+            if on_dask:
+                executor = _start_dask(args, module, cleanup)
+                if executor is None:
+                    return 2
+            else:
+                executor = SerialExecutor() if args.jobs == 1 else ProcessExecutor(jobs=args.jobs)
+            results = run_study(study, out_dir, executor=executor, resume=args.resume, progress=True,
+                                command=["precision", *argv])
     except StudyBusyError as error:
         print(f"precision study: {error}; wait for it to finish (or stop it), then run again",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished cells are saved in {out_dir}; run the same command again "
+    except KeyboardInterrupt as interruption:
+        what = "terminated" if isinstance(interruption, Terminated) else "interrupted"
+        print(f"\n{what}: finished cells are saved in {out_dir}; run the same command again "
               "to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(interruption, Terminated) else 130
 
     if args.table or study.verdict is None:
         columns = study.table_columns or [c for c in (results.rows[0] if results.rows else {})
@@ -252,6 +289,52 @@ def _run_study(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if results.report_error:
         print(f"the report failed:\n{results.report_error}", file=sys.stderr)
     return 0 if results.ok else 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the run stops its workers and records where it stopped."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    def terminate(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (e.g. main() called from a thread): keep the default
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _start_dask(args: argparse.Namespace, module, cleanup: contextlib.ExitStack):
+    """The DaskExecutor of --scheduler / --dask-workers, started and announced; None after an error."""
+    from precision.study.cluster import DaskExecutor
+
+    try:
+        executor = DaskExecutor(scheduler=args.scheduler, workers=args.dask_workers)
+        cleanup.callback(executor.close)
+        executor.start()
+    except (ValueError, ConnectionError, RuntimeError) as error:
+        print(f"precision study: {error}", file=sys.stderr)
+        return None
+    if args.scheduler is not None:
+        script = Path(getattr(module, "__file__", "") or "")
+        if script.suffix == ".py" and not module.__name__.startswith("precision."):
+            executor.upload(script)  # a study script of $PRECISION_STUDIES_DIR: the workers lack it
+        where = f"Dask scheduler {args.scheduler}"
+    else:
+        where = f"a local Dask cluster at {executor.client.scheduler.address}"
+    workers = executor.n_workers
+    print(f"[{args.name}] running on {where} with {workers} worker(s)"
+          + ("" if workers else " (none yet: the cells wait until workers connect)"), file=sys.stderr)
+    if executor.dashboard_link:
+        print(f"[{args.name}] Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
+    return executor
 
 
 def _unusable_output(out_dir: Path) -> str | None:

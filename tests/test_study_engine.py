@@ -574,7 +574,7 @@ def test_provenance_records_where_the_numbers_come_from(toy, tmp_path):
     assert provenance["git"]["commit"] == expected == git_state()["commit"]
     # no times or machine facts in the files compared for determinism
     cell = json.loads(next((tmp_path / "raw" / "cells").glob("*.json")).read_text())
-    assert set(cell) == {"id", "params", "result", "study", "version"}
+    assert set(cell) == {"id", "params", "result", "study", "version", "sha256"}
 
 
 def test_git_state_of_a_checkout(tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from . import store as _store
-from .executors import as_executor
+from .executors import ItemLost, as_executor
 from .progress import Progress
 
 _ROW_RESERVED = ("status", "cell_id")
@@ -517,7 +517,8 @@ def run_study(study: Study, out_dir: Path | str, *, executor: Any = None, resume
                           f"{problems[0]}{more}", stacklevel=2)
 
         compute_seconds = 0.0
-        display.start(len(study.ids), reused=len(results.reused))
+        display.start(len(study.ids), reused=len(results.reused),
+                      running=getattr(runner, "running", None))
         try:
             task = functools.partial(compute_cell, study.run_cell)
             outcomes = iter(runner.run(task, [params_of[cid] for cid in pending]))
@@ -525,7 +526,7 @@ def run_study(study: Study, out_dir: Path | str, *, executor: Any = None, resume
             with _closing(outcomes):
                 while True:
                     try:
-                        position, (kind, payload, seconds) = next(outcomes)
+                        position, outcome = next(outcomes)
                     except StopIteration:
                         break
                     except Exception as error:  # the executor broke (e.g. a worker process died)
@@ -534,6 +535,12 @@ def run_study(study: Study, out_dir: Path | str, *, executor: Any = None, resume
                         break
                     cid = pending[position]
                     finished.add(cid)
+                    if isinstance(outcome, ItemLost):  # the executor gave up on this cell alone
+                        _record_failure(store, results, study, cid,
+                                        _error_record("executor", outcome.error))
+                        display.advance(False)
+                        continue
+                    kind, payload, seconds = outcome
                     compute_seconds += seconds
                     if kind == "ok":
                         store.write_cell(study.name, study.version, cid, params_of[cid], payload)

@@ -5,7 +5,15 @@ An executor has one method, ``run(fn, items)``, which calls ``fn(item)`` for eve
 its pair arrives, so the order of completion never reaches the results (they are keyed by cell id).
 
 The engine passes a ``fn`` that never raises for a failing cell (it returns the failure as a value), so an
-exception out of ``run`` means the executor itself broke (e.g. a worker process died).
+exception out of ``run`` means the executor itself broke (e.g. a worker process died). An executor that
+can lose one item without breaking (a cluster gives up on a task that killed its workers several times)
+yields ``(position, ItemLost(error))`` for it and goes on with the others.
+
+Worker processes never outlive the run that started them: when it ends they are shut down, and when it is
+killed (SIGKILL, SIGTERM) each worker notices that its parent is gone and exits.
+
+An executor may also have a ``running()`` method: how many of its items are being computed right now (or
+None when it cannot tell); the progress display shows it.
 
 Picklability. :class:`ProcessExecutor` and cluster executors send the cell function to other processes by
 reference, so it must be a top-level function of an importable module (a study of ``precision.studies``,
@@ -20,8 +28,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
+import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 # Environment variables that cap the threads of OpenMP and of BLAS libraries. Each worker process of a
@@ -34,6 +45,13 @@ THREAD_LIMIT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_TH
 class Executor(Protocol):
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
         """Call fn(item) for each item; yield (position in items, return value) as calls finish."""
+
+
+@dataclass(frozen=True)
+class ItemLost:
+    """What an executor yields for an item it could not compute (the error says why)."""
+
+    error: BaseException
 
 
 class SerialExecutor:
@@ -73,10 +91,42 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = old
 
 
-def _limit_threads(threads: int) -> None:
-    # Pool initializer: repeats the limits inside the worker for libraries that read them lazily.
+def _exit_with_parent() -> None:
+    """In a worker process: exit as soon as the process that started it is gone.
+
+    A pool's workers wait for work on a queue whose write end they hold themselves, so a parent killed
+    without shutting the pool down (SIGKILL, SIGTERM) would leave them waiting forever. The parent holds
+    the write end of a pipe whose read end is ``parent_process().sentinel``: it becomes readable when the
+    parent dies, whatever killed it.
+    """
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(70)  # the result would have nobody to go to; no cleanup can matter
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _start_worker(threads: int) -> None:
+    # Pool initializer: repeats the limits inside the worker for libraries that read them lazily, and
+    # ties the worker's life to its parent's.
     for name in THREAD_LIMIT_VARIABLES:
         os.environ[name] = str(threads)
+    _exit_with_parent()
+
+
+def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
+    # concurrent.futures has no public way to stop busy workers before Python 3.14
+    # (ProcessPoolExecutor.terminate_workers); its _processes dict has held them since 3.2.
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.terminate()
+        except Exception:  # already gone
+            pass
 
 
 class ProcessExecutor:
@@ -117,14 +167,20 @@ class ProcessExecutor:
         context = multiprocessing.get_context(self.start_method)
         limits = {name: str(self.threads_per_worker) for name in THREAD_LIMIT_VARIABLES}
         pool = cf.ProcessPoolExecutor(max_workers=min(self.jobs, len(items)), mp_context=context,
-                                      initializer=_limit_threads, initargs=(self.threads_per_worker,))
+                                      initializer=_start_worker, initargs=(self.threads_per_worker,))
+        completed = False
         try:
             # Workers are spawned during submit(); they inherit the environment of that moment.
             with _environment(limits):
                 futures = {pool.submit(fn, item): position for position, item in enumerate(items)}
             for future in cf.as_completed(futures):
                 yield futures[future], future.result()
+            completed = True
         finally:
+            if not completed:
+                # Interrupted (Ctrl-C, SIGTERM, the caller stopped iterating) or broken: the cells in
+                # flight have nobody to go to, so stop the workers instead of waiting for them.
+                _terminate_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -133,7 +189,9 @@ class FuturesExecutor:
 
     * an object with ``submit(fn, item)`` returning ``concurrent.futures.Future`` objects: results are
       yielded as they complete. This covers ``concurrent.futures`` pools, ``mpi4py.futures.MPIPoolExecutor``
-      and dask: ``FuturesExecutor(dask.distributed.Client(...).get_executor())``;
+      and dask's ``Client.get_executor()`` (for Dask, :class:`~precision.study.cluster.DaskExecutor` is
+      the complete way: it reports running cells, gives up on one lost cell without stopping the run,
+      and starts local clusters with thread limits);
     * an object whose ``submit`` returns other future types with a ``result()`` method: results are
       collected in submission order;
     * an object with only ``map(fn, items)``: results are collected in order.
@@ -181,5 +239,5 @@ def as_executor(executor: Any) -> Executor:
     return FuturesExecutor(executor)
 
 
-__all__ = ["Executor", "SerialExecutor", "ProcessExecutor", "FuturesExecutor", "as_executor",
+__all__ = ["Executor", "SerialExecutor", "ProcessExecutor", "FuturesExecutor", "ItemLost", "as_executor",
            "check_picklable", "THREAD_LIMIT_VARIABLES"]

@@ -6,6 +6,8 @@ at most one per `interval` seconds plus one at every tenth of the grid, and alwa
 
 ETA = elapsed × (cells still to compute) / (cells computed so far in this run): a throughput estimate,
 so it accounts for parallel workers; cells reused from an earlier run count as done but not as computed.
+When the executor can tell how many cells are being computed right now (a Dask cluster can), the line
+says so ("3 running").
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ class Progress:
         self._start = 0.0
         self._last_line = float("-inf")
         self._last_decile = -1
+        self._running = None
+
+    def _running_now(self) -> int | None:
+        if self._running is None:
+            return None
+        try:
+            running = self._running()
+        except Exception:  # a progress line must never stop a run
+            return None
+        return running if isinstance(running, int) else None
 
     @property
     def done(self) -> int:
@@ -59,6 +71,9 @@ class Progress:
             text += f" ({self.reused} from an earlier run)"
         if self.failed:
             text += f", {self.failed} failed"
+        running = self._running_now()
+        if running is not None and self.done < self.total:
+            text += f", {running} running"
         text += f", {format_duration(elapsed)} elapsed"
         remaining = self.total - self.done
         attempted = self.computed + self.failed
@@ -91,9 +106,11 @@ class Progress:
                 if self.done < self.total:
                     self._write(final=False)
 
-    def start(self, total: int, reused: int = 0) -> None:
+    def start(self, total: int, reused: int = 0, running=None) -> None:
+        """running: None, or a function returning how many cells are being computed now (or None)."""
         self.total = total
         self.reused = reused
+        self._running = running
         self._start = self.clock()
         self._emit(final=self.done == self.total)
         if self.enabled and self.tty and self.refresh and self.done < self.total:

@@ -3,7 +3,8 @@
 Layout of an output folder ``<out>``::
 
     <out>/raw/grid.json             the grid in order: [{"id", "params"}, ...] (+ study name, version)
-    <out>/raw/cells/<id>.json       one finished cell: {"id", "params", "result", "study", "version"}
+    <out>/raw/cells/<id>.json       one finished cell: {"id", "params", "result", "study", "version",
+                                    "sha256"} (the checksum of the other five, see Store.read_cell)
     <out>/raw/failures/<id>.json    one failed cell: params, exception type, message, traceback
     <out>/summary.csv               one row per cell, grid order
     <out>/provenance.json           version, commit, platform, times, command line (the only timed file)
@@ -298,6 +299,15 @@ def remove_temp_files(directory: Path) -> int:
 # --------------------------------------------------------------------------------------------------
 # the folder of one study run
 
+_CHECKSUM_KEY = "sha256"
+_CELL_KEYS = frozenset({"id", "params", "result", "study", "version", _CHECKSUM_KEY})
+
+
+def _checksum(doc: dict) -> str:
+    """sha256 of the canonical text of a cell file's fields other than the checksum itself."""
+    fields = {key: value for key, value in doc.items() if key != _CHECKSUM_KEY}
+    return hashlib.sha256(dumps(fields).encode("utf-8")).hexdigest()
+
 class Store:
     """Paths and reads/writes of one output folder (see the module docstring for the layout)."""
 
@@ -340,30 +350,44 @@ class Store:
     def write_cell(self, study: str, version: str, cid: str, params: dict, encoded_result: Any) -> None:
         doc = {"id": cid, "params": params, "result": encoded_result, "study": study,
                "version": version}
+        doc[_CHECKSUM_KEY] = _checksum(doc)
         write_atomic(self.cell_path(cid), dumps(doc))
         self.failure_path(cid).unlink(missing_ok=True)
 
     def read_cell(self, cid: str, params: dict | None = None, version: str | None = None):
         """The decoded result of a finished cell, or None when there is no valid file for it.
 
-        A file counts only if it parses and names this id (and, when given, these params and this
-        study version); anything else (absent, unreadable, stale) means "not finished".
+        A file counts only if it is exactly what :meth:`write_cell` writes: canonical JSON text of an
+        object with the keys id, params, result, study, version and sha256, where sha256 is the checksum
+        of the canonical text of the other five, id is this cell's, the result decodes to a dict (and
+        re-encodes to the same text) and, when given, params and version are these. Anything else --
+        absent, truncated, edited, written by another program or by a precision without checksums --
+        means "not finished", so the cell is recomputed and its file never trusted.
         Returns (result, problem) where problem is None or a string saying why a file was rejected.
         """
         path = self.cell_path(cid)
         if not path.is_file():
             return None, None
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(doc, dict) or doc.get("id") != cid or "result" not in doc:
-                return None, f"{path} is not a result file for cell {cid}"
+            text = path.read_text(encoding="utf-8")
+            doc = json.loads(text)
         except (OSError, ValueError) as error:
             return None, f"{path} is unreadable ({error})"
-        if params is not None and doc.get("params") != params:
+        if not isinstance(doc, dict) or doc.get("id") != cid or set(doc) != _CELL_KEYS:
+            return None, f"{path} is not a result file for cell {cid}"
+        if doc[_CHECKSUM_KEY] != _checksum(doc) or text != dumps(doc):
+            return None, f"{path} was modified after it was written (its checksum does not match)"
+        if params is not None and doc["params"] != params:
             return None, f"{path} holds other parameters than cell {cid}"
-        if version is not None and doc.get("version") != version:
-            return None, f"{path} was computed by study version {doc.get('version')!r}, not {version!r}"
-        return decode(doc["result"]), None
+        if version is not None and doc["version"] != version:
+            return None, f"{path} was computed by study version {doc['version']!r}, not {version!r}"
+        try:
+            result = decode(doc["result"])
+            if not isinstance(result, dict) or dumps(encode(result)) != dumps(doc["result"]):
+                raise ValueError("the result does not round-trip")
+        except Exception as error:
+            return None, f"{path} holds a result that cannot be decoded ({type(error).__name__}: {error})"
+        return result, None
 
     # failures -------------------------------------------------------------------------------------
     def write_failure(self, cid: str, record: dict) -> None:
