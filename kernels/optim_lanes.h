@@ -5,6 +5,10 @@
  *   maxnan_f / maxnan_d (a, b)   NaN-propagating maximum (torch.maximum, jnp.maximum): NaN if
  *                                either is NaN, else the larger
  *   where_pos_f / where_pos_d (acc, k)   acc > 0 ? k : +0 (optax's where(t > 0, ..., 0))
+ *   round_mu_f / round_mu_d (x, code)    x (a value of the arithmetic format A) rounded once
+ *                                to the format of optax's mu_dtype: code 0 none (x itself),
+ *                                1 float16, 2 bfloat16, 3 float32 (only from double); from
+ *                                double directly, never through float (no double rounding)
  *
  * 8 lanes (only where the compiler targets F16C and AVX, OPTIM_F16C = 1): v8sf is 8 floats in
  * a GCC vector; vcvtps2ph rounds float -> float16 to nearest-even with subnormals and overflow
@@ -30,6 +34,16 @@ static inline double maxnan_d(double a, double b)
 
 static inline float where_pos_f(float acc, float k) { return acc > 0.0f ? k : 0.0f; }
 static inline double where_pos_d(double acc, double k) { return acc > 0.0 ? k : 0.0; }
+
+enum { MU_SAME = 0, MU_F16 = 1, MU_BF16 = 2, MU_F32 = 3 };
+
+static inline float round_mu_f(float x, int code)
+{ return code == MU_F16 ? rnd_f16(x) : code == MU_BF16 ? rnd_bf16(x) : x; }
+static inline double round_mu_d(double x, int code)
+{
+    return code == MU_F16 ? (double)f64_to_f16(x) : code == MU_BF16 ? (double)f64_to_bf16(x)
+         : code == MU_F32 ? (double)(float)x : x;
+}
 
 #if defined(__F16C__) && defined(__AVX__)
 #define OPTIM_F16C 1

@@ -109,11 +109,16 @@ def configs(draw, cls):
     elif cls is optim.RMSprop:
         kw.update(eps=draw(st.sampled_from(EPS)), weight_decay=wd, alpha=draw(st.sampled_from(DECAYS)),
                   momentum=draw(st.sampled_from([0.0, 0.9])), centered=draw(st.booleans()))
+        if conv == "optax":     # optax's own options (optax.rmsprop)
+            kw.update(initial_scale=draw(st.sampled_from([0.0, 1.0, 0.1, 1e-30])),
+                      eps_in_sqrt=draw(st.booleans()), bias_correction=draw(st.booleans()),
+                      nesterov=kw["momentum"] > 0 and draw(st.booleans()))
     else:
         kw.update(eps=draw(st.sampled_from(EPS)), weight_decay=wd, amsgrad=draw(st.booleans()),
                   betas=(draw(st.sampled_from(DECAYS)), draw(st.sampled_from(DECAYS))))
         if conv == "optax":
             kw["eps_root"] = draw(st.sampled_from([0.0, 1e-8]))
+            kw["nesterov"] = not kw["amsgrad"] and draw(st.booleans())       # NAdam
         if cls is optim.Adam and conv != "keras":
             kw["decoupled_weight_decay"] = draw(st.booleans())
     return kw
@@ -171,6 +176,84 @@ def kernel_configs():
                         opt = cls(**kw)
                         found.setdefault(opt._kernel(), (cls, kw))
     return found
+
+
+def optax_option_configs():
+    """The optax options that select no kernel of their own (runtime flags and scalars)."""
+    out = []
+    for centered in (False, True):
+        for momentum in (0.0, 0.9):
+            for eps_in_sqrt in (False, True):
+                for debias in (False, True):
+                    out.append((optim.RMSprop, dict(
+                        convention="optax", lr=0.1, alpha=0.9, centered=centered,
+                        momentum=momentum, nesterov=momentum > 0 and debias,
+                        eps_in_sqrt=eps_in_sqrt, bias_correction=debias,
+                        initial_scale=1.0 if debias else 0.0, eps=1e-3)))
+    for cls in (optim.Adam, optim.AdamW):
+        for wd in (0.0, 0.01):
+            out.append((cls, dict(convention="optax", lr=0.1, nesterov=True, weight_decay=wd,
+                                  betas=(0.8, 0.99), eps=1e-3)))
+    return out
+
+
+@pytest.mark.parametrize("S,A", POLICIES)
+def test_optax_options_match_the_twin(S, A):
+    """optax's RMSprop nesterov, initial_scale, eps_in_sqrt, bias_correction and Adam's
+    nesterov (NAdam): every combination, every update rule, 11 elements, 3 steps."""
+    rng = np.random.default_rng(11)
+    specials = special_values(S)
+    for cls, kw in optax_option_configs():
+        for rule in ("nearest", "kahan", "stochastic", "master"):
+            vals = [float(pr.format(S).round(v)) for v in rng.standard_normal(11)]
+            grads = [[float(pr.format(S).round(v)) for v in rng.standard_normal(11) * 0.1]
+                     for _ in range(3)]
+            grads[2][int(rng.integers(11))] = specials[int(rng.integers(len(specials)))]
+            run_against_twin(cls, kw, S, A, rule, vals, grads)
+
+
+MU_DTYPES = [("float32", "float16"), ("float32", "bfloat16"), ("float64", "float32"),
+             ("float64", "float16"), ("float64", "bfloat16"), ("float32", "float32")]
+
+
+@pytest.mark.parametrize("A,M", MU_DTYPES)
+@given(data=st.data())
+def test_mu_dtype_matches_the_twin(A, M, data):
+    """optax's mu_dtype: beta1 * m in M, the sum in A, m stored cast to M; every storage
+    format under A, any update rule, Adam/AdamW/NAdam/AMSGrad, special values."""
+    S = data.draw(st.sampled_from([s for s, a in POLICIES if a == A]), label="S")
+    cls = data.draw(st.sampled_from([optim.Adam, optim.AdamW]), label="cls")
+    amsgrad = data.draw(st.booleans(), label="amsgrad")
+    kw = dict(convention="optax", lr=data.draw(st.sampled_from(LRS)), mu_dtype=M,
+              amsgrad=amsgrad, nesterov=not amsgrad and data.draw(st.booleans()),
+              betas=(data.draw(st.sampled_from(DECAYS)), data.draw(st.sampled_from(DECAYS))),
+              eps=data.draw(st.sampled_from(EPS)), weight_decay=data.draw(st.sampled_from(WDS)))
+    rule = data.draw(st.sampled_from(["nearest", "kahan", "stochastic", "master"]), label="rule")
+    n = data.draw(st.integers(1, 19), label="n")
+    values = data.draw(st.lists(format_values(S), min_size=n, max_size=n), label="param")
+    grads = [data.draw(st.lists(format_values(S), min_size=n, max_size=n), label=f"grad{k}")
+             for k in range(data.draw(st.integers(1, 3)))]
+    opt, _ = run_against_twin(cls, kw, S, A, rule, values, grads)
+    m = opt.state_of(next(iter(opt._slots.values())).param)["exp_avg"]
+    stored = m.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert same_bits(pr.format(M).round(stored).astype(np.float64), stored).all()
+
+
+def test_mu_dtype_rounds_the_stored_moment_not_the_step():
+    """With mu_dtype the step uses the first moment in A, and only the stored m is cast (as
+    optax's scale_by_adam does): the first step equals the step without mu_dtype."""
+    g = np.array([0.1234567, -3.3e-3, 7.77], dtype=np.float32)
+    p1, p2 = np.ones(3, np.float32), np.ones(3, np.float32)
+    a = optim.Adam(lr=0.1, convention="optax", mu_dtype="bfloat16")
+    b = optim.Adam(lr=0.1, convention="optax")
+    a.step(p1, g)
+    b.step(p2, g)
+    assert same_bits(p1, p2).all()
+    mb = b.state_of(p2)["exp_avg"]
+    assert not same_bits(a.state_of(p1)["exp_avg"], mb).all()
+    assert same_bits(a.state_of(p1)["exp_avg"],
+                     mb.astype(ml_dtypes.bfloat16).astype(np.float32)).all()
 
 
 def test_every_kernel_has_a_configuration():
@@ -469,3 +552,80 @@ def test_learning_rate_can_change_between_steps():
     with pytest.raises(ValueError):
         opt.lr = -1.0
     assert opt.lr == 0.25
+
+
+# ============================================================================ step_all
+@pytest.mark.parametrize("convention", optim.CONVENTIONS)
+@pytest.mark.parametrize("S,A", [("float32", "float32"), ("bfloat16", "float32"),
+                                 ("float16", "float16")])
+def test_step_all_matches_the_twin_and_shares_the_count(convention, S, A):
+    """step_all is one Keras apply / one optax update: in keras and optax every parameter of a
+    call takes t = iterations + 1 (a late parameter starts there, a skipped one jumps); torch
+    counts per parameter.  Kernels and twin agree to the bit."""
+    rng = np.random.default_rng(5)
+    kw = dict(lr=0.01, convention=convention)
+    for cls, extra in ((optim.Adam, {}), (optim.RMSprop, {"momentum": 0.9}),
+                       (optim.Adam, {"nesterov": True} if convention == "optax" else {})):
+        opt = cls(**kw, **extra, state_format=A)
+        twin = TWIN_OF[cls].twin(A)(opt)
+        ps = [as_array(rng.standard_normal(5), S) for _ in range(3)]
+        tps = [p.copy() for p in ps]
+        for call in range(6):
+            gs = [as_array(rng.standard_normal(5), S) for _ in range(3)]
+            active = [0, 1] + ([2] if call >= 2 else [])        # parameter 2 joins late
+            if call == 4:
+                active = [0, 2]                                  # parameter 1 has no grad
+            items = [(ps[i], gs[i] if i in active else None) for i in range(3) if i < 2 or call >= 2]
+            opt.step_all(items)
+            twin.step_all([(tps[i], gs[i] if i in active else None)
+                           for i in range(3) if i < 2 or call >= 2])
+            for i in set(active) | {0, 1}:
+                assert_matches_twin(opt, ps[i], twin, tps[i])
+        assert opt.iterations == twin.iterations == 6
+        steps = [opt.state_of(p)["step"] for p in ps]
+        if convention == "torch":
+            assert steps == [6, 5, 4]
+        else:
+            assert steps == [6, 6, 6]       # 2 joined at call 3 (t = 3), 1 skipped call 5
+
+
+def test_step_all_equals_steps_with_keras_local_step():
+    """In the keras convention, step_all over [p1, p2] is p1 and p2 each stepped at
+    t = iterations + 1: a parameter that joins at the 3rd call starts with Keras's t = 3
+    bias correction, which step() (t = 1) does not give."""
+    g = np.array([0.3, -0.2], np.float32)
+    late, alone = np.ones(2, np.float32), np.ones(2, np.float32)
+    first = np.ones(2, np.float32)
+    opt = optim.Adam(convention="keras")
+    for _ in range(2):
+        opt.step_all([(first, g)])
+    opt.step_all([(first, g), (late, g)])
+    optim.Adam(convention="keras").step(alone, g)
+    assert opt.state_of(late)["step"] == 3
+    assert not same_bits(late, alone).all()
+    # the twin, with a first parameter it steps twice and the late one joining at the 3rd call
+    twin = pr.exact.emulate("float32").optimizer(optim.Adam(convention="keras"))
+    a, b = np.ones(2, np.float32), np.ones(2, np.float32)
+    twin.step_all([(a, g), (b, None)])
+    twin.step_all([(a, g), (b, None)])
+    twin.step_all([(a, g), (b, g)])
+    assert same_bits(b, late).all() and same_bits(a, first).all()
+
+
+def test_iterations_persist_through_state_dict_and_pickle():
+    import pickle
+    p = np.ones(3, np.float32)
+    opt = optim.Adam(lr=0.1, convention="optax")
+    for _ in range(3):
+        opt.step_all([(p, np.full(3, 0.5, np.float32), "w")])
+    other = optim.Adam(lr=0.1, convention="optax")
+    other.load_state_dict(opt.state_dict())
+    q = p.copy()
+    clone_p, clone = pickle.loads(pickle.dumps((p.copy(), opt)))
+    assert other.iterations == clone.iterations == 3
+    for o, x in ((opt, p), (other, q), (clone, clone_p)):
+        o.step_all([(x, np.full(3, -0.25, np.float32), "w")])
+        assert o.state_of(key="w")["step"] == 4
+    assert same_bits(p, q).all() and same_bits(p, clone_p).all()
+    opt.reset()
+    assert opt.iterations == 0

@@ -191,6 +191,22 @@ def test_bad_keys():
     (lambda: optim.Adam(lr=10**400), "lr"),                   # float() would raise OverflowError
     (lambda: optim.Adam(seed=-1), "seed"),
     (lambda: optim.Adam(state_format="float8"), "unknown format"),
+    # optax's options exist in the optax convention only, and need what they act on
+    (lambda: optim.RMSprop(initial_scale=1.0), "optax option"),
+    (lambda: optim.RMSprop(bias_correction=True, convention="keras"), "optax option"),
+    (lambda: optim.RMSprop(momentum=0.9, nesterov=True), "optax option"),
+    (lambda: optim.RMSprop(eps_in_sqrt=True), "eps outside"),
+    (lambda: optim.RMSprop(eps_in_sqrt=False, convention="keras"), "eps inside"),
+    (lambda: optim.RMSprop(lr=0.1, nesterov=True, convention="optax"), "momentum > 0"),
+    (lambda: optim.RMSprop(lr=0.1, initial_scale=-1.0, convention="optax"), ">= 0"),
+    (lambda: optim.RMSprop(lr=0.1, initial_scale=float("nan"), convention="optax"), "finite"),
+    (lambda: optim.RMSprop(lr=0.1, alpha=1.0, bias_correction=True, convention="optax"),
+     "alpha < 1"),
+    (lambda: optim.Adam(nesterov=True), "optax option"),
+    (lambda: optim.Adam(mu_dtype="bfloat16", convention="keras"), "optax option"),
+    (lambda: optim.Adam(lr=0.1, nesterov=True, amsgrad=True, convention="optax"), "amsgrad"),
+    (lambda: optim.Adam(lr=0.1, mu_dtype="float8", convention="optax"), "mu_dtype"),
+    (lambda: optim.Adam(lr=0.1, mu_dtype=3, convention="optax"), "mu_dtype"),
 ])
 def test_bad_hyperparameters(make, match):
     with pytest.raises(ValueError, match=match):
@@ -326,3 +342,72 @@ def test_parameters_and_copies_of_the_state_are_still_fine():
     opt.step(copy, np.ones_like(copy))
     opt.step(q, np.ones_like(q))
     assert opt.state_of(copy)["step"] == 1 and opt.state_of(q)["step"] == 1
+
+
+# ------------------------------------------------------------------ optax options at the step
+@pytest.mark.parametrize("S,M", [("float32", "float64"), ("float16", "bfloat16"),
+                                 ("bfloat16", "float16"), ("float16", "float32")])
+def test_mu_dtype_wider_than_the_arithmetic_is_refused_at_the_step(S, M):
+    p = fresh(ml_dtypes.bfloat16 if S == "bfloat16" else np.dtype(S))
+    opt = optim.Adam(lr=0.1, mu_dtype=M, convention="optax")
+    check_rejected(opt, p, np.ones_like(p), ValueError, "not narrower")
+
+
+def test_scalars_of_the_optax_options_warn_when_they_round():
+    from precision.formats import PrecisionWarning
+    p = fresh(np.float16)
+    opt = optim.RMSprop(lr=0.1, initial_scale=1e-9, convention="optax")
+    with pytest.warns(PrecisionWarning, match="initial_scale"):
+        opt.step(p, np.ones_like(p))
+    p = fresh(np.float32)
+    opt = optim.Adam(lr=0.1, mu_dtype="bfloat16", betas=(0.999, 0.999), convention="optax")
+    with pytest.warns(PrecisionWarning, match="beta1 \\(in mu_dtype\\)"):
+        opt.step(p, np.ones_like(p))
+
+
+# ------------------------------------------------------------------ step_all
+def check_step_all_rejected(opt, items, exc, match):
+    befores = [(p, snapshot(opt, p)) for p in {id(it[0]): it[0] for it in items
+                                                 if isinstance(it, tuple) and
+                                                 isinstance(it[0], np.ndarray)}.values()]
+    iterations = opt.iterations
+    with pytest.raises(exc, match=match):
+        opt.step_all(items)
+    for p, before in befores:
+        assert_untouched(opt, p, before)
+    assert opt.iterations == iterations
+
+
+@pytest.mark.parametrize("convention", ["torch", "keras"])
+def test_step_all_validates_every_item_before_writing_any(convention):
+    a, b = fresh(), fresh()
+    opt = stepped_optimizer(a, convention=convention)
+    g = np.full_like(a, 0.25)
+    check_step_all_rejected(opt, [], ValueError, "at least one")
+    check_step_all_rejected(opt, [(a, None), (b, None)], ValueError, "no gradient")
+    check_step_all_rejected(opt, [(a, g), (b, np.ones(5, np.float32))], ValueError, "shape")
+    check_step_all_rejected(opt, [(a, g), (b, g.astype(np.float64))], TypeError, "must match")
+    check_step_all_rejected(opt, [(a, g), (a, g)], ValueError, "earlier item")
+    check_step_all_rejected(opt, [(a, g), (a[:3], g[:3])], ValueError, "earlier item")
+    check_step_all_rejected(opt, [(a, g), (b, a)], ValueError, "grad shares memory with the param")
+    check_step_all_rejected(opt, [(a, b), (b, g)], ValueError, "param shares memory with the grad")
+    check_step_all_rejected(opt, [(a, g), (b, g, "w"), (fresh(), g, "w")], ValueError, "twice")
+    check_step_all_rejected(opt, [(a, g), (b, g, ["w"])], TypeError, "hashable")
+    check_step_all_rejected(opt, [(a, g), a], TypeError, "items\\[1\\]")
+    check_step_all_rejected(opt, [(a, g), (b, g, "k", 1)], TypeError, "items\\[1\\]")
+    check_step_all_rejected(opt, [(a, g), (b, opt.state_of(a)["exp_avg"])], ValueError,
+                            "shares memory")
+    with pytest.raises(TypeError, match="sequence"):
+        opt.step_all(5)
+
+
+def test_bad_iterations():
+    opt = optim.Adam()
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="iterations"):
+            opt.iterations = bad
+    assert opt.iterations == 0
+    state = opt.state_dict()
+    state["iterations"] = -2
+    with pytest.raises(ValueError, match="iterations"):
+        opt.load_state_dict(state)

@@ -170,6 +170,7 @@ class EmulatedOptimizer:
         self._by_id = {}
         self._next_index = 0
         self._memo = {}
+        self.iterations = 0         # step_all calls, as Optimizer.iterations
 
     @classmethod
     def from_name(cls, arith, name, **settings):
@@ -233,6 +234,8 @@ class EmulatedOptimizer:
     def _init_value(self, name):
         if name == "sum":
             return self._r(self.hyperparameters["initial_accumulator_value"])
+        if name == "square_avg" and self.kind == "RMSprop":
+            return self._r(self.hyperparameters["initial_scale"])
         return 0.0
 
     def _rule(self, S):
@@ -289,9 +292,24 @@ class EmulatedOptimizer:
         return out
 
     # ------------------------------------------------------------------ one step
-    def step(self, param: np.ndarray, grad: np.ndarray, key=None) -> np.ndarray:
+    def step_all(self, items) -> None:
+        """One emulated step over several parameters, with the step numbers of
+        :meth:`precision.optim.Optimizer.step_all`: t = ``iterations + 1`` for every parameter
+        in the keras and optax conventions, each parameter's own count in torch's; items with a
+        ``None`` gradient are skipped; then ``iterations`` increases by one."""
+        items = list(items)
+        if not items or all(item[1] is None for item in items):
+            raise ValueError("step_all needs at least one (param, grad) pair with a gradient")
+        shared_t = self.iterations + 1 if self.convention != "torch" else None
+        for item in items:
+            if item[1] is not None:
+                self.step(item[0], item[1], item[2] if len(item) == 3 else None, _t=shared_t)
+        self.iterations += 1
+
+    def step(self, param: np.ndarray, grad: np.ndarray, key=None, *, _t=None) -> np.ndarray:
         """Update ``param`` in place by one emulated step with gradient ``grad`` (same dtype and
-        shape); returns ``param``."""
+        shape); returns ``param``.  t is the parameter's own count (``step_all`` for a shared
+        one)."""
         if not isinstance(param, np.ndarray) or not isinstance(grad, np.ndarray):
             raise TypeError("param and grad must be numpy arrays")
         S = _formats.of(param)
@@ -317,7 +335,7 @@ class EmulatedOptimizer:
             slot.master = list(theta)
         if rule == "kahan" and slot.comp is None:
             slot.comp = [0.0] * n
-        slot.t += 1
+        slot.t = slot.t + 1 if _t is None else _t
         key64 = stochastic_round_key(self.seed, slot.stream, slot.t)
         maximize = self.hyperparameters["maximize"]
         for i in range(n):
@@ -472,17 +490,24 @@ class EmulatedOptimizer:
                 u = -inc
         else:
             v = E.add(E.mul(c, E.mul(g, g)), E.mul(alpha, v))
+            s = v
+            if hp["bias_correction"]:       # scale_by_rms / scale_by_stddev: v / (1 - alpha^t)
+                bc = self._r(1 - Fraction(hp["alpha"]) ** slot.t)
+                s = E.div(v, bc)
             if centered:
                 gbar = E.add(E.mul(c, g), E.mul(alpha, state["grad_avg"][i]))
                 state["grad_avg"][i] = gbar
-                k = E.div(1.0, E.sqrt(E.add(E.sub(v, E.mul(gbar, gbar)), eps)))
+                gh = E.div(gbar, bc) if hp["bias_correction"] else gbar
+                s = E.sub(s, E.mul(gh, gh))
+            if hp["eps_in_sqrt"]:
+                k = E.div(1.0, E.sqrt(E.add(s, eps)))
             else:
-                k = E.div(1.0, E.sqrt(E.add(v, eps)))
+                k = E.div(1.0, E.add(E.sqrt(s), eps))
             d = E.mul(-lr, E.mul(k, g))
             if mom:
                 b = E.add(d, E.mul(mu, state["momentum_buffer"][i]))
                 state["momentum_buffer"][i] = b
-                u = b
+                u = E.add(d, E.mul(mu, b)) if hp["nesterov"] else b
             else:
                 u = d
         state["square_avg"][i] = v
@@ -533,9 +558,19 @@ class EmulatedOptimizer:
             alpha = self._once("alpha_t", t, alpha_t)
             u = -E.div(E.mul(m, alpha), E.add(E.sqrt(vv), eps))
         else:
-            m = E.add(E.mul(c1, g), E.mul(self._r(b1), m))
+            M = hp["mu_dtype"]
+            if M is None or M == self.arith.name:
+                m = E.add(E.mul(c1, g), E.mul(self._r(b1), m))
+            else:       # beta1 * m in mu_dtype M (beta1 rounded into M), the sum in A
+                EM = emulate(M)
+                m = E.add(E.mul(c1, g), EM.round(E.mul(EM.round(Fraction(b1)), m)))
             v = E.add(E.mul(c2, E.mul(g, g)), E.mul(self._r(b2), v))
-            mh = E.div(m, self._r(bc1))
+            if hp["nesterov"]:          # NAdam: beta1 m / (1 - beta1^(t+1)) + (1 - beta1) g / bc1
+                bc1_next = 1 - Fraction(b1) ** (t + 1)
+                mh = E.add(E.mul(self._r(b1), E.div(m, self._r(bc1_next))),
+                           E.mul(c1, E.div(g, self._r(bc1))))
+            else:
+                mh = E.div(m, self._r(bc1))
             vh = E.div(v, self._r(bc2))
             if ams:
                 vh = state["max_exp_avg_sq"][i] = _maxnan(state["max_exp_avg_sq"][i], vh)
@@ -543,5 +578,7 @@ class EmulatedOptimizer:
             if wd != 0 and decoupled:
                 d = E.add(d, E.mul(self._r(wd), th0))
             u = E.mul(-lr, d)
+            if M is not None and M != self.arith.name:
+                m = EM.round(m)         # stored cast to M; this step used the A value
         state["exp_avg"][i], state["exp_avg_sq"][i] = m, v
         return th, u

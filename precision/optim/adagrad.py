@@ -71,9 +71,8 @@ class Adagrad(Optimizer):
         return ("sum",)
 
     def _initial_state(self, name, A):
-        # frames: round_scalar <- _initial_state <- _complete <- step <- the caller
         return _formats.round_scalar(self.initial_accumulator_value, A,
-                                     "initial_accumulator_value", stacklevel=5)
+                                     "initial_accumulator_value", stacklevel=self._STATE_DEPTH)
 
     def _constants(self, A):
         lr = self._round(self.lr, A, "lr")

@@ -84,7 +84,8 @@ class Optimizer:
 
     _DEFAULTS: dict = {}
     _FLAGS: tuple = ()
-    _STEP_DEPTH = 6     # stack frames from round_scalar's warn() to the caller of step()
+    _STEP_DEPTH = 7     # stack frames from round_scalar's warn() to the caller of step()
+    _STATE_DEPTH = 6    # the same from _initial_state's round_scalar (via _complete, _run)
 
     def __init__(self, hyper: dict, flags: dict, *, convention, state_format, master_weights,
                  update, seed, num_threads):
@@ -126,6 +127,7 @@ class Optimizer:
         self._cache = {}            # rounded scalars
         self._state_index = None    # byte ranges of every state array (built when needed)
         self._unbound_restored = set()   # identity keys restored by pickle, not stepped since
+        self.iterations = 0         # step_all calls (Keras's optimizer.iterations)
         object.__setattr__(self, "_ready", True)
 
     # --------------------------------------------------------------- hyperparameters
@@ -135,6 +137,7 @@ class Optimizer:
         names = list(self._DEFAULTS[self.convention]) + list(self._FLAGS)
         return {name: getattr(self, name) for name in names}
 
+    _NOT_REAL = ("betas", "mu_dtype")     # hyperparameters that are not one real number
     _FIXED = ("convention", "state_format", "master_weights", "update", "seed")
 
     def __setattr__(self, name, value):
@@ -145,6 +148,12 @@ class Optimizer:
                 f"with load_state_dict)")
         if ready and name == "num_threads":
             object.__setattr__(self, name, _checks.check_num_threads(value))
+            return
+        if ready and name == "iterations":
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
+                    or value < 0:
+                raise ValueError(f"iterations must be an integer >= 0, got {value!r}")
+            object.__setattr__(self, name, int(value))
             return
         # hyperparameters may change between steps (learning-rate schedules): re-validate
         if ready and (name in self._DEFAULTS[self.convention] or name in self._FLAGS):
@@ -163,7 +172,7 @@ class Optimizer:
     def _check_all(self):
         for name in self._DEFAULTS[self.convention]:
             value = getattr(self, name)
-            if name != "betas":
+            if name not in self._NOT_REAL:
                 object.__setattr__(self, name, _check_real(name, value))
         self._check()
 
@@ -182,7 +191,9 @@ class Optimizer:
                         f"no {name} (leave it at {neutral!r})")
 
     # options that exist in one convention only (shown by repr only there)
-    _CONVENTION_ONLY = {"eps_root": "optax", "dampening": "torch", "lr_decay": "torch"}
+    _CONVENTION_ONLY = {"eps_root": "optax", "dampening": "torch", "lr_decay": "torch",
+                        "initial_scale": "optax", "eps_in_sqrt": "optax",
+                        "bias_correction": "optax", "mu_dtype": "optax"}
 
     def __repr__(self):
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items()
@@ -285,14 +296,16 @@ class Optimizer:
         if len(self._slot_arrays(slot)) != before:
             self._state_index = None
 
-    def _find_slot(self, param, key, S, A):
-        """The slot of this parameter, or a new (unregistered) one; validates without mutating."""
+    def _find_slot(self, param, key, S, A, fresh=0):
+        """The slot of this parameter, or a new (unregistered) one; validates without mutating.
+        ``fresh``: new unkeyed parameters already planned in the same step_all (numbered
+        before this one)."""
         if key is None:
             k = self._by_id.get(id(param))
             slot = self._slots.get(k) if k is not None else None
             if slot is not None and slot.param is not param:
                 slot = None
-            new_key = self._next_index if slot is None else k
+            new_key = self._next_index + fresh if slot is None else k
         else:
             try:
                 hash(key)
@@ -344,8 +357,98 @@ class Optimizer:
         array of the same dtype and shape (any memory layout; it is only read) that shares no
         memory with ``param`` or the optimizer's state.  ``key``: an optional name for the
         parameter (any hashable but an int); without it the state is keyed by the identity of
-        ``param``.  Everything is validated before anything is modified.
+        ``param``.  Everything is validated before anything is modified.  The step number t
+        is this parameter's own count (1 at its first step), in every convention: to step
+        several parameters as one step of one shared count, as Keras and optax do, use
+        :meth:`step_all`.
         """
+        plan = self._plan(param, grad, key, None, 0)
+        self._run(plan)
+        return param
+
+    def step_all(self, items) -> None:
+        """One optimizer step over several parameters, as one call of Keras's
+        ``optimizer.apply(grads, variables)`` or one optax ``update`` of a parameter tree.
+
+        ``items``: a non-empty sequence of ``(param, grad)`` or ``(param, grad, key)``; a
+        ``grad`` of ``None`` skips that parameter (Keras drops variables without a gradient and
+        still counts the step).  Everything is validated before any parameter is written: the
+        same array (or key) twice, a parameter that shares memory with another item's parameter
+        or gradient, and every check of :meth:`step` are errors.  Then ``iterations`` (the
+        optimizer-wide count, Keras's ``optimizer.iterations``) increases by one.
+
+        The step number t: in the ``"keras"`` and ``"optax"`` conventions every parameter of the
+        call takes t = ``iterations + 1`` (one count for all variables, Keras's
+        ``local_step = iterations + 1`` and optax's ``count`` in the state of the tree), so a
+        parameter first stepped at the 5th call starts at t = 5, and one skipped in a call
+        jumps, as in Keras.  In the ``"torch"`` convention each parameter keeps its own count
+        (``state["step"]`` per parameter in torch.optim).  :meth:`step` never changes
+        ``iterations``.
+        """
+        try:
+            items = list(items)
+        except TypeError:
+            raise TypeError("items must be a sequence of (param, grad) or (param, grad, key)") \
+                from None
+        if not items:
+            raise ValueError("step_all needs at least one (param, grad) pair")
+        shared_t = self.iterations + 1 if self.convention != "torch" else None
+        plans, params, grads, keys = [], [], [], set()
+        fresh = 0
+        for n, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                raise TypeError(f"items[{n}] must be (param, grad) or (param, grad, key), "
+                                f"got {type(item).__name__}")
+            param, grad = item[0], item[1]
+            key = item[2] if len(item) == 3 else None
+            if grad is None:
+                continue
+            if key is not None:
+                try:
+                    if key in keys:
+                        raise ValueError(f"key {key!r} appears twice in step_all")
+                except TypeError:
+                    raise TypeError(f"key must be hashable, got {type(key).__name__}") from None
+                keys.add(key)
+            plan = self._plan(param, grad, key, shared_t, fresh)
+            for other in params:
+                if other is param or np.shares_memory(other, param):
+                    raise ValueError(f"items[{n}]: param is (or shares memory with) the param "
+                                     f"of an earlier item")
+            for other in grads:
+                if np.shares_memory(other, param):
+                    raise ValueError(f"items[{n}]: param shares memory with the grad of an "
+                                     f"earlier item (its step would change that gradient)")
+            for other in params:
+                if np.shares_memory(other, grad):
+                    raise ValueError(f"items[{n}]: grad shares memory with the param of an "
+                                     f"earlier item")
+            fresh += plan["new"] and key is None
+            plans.append(plan)
+            params.append(param)
+            grads.append(grad)
+        if not plans:
+            raise ValueError("step_all got no gradient (every grad is None)")
+        # a gradient that is another item's state would be read after that item's step wrote it
+        for n, plan in enumerate(plans):
+            for other in plans:
+                if other is plan or other["new"]:
+                    continue
+                for name, arr in self._slot_arrays(other["slot"]):
+                    if np.shares_memory(plan["grad"], arr):
+                        raise ValueError(
+                            f"the grad of item {n} shares memory with the optimizer state "
+                            f"{name!r} of parameter {other['slot'].key!r}, which this step_all "
+                            f"also updates")
+        # validated: from here on, state is created and the parameters are updated
+        for plan in plans:
+            self._run(plan)
+        self.iterations += 1
+
+    def _plan(self, param, grad, key, shared_t, fresh):
+        """Validate one parameter's step and compute everything it needs; mutates nothing.
+        ``shared_t``: the step number of a :meth:`step_all` in a shared-count convention;
+        ``fresh``: new unkeyed parameters planned before this one in the same call."""
         if not isinstance(param, np.ndarray):
             raise TypeError(f"param must be a numpy array, got {type(param).__name__}")
         if not isinstance(grad, np.ndarray):
@@ -363,7 +466,7 @@ class Optimizer:
         if np.shares_memory(param, grad):
             raise ValueError("grad shares memory with param")
         A = self._arith_for(S)
-        slot, new, saved = self._find_slot(param, key, S, A)
+        slot, new, saved = self._find_slot(param, key, S, A, fresh)
         if not new:
             for name, arr in self._slot_arrays(slot):
                 if np.shares_memory(grad, arr):
@@ -376,15 +479,22 @@ class Optimizer:
                 f"param shares memory with the optimizer state {owner[1]!r} of parameter "
                 f"{owner[0]!r}: stepping it would overwrite that state (pass the parameter "
                 f"array itself, not a state array from state_of())")
-        t = (saved["step"] if saved is not None else slot.step) + 1
+        if shared_t is not None:
+            t = shared_t
+        else:
+            t = (saved["step"] if saved is not None else slot.step) + 1
         hyper = self._scalars(A, t)
         kernel = _kernels()
-        kernel_id = kernel.KERNEL_NAMES.index(self._kernel())
-        rule = self._update_rule(S, A)
-        grad = np.ascontiguousarray(grad)
-        param_flat = param.reshape(-1)
+        return {"param": param, "grad": np.ascontiguousarray(grad), "key": key, "S": S, "A": A,
+                "slot": slot, "new": new, "saved": saved, "t": t, "hyper": hyper,
+                "kernel_id": kernel.KERNEL_NAMES.index(self._kernel()),
+                "rule": self._update_rule(S, A)}
 
-        # validated: from here on, state is created and the parameter is updated
+    def _run(self, plan):
+        """Create the state a validated plan needs and run its kernel."""
+        param, grad, key, S, A = plan["param"], plan["grad"], plan["key"], plan["S"], plan["A"]
+        slot, new, saved, t, rule = plan["slot"], plan["new"], plan["saved"], plan["t"], plan["rule"]
+        param_flat = param.reshape(-1)
         if new and key is None and self._unbound_restored:
             self._warn_if_restored_state_is_skipped(param, S)
         if new:
@@ -411,13 +521,13 @@ class Optimizer:
         n = param.size
         # one thread for small steps, and in a forked child (see precision._checks)
         threads = _checks.threads(self.num_threads if n >= _PARALLEL_MIN else 1, n, _PARALLEL_MIN)
+        kernel = _kernels()
         fn = getattr(kernel, f"step_{S.short}_{A.short}")
-        fn(kernel_id, kernel.MODE_CODES[rule], flat(param_flat), flat(grad.reshape(-1)),
+        fn(plan["kernel_id"], kernel.MODE_CODES[rule], flat(param_flat), flat(grad.reshape(-1)),
            states[0], states[1], states[2], flat(slot.master if rule == "master" else None),
-           flat(slot.compensation if rule == "kahan" else None), hyper,
+           flat(slot.compensation if rule == "kahan" else None), plan["hyper"],
            _sr_key(self.seed, slot.stream, t), threads)
         slot.step = t
-        return param
 
     def _state_sharing_memory_with(self, param):
         """(key, name) of a state array of any parameter that shares memory with ``param``, or
@@ -469,6 +579,7 @@ class Optimizer:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("iterations", 0)       # pickled before step_all existed
         self.__dict__.update(state)
         # the parameter arrays were pickled (or copied) with the optimizer, as the same objects
         # as the caller's when both are in one pickle / one deepcopy: identity state follows them
@@ -524,6 +635,7 @@ class Optimizer:
             "master_weights": self.master_weights,
             "update": self.update,
             "seed": self.seed,
+            "iterations": self.iterations,
             "state": state,
         }
 
@@ -571,6 +683,10 @@ class Optimizer:
                 raise ValueError(f"state {key!r} has an invalid step {step!r}")
             pending[key] = {"step": int(step), "shape": tuple(entry["shape"]), "format": S.name,
                             "state_format": A.name, **arrays}
+        iterations = state_dict.get("iterations", 0)     # absent in state_dicts of 0.x
+        if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, numbers.Integral) \
+                or iterations < 0:
+            raise ValueError(f"state_dict has an invalid iterations {iterations!r}")
         # all checked: adopt
         for name in ("convention", "state_format", "master_weights", "update", "seed"):
             object.__setattr__(self, name, getattr(probe, name))
@@ -578,6 +694,7 @@ class Optimizer:
             object.__setattr__(self, name, getattr(probe, name))
         self.reset()
         self._pending = pending
+        self.iterations = int(iterations)
 
     def _restore(self, slot, saved):
         slot.step = saved["step"]
@@ -592,7 +709,7 @@ class Optimizer:
                 slot.arrays[name] = arr
 
     def reset(self) -> None:
-        """Forget all per-parameter state (step counters included)."""
+        """Forget all per-parameter state (step counters and ``iterations`` included)."""
         self._slots = {}
         self._by_id = {}
         self._pending = {}
@@ -600,5 +717,6 @@ class Optimizer:
         self._cache = {}
         self._state_index = None
         self._unbound_restored = set()
+        self.iterations = 0
 
     zero_state = reset
