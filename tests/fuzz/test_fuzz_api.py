@@ -16,7 +16,12 @@ import pytest
 
 from .targets import GROUPS, TARGETS
 
+import precision
+
 ROOT = Path(__file__).resolve().parents[2]
+# the subprocess imports the precision this process imports (``make sanitize`` runs the suite
+# against an instrumented copy elsewhere) and the tests package from ROOT
+PACKAGE_PARENT = Path(precision.__file__).resolve().parents[1]
 # per subprocess; a single call may take at most CALL_TIMEOUT (a hang dumps the stacks)
 GROUP_TIMEOUT = float(os.environ.get("PRECISION_FUZZ_TIMEOUT", "600"))
 CALL_TIMEOUT = float(os.environ.get("PRECISION_FUZZ_CALL_TIMEOUT", "60"))
@@ -28,7 +33,10 @@ def _run(group, after, last):
     if after:
         cmd += ["--after", after]
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+        proc = subprocess.run(cmd, cwd=PACKAGE_PARENT, env=env, capture_output=True, text=True,
                               timeout=GROUP_TIMEOUT)
         return proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
