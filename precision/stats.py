@@ -94,15 +94,7 @@ def _kernels():
 
 # ----------------------------------------------------------------------------- arguments
 def _array(x, name: str = "x") -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype == np.bool_:
-        raise TypeError(f"{name} must be a float array, got a boolean array")
-    try:
-        _formats.of(arr)
-    except TypeError:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got dtype "
-                        f"{arr.dtype}") from None
-    return arr
+    return _checks.float_array(x, name)    # a misaligned view becomes an aligned copy
 
 
 def threads(num_threads, work: int) -> int:

@@ -25,3 +25,36 @@ def test_squashed_gaussian_entropy_refuses_complex_and_huge_eps():
         pr.rl.squashed_gaussian_entropy(zeros + 1j, zeros, n_samples=8)
     with pytest.raises(ValueError, match="eps"):
         pr.rl.squashed_gaussian_entropy(zeros, zeros, n_samples=8, eps=10 ** 400)
+
+
+def _misaligned(values, dtype):
+    """``values`` in a view one byte into a buffer (flags.aligned False)."""
+    a = np.asarray(values, dtype=dtype)
+    raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
+    m = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    m[...] = a
+    assert not m.flags.aligned
+    return m
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_misaligned_inputs_are_read_as_their_aligned_copies(dtype):
+    # found by the fuzz suite under UBSan (make sanitize): the kernels loaded elements through
+    # misaligned typed pointers, undefined behaviour in C
+    x = np.linspace(-3, 3, 12).reshape(3, 4)
+    m = _misaligned(x, dtype)
+    assert np.array_equal(pr.softmax(m), pr.softmax(x.astype(dtype)))
+    assert np.array_equal(pr.linalg.matmul(m, m.T), pr.linalg.matmul(x.astype(dtype),
+                                                                      x.astype(dtype).T))
+    assert np.array_equal(pr.stats.sum(m, axis=0), pr.stats.sum(x.astype(dtype), axis=0))
+    assert np.array_equal(pr.parallel.allreduce(m), pr.parallel.allreduce(x.astype(dtype)))
+
+
+def test_misaligned_out_is_refused_before_anything_is_written():
+    x = np.ones((2, 3), np.float32)
+    out = _misaligned(np.full((2, 3), 7.0), np.float32)
+    with pytest.raises(ValueError, match="aligned"):
+        pr.softmax(x, out=out)
+    with pytest.raises(ValueError, match="aligned"):
+        pr.parallel.allreduce(x, out=out)
+    assert (out == 7).all()
