@@ -427,7 +427,7 @@ def _labels(targets, n: int, c: int) -> np.ndarray:
         bad = lo if lo < 0 else hi
         raise ValueError(f"class index {int(bad)} is out of range for {c} classes "
                          f"(indices must lie in [0, {c}))")
-    return np.ascontiguousarray(targets, dtype=np.int64)
+    return np.require(targets, np.int64, ["C", "A"])    # contiguous and aligned
 
 
 def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=False,
@@ -476,7 +476,8 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
         _same_format(t, "targets", fmt, "logits")
         if t.shape != x.shape:
             raise ValueError(f"soft targets must have the logits' shape {x.shape}, got {t.shape}")
-        soft_rows = _rows(t, "targets")
+        # a misaligned view is copied, as _checks.float_array does for the other arrays
+        soft_rows = _rows(t if t.flags.aligned else t.copy(), "targets")
         labels = None
     else:
         if one_row and t.ndim == 0:
