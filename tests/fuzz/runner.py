@@ -6,8 +6,8 @@ tests/fuzz/spec.py's contract, with the profile of HYPOTHESIS_PROFILE (tests/con
 every call the reproducer of the call is written to ``--last``, so when the process dies (a
 segfault, an abort, OpenMP exiting) the parent can print the case that killed it; a call that
 runs longer than ``--call-timeout`` dumps every thread's stack and exits (a hang).  Prints
-"START <target>" before and "FAIL <target>" / "ok <target>" after each target; exits 1 if any
-target failed.
+"START <target>" before and "FAIL <target>" / "ok <target>" after each target and "DONE" at the
+end; exits 1 if any target failed.
 """
 from __future__ import annotations
 
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
         print(f"{'ok' if ok else 'FAIL'} {name}", flush=True)
         if not ok:
             failed.append(name)
+    print("DONE", flush=True)    # the parent tells a finished run from a dead one by this line
     return 1 if failed else 0
 
 
