@@ -50,14 +50,14 @@ fuzz: build
 		$(BIN)/python -m pytest -q tests/fuzz
 
 # Python is not instrumented, so libasan is preloaded; leaks are not checked (CPython's are not
-# ours); reports go to files under $(SANITIZE_DIR)/reports, which must stay empty.  The order-only
-# prerequisite (|) uses the venv as it is: a sanitizer run never reinstalls the package.
+# ours); reports go to files under $(SANITIZE_DIR)/reports, which must stay empty (a report also
+# ends the process: -fno-sanitize-recover, abort_on_error).
 SANITIZE_DIR   := build/sanitize
 SANITIZE_TESTS := test_primitives.py test_losses.py test_losses_bad_input.py test_losses_block.py \
                   test_losses_refine_gap.py test_target_tolerance.py test_linalg.py test_optim.py \
                   test_optim_bad_input.py test_optim_pickle.py test_stats.py test_batchnorm.py \
                   test_parallel.py test_rl.py test_checks.py fuzz
-sanitize: | $(STAMP)
+sanitize: build
 	PRECISION_SANITIZE=1 PRECISION_BUILD_JOBS=1 $(BIN)/python setup.py -q build_ext \
 		--build-lib $(SANITIZE_DIR) --build-temp $(SANITIZE_DIR)/temp
 	tar --exclude='*.so' --exclude=__pycache__ -cf - precision | tar -xf - -C $(SANITIZE_DIR)

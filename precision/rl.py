@@ -275,6 +275,9 @@ def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q, *, reduction="mean", accum
     return _row_reduce(terms, reduction, lead, fmt, arith, out, inputs, threads)
 
 
+_LOG_FLOAT64_MAX = math.log(np.finfo(np.float64).max)
+
+
 def _real_float64(x, name):
     """``x`` (real numbers of any float or integer dtype) in float64; TypeError for complex,
     boolean and object arrays (a cast would drop the imaginary part or guess)."""
@@ -307,6 +310,10 @@ def squashed_gaussian_entropy(mean, log_std, *, n_samples=100_000, seed=0, eps=0
     if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, numbers.Integral) \
             or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
+    if ls.size and ls.max() > _LOG_FLOAT64_MAX:
+        # exp(log_std) would overflow: the samples, and so the estimate, would be inf/NaN
+        raise ValueError(f"log_std must be <= {_LOG_FLOAT64_MAX:.6g} (exp(log_std) overflows "
+                         f"float64), got {ls.max()!r}")
     eps = _checks.check_real("eps", eps)        # ValueError, not OverflowError, for 10**400
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps must be a real number in [0, 1), got {eps!r}")

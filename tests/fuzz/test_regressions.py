@@ -58,3 +58,9 @@ def test_misaligned_out_is_refused_before_anything_is_written():
     with pytest.raises(ValueError, match="aligned"):
         pr.parallel.allreduce(x, out=out)
     assert (out == 7).all()
+
+
+def test_squashed_gaussian_entropy_refuses_log_std_whose_exp_overflows():
+    # found by the fuzz suite: exp(65504) overflowed to inf and the estimate came out NaN
+    with pytest.raises(ValueError, match="log_std"):
+        pr.rl.squashed_gaussian_entropy(np.zeros(2), np.full(2, 65504.0), n_samples=4)
