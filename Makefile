@@ -3,6 +3,11 @@
 #               the kernels, run the tests
 # make study  : the same set-up, then the headline study (quick grid)
 # make bench  : one comparison table, precision against numpy and torch, each timed in a fresh process
+# make fuzz   : the fuzz suite (tests/fuzz: every public entry point under hostile input) with the
+#               "thorough" hypothesis profile; CI runs it with the "ci" profile inside `make test`
+# make sanitize: the kernels built with AddressSanitizer + UndefinedBehaviorSanitizer into
+#               build/sanitize (a copy of the package; the normal build is untouched), then the
+#               kernel tests and the fuzz suite run against that copy; any report fails the run
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,7 +15,7 @@ STAMP  := $(VENV)/.installed
 SOURCES := $(wildcard kernels/*.pyx.tp kernels/*.pxd kernels/*.h kernels/*.py) setup.py pyproject.toml .ci/constraints.txt
 # While developing, `PRECISION_ONLY=losses .venv/bin/python setup.py build_ext --inplace` rebuilds one module.
 
-.PHONY: test study study-full bench bench-pytest clean build
+.PHONY: test study study-full bench bench-pytest clean build fuzz sanitize
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +44,36 @@ bench: build
 # pytest-benchmark timings of every policy in one process (for regressions within precision)
 bench-pytest: build
 	$(BIN)/python -m pytest tests/bench --benchmark-only --benchmark-columns=median,iqr,rounds
+
+fuzz: build
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-thorough} PRECISION_FUZZ_TIMEOUT=7200 \
+		$(BIN)/python -m pytest -q tests/fuzz
+
+# Python is not instrumented, so libasan is preloaded; leaks are not checked (CPython's are not
+# ours); reports go to files under $(SANITIZE_DIR)/reports, which must stay empty (a report also
+# ends the process: -fno-sanitize-recover, abort_on_error).
+SANITIZE_DIR   := build/sanitize
+SANITIZE_TESTS := test_primitives.py test_losses.py test_losses_bad_input.py test_losses_block.py \
+                  test_losses_refine_gap.py test_target_tolerance.py test_linalg.py test_optim.py \
+                  test_optim_bad_input.py test_optim_pickle.py test_stats.py test_batchnorm.py \
+                  test_parallel.py test_rl.py test_checks.py fuzz
+sanitize: build
+	PRECISION_SANITIZE=1 PRECISION_BUILD_JOBS=1 $(BIN)/python setup.py -q build_ext \
+		--build-lib $(SANITIZE_DIR) --build-temp $(SANITIZE_DIR)/temp
+	tar --exclude='*.so' --exclude=__pycache__ -cf - precision | tar -xf - -C $(SANITIZE_DIR)
+	rm -rf $(SANITIZE_DIR)/reports && mkdir -p $(SANITIZE_DIR)/reports
+	cd $(SANITIZE_DIR) && \
+	export LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(CURDIR)/$(SANITIZE_DIR)/reports/asan \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/$(SANITIZE_DIR)/reports/ubsan \
+		HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} && \
+	$(abspath $(BIN))/python -c "import precision._kernels as k, sys; \
+		f = k.load('losses').__file__; print('sanitized kernels:', f); \
+		sys.exit('build/sanitize' not in f or 'libasan' not in open('/proc/self/maps').read())" && \
+	$(abspath $(BIN))/python -m pytest -q -p no:cacheprovider --import-mode=append -m "not peers" \
+		$(addprefix $(CURDIR)/tests/,$(SANITIZE_TESTS)); \
+	status=$$?; cat $(CURDIR)/$(SANITIZE_DIR)/reports/* 2>/dev/null; \
+	test $$status -eq 0 && test -z "$$(ls $(CURDIR)/$(SANITIZE_DIR)/reports)"
 
 clean:
 	rm -rf build $(VENV) precision/_kernels/*.so kernels/*.c kernels/*.cpp

@@ -16,6 +16,9 @@ Compiler flags are part of the arithmetic contract (DESIGN.md section 3):
 and never any fast-math flag (a test asserts it).  OpenMP is used when the compiler has it.
 
 Set PRECISION_ONLY=name1,name2 to build a subset while developing.
+
+Set PRECISION_SANITIZE=1 to build the baseline modules with AddressSanitizer and
+UndefinedBehaviorSanitizer (for `make sanitize`, which builds them into a separate tree).
 """
 import os
 import platform
@@ -45,7 +48,17 @@ LINK_ARGS = ["-fopenmp"]
 
 
 V3_ARGS = ["-march=x86-64-v3", "-mtune=generic"]
-BUILD_V3 = platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("PRECISION_NO_V3")
+# PRECISION_SANITIZE: instrumented baseline modules only (`make sanitize` builds them out of tree and
+# runs the kernel tests with libasan preloaded). -O1 keeps the compile affordable; any UB aborts.
+SANITIZE = bool(os.environ.get("PRECISION_SANITIZE"))
+if SANITIZE:
+    SANITIZE_ARGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                     "-fno-sanitize-recover=undefined", "-O1", "-g1"]
+    COMPILE_ARGS = [a for a in COMPILE_ARGS if a != "-g0"] + SANITIZE_ARGS
+    LINK_ARGS = LINK_ARGS + SANITIZE_ARGS[:1]
+
+BUILD_V3 = (platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("PRECISION_NO_V3")
+            and not SANITIZE)
 # an AVX-512 build only for the modules where a benchmark (tests/bench) has shown one to pay: the
 # loss kernels, whose exp runs 8 doubles per instruction.
 V4_ARGS = ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512"]

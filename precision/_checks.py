@@ -163,6 +163,9 @@ def check_out(out, name: str, shape, dtype, inputs, *, contiguous: bool = True) 
         raise ValueError(f"{name} is read-only")
     if contiguous and not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
+    if not out.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its itemsize (flags.aligned is False): the "
+                         f"kernels write elements through typed pointers; pass an aligned buffer")
     for other_name, other in inputs:
         if overlaps(out, other):
             raise ValueError(f"{name} overlaps {other_name}: results cannot be written over "
@@ -173,7 +176,12 @@ def check_out(out, name: str, shape, dtype, inputs, *, contiguous: bool = True) 
 # ------------------------------------------------------------------------------- arrays
 def float_array(x, name: str) -> np.ndarray:
     """``x`` as an array of one of the formats (float16, bfloat16, float32, float64); TypeError
-    for anything else (booleans, integers, complex, objects)."""
+    for anything else (booleans, integers, complex, objects).
+
+    An array whose data is not aligned to its itemsize (a view at an odd byte offset of a
+    buffer, ``flags.aligned`` False) is returned as an aligned copy: the kernels read elements
+    through typed C pointers, and a misaligned one is undefined behaviour (UBSan reports it;
+    ``make sanitize``)."""
     from . import formats
 
     arr = np.asarray(x)
@@ -184,7 +192,7 @@ def float_array(x, name: str) -> np.ndarray:
     except TypeError:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got dtype "
                         f"{arr.dtype}") from None
-    return arr
+    return arr if arr.flags.aligned else arr.copy()
 
 
 def same_dtype(arr: np.ndarray, name: str, dtype, against: str) -> None:

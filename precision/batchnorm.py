@@ -63,6 +63,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from . import _checks
 from . import formats as _formats
 from . import stats as _stats
 
@@ -82,13 +83,8 @@ _UNBIASED = {"torch": True, "keras": False, "flax": False, "cudnn": True}
 
 
 def _real(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating,
-                                                                    np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v
+    # ValueError, not OverflowError, for an int beyond float64 (momentum=10**400)
+    return _checks.check_real(name, value)
 
 
 def update_weights(convention: str, momentum, calls_after: int):

@@ -58,7 +58,8 @@ def matmul(a, b, *, accum=None, out=None, num_threads=None):
     for name, arr in (("a", a), ("b", b)):
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"{name} must be a numpy array, got {type(arr).__name__}")
-        _checks.float_array(arr, name)
+    a = _checks.float_array(a, "a")      # a misaligned view becomes an aligned copy
+    b = _checks.float_array(b, "b")
     storage = _formats.of(a)
     if b.dtype != a.dtype:
         raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}")

@@ -267,9 +267,19 @@ def _raise_for_codes(codes: np.ndarray, rows: np.ndarray, fmt, name: str, tol: f
     else:
         why = f"given; the default for C = {c} classes is {default:.3g}"
     raise ValueError(
-        f"{name} row {row} sums to {math.fsum(values)!r}, not 1: rows must be probability "
+        f"{name} row {row} sums to {_exact_sum_text(values)}, not 1: rows must be probability "
         f"distributions, |sum - 1| <= {tol_name} = {tol:.3g} ({why}).  Normalise the rows "
         f"(t / t.sum(-1, keepdims=True)) or pass {tol_name}= to change the tolerance")
+
+
+def _exact_sum_text(values: np.ndarray) -> str:
+    """The row's sum for an error message (math.fsum raises OverflowError past float64's range,
+    e.g. for two values of 1e308)."""
+    total = sum(map(Fraction, values.tolist()), Fraction(0))
+    try:
+        return repr(float(total))
+    except OverflowError:
+        return "more than 1.8e308"
 
 
 def _check_rows_in_float64(rows: np.ndarray, tol: float) -> np.ndarray:
@@ -417,7 +427,7 @@ def _labels(targets, n: int, c: int) -> np.ndarray:
         bad = lo if lo < 0 else hi
         raise ValueError(f"class index {int(bad)} is out of range for {c} classes "
                          f"(indices must lie in [0, {c}))")
-    return np.ascontiguousarray(targets, dtype=np.int64)
+    return np.require(targets, np.int64, ["C", "A"])    # contiguous and aligned
 
 
 def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=False,
@@ -466,7 +476,8 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
         _same_format(t, "targets", fmt, "logits")
         if t.shape != x.shape:
             raise ValueError(f"soft targets must have the logits' shape {x.shape}, got {t.shape}")
-        soft_rows = _rows(t, "targets")
+        # a misaligned view is copied, as _checks.float_array does for the other arrays
+        soft_rows = _rows(t if t.flags.aligned else t.copy(), "targets")
         labels = None
     else:
         if one_row and t.ndim == 0:

@@ -158,6 +158,8 @@ def _check_out(out, grads: np.ndarray, fmt) -> np.ndarray:
         raise ValueError("out is read-only")
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
+    if not out.flags.aligned:
+        raise ValueError("out is not aligned to its itemsize (flags.aligned is False)")
     same = (out.__array_interface__["data"][0] == grads.__array_interface__["data"][0]
             and out.strides == grads.strides)
     if not same and np.may_share_memory(out, grads):
@@ -228,6 +230,8 @@ def allreduce(grads, op: str = "mean", *, algorithm: str = "ring", direction: st
     """
     if not isinstance(grads, np.ndarray):
         raise TypeError(f"grads must be a numpy array, got {type(grads).__name__}")
+    if _formats.of(grads) and not grads.flags.aligned:
+        grads = grads.copy()    # the kernel reads through typed pointers (see _checks.float_array)
     storage = _formats.of(grads)
     if grads.ndim < 1:
         raise ValueError("grads needs a leading worker axis (shape (k, ...))")

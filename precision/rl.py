@@ -64,6 +64,7 @@ import warnings
 
 import numpy as np
 
+from . import _checks
 from . import formats as _formats
 from ._kernels import load as _load
 from .losses import (_COMPUTE_DTYPE, _arithmetic, _array, _batch_divisor, _check_out,
@@ -274,6 +275,18 @@ def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q, *, reduction="mean", accum
     return _row_reduce(terms, reduction, lead, fmt, arith, out, inputs, threads)
 
 
+_LOG_FLOAT64_MAX = math.log(np.finfo(np.float64).max)
+
+
+def _real_float64(x, name):
+    """``x`` (real numbers of any float or integer dtype) in float64; TypeError for complex,
+    boolean and object arrays (a cast would drop the imaginary part or guess)."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu" and arr.dtype != _formats.bfloat16.dtype:
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
 def squashed_gaussian_entropy(mean, log_std, *, n_samples=100_000, seed=0, eps=0.0):
     """Monte Carlo estimate of the entropy of a = tanh(u), u ~ N(mean, exp(log_std)^2) diagonal.
 
@@ -289,15 +302,20 @@ def squashed_gaussian_entropy(mean, log_std, *, n_samples=100_000, seed=0, eps=0
     sample standard deviation of the per-draw sums over sqrt(n_samples).  The exact value is
     ``precision.exact.rl.squashed_gaussian_entropy`` (quadrature).
     """
-    m = np.asarray(mean, dtype=np.float64)
-    ls = np.asarray(log_std, dtype=np.float64)
+    m = _real_float64(mean, "mean")
+    ls = _real_float64(log_std, "log_std")
     for arr, n in ((m, "mean"), (ls, "log_std")):
         _nonempty(arr, n)
         _finite(arr, n)
     if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, numbers.Integral) \
             or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
-    if not (isinstance(eps, numbers.Real) and 0.0 <= float(eps) < 1.0):
+    if ls.size and ls.max() > _LOG_FLOAT64_MAX:
+        # exp(log_std) would overflow: the samples, and so the estimate, would be inf/NaN
+        raise ValueError(f"log_std must be <= {_LOG_FLOAT64_MAX:.6g} (exp(log_std) overflows "
+                         f"float64), got {ls.max()!r}")
+    eps = _checks.check_real("eps", eps)        # ValueError, not OverflowError, for 10**400
+    if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps must be a real number in [0, 1), got {eps!r}")
     shape = np.broadcast_shapes(m.shape, ls.shape)
     if len(shape) == 0:

@@ -94,7 +94,7 @@ def _kernels():
 
 # ----------------------------------------------------------------------------- arguments
 def _array(x, name: str = "x") -> np.ndarray:
-    return _checks.float_array(x, name)
+    return _checks.float_array(x, name)    # a misaligned view becomes an aligned copy
 
 
 def threads(num_threads, work: int) -> int:
