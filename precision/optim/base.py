@@ -463,6 +463,9 @@ class Optimizer:
         if not param.flags.c_contiguous:
             raise ValueError("param must be C-contiguous (the step updates it in place; "
                              "np.ascontiguousarray would update a copy)")
+        if not param.flags.aligned:
+            raise ValueError("param is not aligned to its dtype (e.g. a view at an odd byte offset): "
+                             "the step updates it in place, so it cannot be copied; pass an aligned array")
         if np.shares_memory(param, grad):
             raise ValueError("grad shares memory with param")
         A = self._arith_for(S)
@@ -485,7 +488,8 @@ class Optimizer:
             t = (saved["step"] if saved is not None else slot.step) + 1
         hyper = self._scalars(A, t)
         kernel = _kernels()
-        return {"param": param, "grad": np.ascontiguousarray(grad), "key": key, "S": S, "A": A,
+        # a contiguous, aligned grad (a misaligned view is copied: the kernel reads typed elements)
+        return {"param": param, "grad": np.require(grad, requirements=["C", "A"]), "key": key, "S": S, "A": A,
                 "slot": slot, "new": new, "saved": saved, "t": t, "hyper": hyper,
                 "kernel_id": kernel.KERNEL_NAMES.index(self._kernel()),
                 "rule": self._update_rule(S, A)}
