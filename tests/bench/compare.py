@@ -85,14 +85,18 @@ ADAM_DATA = r"""
 import numpy as np
 rng = np.random.default_rng(0)
 N = 10_000_000
-p = rng.standard_normal(N, dtype=np.float32).astype("{fmt}")
-g = (rng.standard_normal(N, dtype=np.float32) * 1e-2).astype("{fmt}")
+p = rng.standard_normal(N, dtype=np.float32)
+g = rng.standard_normal(N, dtype=np.float32) * 1e-2
+if "{fmt}" in ("float32", "float64"):
+    p, g = p.astype("{fmt}"), g.astype("{fmt}")
 """
 
 ADAM_SETUPS = {
     "precision": ADAM_DATA + r"""
+import precision as pr
 from precision import optim
-opt = optim.Adam(lr=1e-3, num_threads={threads})
+p = pr.format("{fmt}").round(p.astype("float32")); g = pr.format("{fmt}").round(g.astype("float32"))
+opt = optim.Adam(lr=1e-3, eps={eps}, state_format={state!r}, num_threads={threads})
 def call():
     opt.step(p, g)
 """,
@@ -135,11 +139,17 @@ def rows(only: set[str], threads: list[int]) -> list[dict]:
                     out.append(dict(group=group, name=label, setup=LOSS_SETUPS["precision"].format(
                         n=n, c=c, fmt=fmt, accum=accum, threads=k)))
     if "optim" in only:
-        group = "Adam step, 10M float32 parameters, 1 thread"
-        out.append(dict(group=group, name="precision float32", setup=ADAM_SETUPS["precision"].format(
-            fmt="float32", threads=1)))
-        out.append(dict(group=group, name="torch float32 (fused)", setup=ADAM_SETUPS["torch"].format(
-            fmt="float32", threads=1), needs="torch"))
+        group = "Adam step, 10M parameters, 1 thread"
+        for fmt, state, label in (("float32", None, "float32"), ("float64", None, "float64"),
+                                  ("float16", None, "float16 (strict)"),
+                                  ("float16", "float32", "float16, float32 state"),
+                                  ("bfloat16", None, "bfloat16 (strict)")):
+            eps = 1e-4 if fmt in ("float16", "bfloat16") and state is None else 1e-8
+            out.append(dict(group=group, name=f"precision {label}", setup=ADAM_SETUPS["precision"].format(
+                fmt=fmt, state=state, eps=eps, threads=1)))
+            if fmt in ("float32", "float64"):
+                out.append(dict(group=group, name=f"torch {fmt} (fused)", setup=ADAM_SETUPS["torch"].format(
+                    fmt=fmt, threads=1), needs="torch"))
         out.append(dict(group=group, name="numpy float32", setup=ADAM_SETUPS["numpy"].format(fmt="float32")))
     return out
 
@@ -193,19 +203,26 @@ def main(argv=None) -> int:
     print(file=sys.stderr)
     print(f"Measured on {versions()}; each row a fresh process, median of {args.calls} calls, "
           f"median over {args.rounds} round-robin rounds.\n")
-    print("| | ms | precision ÷ this |")
-    print("|---|---|---|")
+    print("| | ms | precision ÷ this | ÷ precision float32 |")
+    print("|---|---|---|---|")
     group = None
     for row in table:
         if row["group"] != group:
             group = row["group"]
-            print(f"| **{group}** | | |")
+            print(f"| **{group}** | | | |")
         ms = statistics.median(times[id(row)])
         fmt = row["name"].split()[1]
         ours = next((statistics.median(times[id(r)]) for r in table if r["group"] == group
                      and r["name"] == f"precision {fmt}"), None)
-        ratio = "" if row["name"].startswith("precision") or ours is None else f"{ours / ms:.2f}"
-        print(f"| {row['name']} | {ms:.1f} | {ratio} |")
+        f32 = next((statistics.median(times[id(r)]) for r in table if r["group"] == group
+                    and r["name"] == "precision float32"), None)
+        if not row["name"].startswith("precision"):
+            ratio = f"{ours / ms:.2f}" if ours is not None else ""
+            cost = ""
+        else:
+            ratio = ""
+            cost = f"{ms / f32:.2f}" if f32 and fmt not in ("float32", "float64") else ""
+        print(f"| {row['name']} | {ms:.1f} | {ratio} | {cost} |")
     return 0
 
 
