@@ -135,6 +135,46 @@ static inline double dd_round_to_odd(double_double v) {
     return fp_bits_f64(b | 1);
 }
 
+/* (e, f) = (exp z, expm1 z) of a double-double z <= 0, for level 2.  z < -1/2: e by
+   dd_exp_nonpositive, f = e - 1 (|f| > 0.39: no cancellation).  -1/2 <= z <= 0: w = z / 2^s with
+   |w| <= 2^-8 (exact), expm1(w) = w sum_{n=1..13} w^(n-1)/n! (truncation below 2^-140 relative),
+   then s <= 7 doublings expm1(2w) = expm1(w) (expm1(w) + 2), which do not amplify a relative
+   error (the factor (2f + 2)/(f + 2) is at most 1 for -1 < f <= 0); e = 1 + f (e > 0.6).
+   Relative error of either below DD_EXP_REL (2^-96; a few 2^-103 per operation, measured in the
+   tests against mpmath) above 2^-960, plus DD_TINY absolutely; f is exactly 0 for z = 0. */
+#define DD_REL 0x1p-100        /* per double-double multiply or divide (at most 7 u^2 = 2^-103.2) */
+#define DD_EXP_REL 0x1p-96     /* dd_exp_nonpositive, dd_exp_expm1_nonpositive */
+#define DD_TINY 0x1p-1000      /* absolute, per operation: underflow of the low parts */
+static void dd_exp_expm1_nonpositive(double_double z, double_double* e, double_double* f) {
+    if (z.hi < -0.5) {
+        *e = dd_exp_nonpositive(z);
+        *f = dd_add(*e, dd_from(-1.0));
+        return;
+    }
+    int s = 0;
+    double_double w = z;
+    while (w.hi < -0x1p-8) { w.hi *= 0.5; w.lo *= 0.5; s++; }
+    double_double q = dd_make(DD_INV_FACT[13][0], DD_INV_FACT[13][1]);
+    for (int n = 12; n >= 1; n--)
+        q = dd_add(dd_mul(q, w), dd_make(DD_INV_FACT[n][0], DD_INV_FACT[n][1]));
+    double_double r = dd_mul(w, q);
+    for (int i = 0; i < s; i++) r = dd_mul(r, dd_add(r, dd_from(2.0)));
+    *f = r;
+    *e = dd_add(dd_from(1.0), r);
+}
+
+/* dd_add with its rounding error: the same result, and *err grows by |r1| + |r2|, the two
+   roundings dd_add commits (its other steps are exact TwoSums), so a sum of values exact in
+   double-double reports 0: an a-posteriori bound that sees exact cancellation as exact. */
+static inline double_double dd_add_err(double_double a, double_double b, double* err) {
+    double_double s = dd_two_sum(a.hi, b.hi), t = dd_two_sum(a.lo, b.lo);
+    double_double v1 = dd_two_sum(s.lo, t.hi);
+    double_double u = dd_two_sum(s.hi, v1.hi);
+    double_double v2 = dd_two_sum(u.lo, t.lo);
+    *err += fabs(v1.lo) + fabs(v2.lo);
+    return dd_two_sum(u.hi, v2.hi);
+}
+
 /* ----------------------------------------------------------------- the cancellation check */
 /* 1 if some entry of g might be more than 1/8 ulp of S from its exact value (then the row is
    refined).  g_j, t_j: the gradient and the (smoothed) target in A; cu = c u_A with the row's
@@ -182,75 +222,153 @@ static inline double losses_cancel_cu(double zmin, double zcap, ptrdiff_t C, dou
 /* ----------------------------------------------------------------- the refinement per S */
 /* LD64: S value -> double (exact); ST64: a double -> S rounded once (the stored bits) */
 #define LOSSES_DEFINE_REFINE(S, TS, LD64, ST64, US, ETAS)                                     \
-/* every finite logit equal to the max a (m of them, the rest -inf): p_j = 1/m or 0 exactly,  \
-   and the gradient is rational -- often exactly 0 (equal logits, uniform targets), which no  \
-   fixed precision resolves from T p_j - t'_j.  With T = (1 - eps) Traw + eps (Traw = sum of  \
-   the raw targets, the smoothing's eps/C summing to eps):                                    \
-     g_j = ((1 - eps)(Traw - m t_j) + eps (C - m)/C) / m   (x_j = a),   g_j = -t'_j (x_j = -inf) \
-   exact whenever the double-double sum Traw is (targets spanning <= ~100 bits) */            \
-static void losses_refine_tied_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t y,          \
-                                   double eps, double batch, double a, ptrdiff_t m, TS* g) {  \
-    double_double keep = dd_two_sum(1.0, -eps);                                                       \
-    double_double share = dd_div(dd_from(eps), dd_from((double)C));                                   \
-    double_double extra = dd_div(dd_mul(dd_from(eps), dd_from((double)(C - m))), dd_from((double)C)); \
-    double_double Traw = dd_from(0.0);                                                                \
-    for (ptrdiff_t i = 0; i < C; i++)                                                         \
-        Traw = dd_add(Traw, dd_from(t ? LD64(t[i]) : (i == y ? 1.0 : 0.0)));                  \
-    for (ptrdiff_t j = 0; j < C; j++) {                                                       \
-        double tj = t ? LD64(t[j]) : (j == y ? 1.0 : 0.0);                                    \
-        double_double gj;                                                                             \
-        if (LD64(x[j]) == a)                                                                  \
-            gj = dd_div(dd_add(dd_mul(keep, dd_add(Traw, dd_neg(dd_two_prod((double)m, tj)))), \
-                               extra), dd_from((double)m));                                   \
-        else                                                                                  \
-            gj = dd_neg(dd_add(dd_mul(keep, dd_from(tj)), share));                            \
-        if (batch != 1) gj = dd_div(gj, dd_from(batch));                                      \
-        g[j] = ST64(dd_round_to_odd(gj));                                                     \
-    }                                                                                         \
-}                                                                                             \
-/* level 2: the row's gradient in double-double, rounded once into g (S) */                   \
-static void losses_refine_dd_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t y,            \
-                                 double eps, double batch, ptrdiff_t k, double a, TS* g,      \
-                                 double* work) {                                              \
+LOSSES_DEFINE_LEVEL2(S, TS, LD64, ST64, US, ETAS)                                             \
+LOSSES_DEFINE_LEVEL1(S, TS, LD64, ST64, US, ETAS)
+
+/* Level 2: the row's gradient in double-double, rounded once into g (S).  Returns 0 if every
+   entry is certified within 1/8 ulp of S before that rounding (so within 1 ulp after it), 1 if
+   some entry's bound is not (the best estimate is written all the same).
+
+   Notation: m = number of finite logits, t'_i = (1 - eps) t_i + eps/C the smoothed target (t_i
+   the raw target, one-hot for class indices), Traw = sum_i t_i, T = (1 - eps) Traw + eps,
+   z_i = x_i - a (exact, TwoSum), e_i = exp z_i, f_i = expm1 z_i (finite z_i), F = sum f_i <= 0,
+   D = m + F = sum e_i, s = sum_{i != k} e_i.  Two exact forms of each entry:
+
+     tie form    g_j = [ ((1 - eps)(Traw - m t_j) + eps (C - m)/C) + (T f_j - t'_j F) ] / D
+     direct      g_j = T (e_j / (1 + s)) - t'_j,    g_k = (T_k - t'_k s) / (1 + s)
+     (x_j = -inf: g_j = -t'_j)
+
+   The tie form's first part is rational (Traw - m t_j exact in double-double for targets
+   spanning <= ~100 bits; with all logits equal it is the whole gradient) and its second is
+   small when the logits are nearly tied (|f_i| ~ |z_i|): nearly tied logits with targets that
+   match the tie to first order cancel in the direct form below its rounding error, not in
+   this one.  Far-apart logits are the other way round (1 + f_j loses a tiny e_j).  So each
+   entry gets a first-order running-error bound for both forms -- every double-double add's
+   rounding taken a posteriori (dd_add_err: exact sums count 0), DD_REL per multiply/divide,
+   DD_EXP_REL per exp/expm1, DD_TINY for underflow -- and the form with the smaller bound is
+   stored; the check is the one of losses_cancels: bound <= u_S/8 |g_j| or <= eta_S/8.  What
+   remains uncertified: rows whose tie form cancels a second time (T f_j ~ t'_j F: logits whose
+   differences nearly tie) while the direct form cancels too. */
+#define LOSSES_DEFINE_LEVEL2(S, TS, LD64, ST64, US, ETAS)                                     \
+static int losses_refine_dd_##S(const TS* x, ptrdiff_t C, const TS* t, int64_t y,             \
+                                double eps, double batch, ptrdiff_t k, double a, TS* g,       \
+                                double* work) {                                               \
+    double_double* e = (double_double*)work;                                                  \
+    double_double* f = e + C;                                                                 \
+    const double safety = 1.0 + 0x1p-40;           /* covers the bounds' own roundings */     \
+    double_double keep = dd_two_sum(1.0, -eps);     /* 1 - eps, exactly */                    \
+    double_double share = dd_div(dd_from(eps), dd_from((double)C));                           \
+    double_double Traw = dd_from(0.0), TrawK = dd_from(0.0), F = dd_from(0.0), s = dd_from(0.0); \
+    double errTraw = 0, errTrawK = 0, errF = 0, errs = 0, absF = 0;                           \
     ptrdiff_t m = 0;                                                                          \
-    int tied = 1;                                                                             \
     for (ptrdiff_t i = 0; i < C; i++) {                                                       \
         double v = LD64(x[i]);                                                                \
-        m += v == a;                                                                          \
-        tied &= (v == a) | (v == -INFINITY);                                                  \
+        double ti = t ? LD64(t[i]) : (i == y ? 1.0 : 0.0);                                    \
+        Traw = dd_add_err(Traw, dd_from(ti), &errTraw);                                       \
+        if (i != k) TrawK = dd_add_err(TrawK, dd_from(ti), &errTrawK);                        \
+        if (v == -INFINITY) { e[i] = dd_from(0.0); f[i] = dd_from(-1.0); continue; }          \
+        m++;                                                                                  \
+        if (i == k) { e[i] = dd_from(1.0); f[i] = dd_from(0.0); continue; }                   \
+        dd_exp_expm1_nonpositive(dd_two_sum(v, -a), &e[i], &f[i]);                            \
+        F = dd_add_err(F, f[i], &errF);                                                       \
+        errF += DD_EXP_REL * fabs(f[i].hi) + DD_TINY;                                         \
+        absF += fabs(f[i].hi);                                                                \
+        s = dd_add_err(s, e[i], &errs);                                                       \
+        errs += DD_EXP_REL * e[i].hi + DD_TINY;                                               \
     }                                                                                         \
-    if (tied) {                                                                               \
-        losses_refine_tied_##S(x, C, t, y, eps, batch, a, m, g);                              \
-        return;                                                                               \
+    (void)absF;                                                                               \
+    /* T and T_k (smoothed): (1 - eps) Traw + eps, (1 - eps) TrawK + eps (C - 1)/C */         \
+    double_double T = Traw, Tk = TrawK;                                                       \
+    double errT = errTraw, errTk = errTrawK;                                                  \
+    double_double extra = dd_from(0.0);             /* eps (C - m) / C */                     \
+    double errExtra = 0;                                                                      \
+    if (eps != 0) {                                                                           \
+        double_double kT = dd_mul(keep, Traw), kTk = dd_mul(keep, TrawK);                     \
+        errT = keep.hi * errTraw + DD_REL * fabs(kT.hi) + DD_TINY;                            \
+        T = dd_add_err(kT, dd_from(eps), &errT);                                              \
+        double_double shareK = dd_div(dd_mul(dd_from(eps), dd_from((double)(C - 1))),         \
+                                      dd_from((double)C));                                    \
+        errTk = keep.hi * errTrawK + DD_REL * (fabs(kTk.hi) + shareK.hi) + DD_TINY;           \
+        Tk = dd_add_err(kTk, shareK, &errTk);                                                 \
+        extra = dd_div(dd_mul(dd_from(eps), dd_from((double)(C - m))), dd_from((double)C));   \
+        errExtra = DD_REL * extra.hi + DD_TINY;                                               \
     }                                                                                         \
-    double_double* e = (double_double*)work;                                                                  \
-    double_double* tp = e + C;                                                                        \
-    double_double s = dd_from(0.0), Tk = dd_from(0.0);                                                \
-    double_double keep = dd_two_sum(1.0, -eps);                        /* 1 - eps, exactly */        \
-    double_double share = dd_div(dd_from(eps), dd_from((double)C));    /* eps / C */                  \
-    for (ptrdiff_t i = 0; i < C; i++) {                                                       \
-        e[i] = i == k ? dd_from(1.0)                                                          \
-                      : dd_exp_nonpositive(dd_two_sum(LD64(x[i]), -a));                       \
-        double_double ti;                                                                             \
-        if (t) {                                                                              \
-            ti = dd_from(LD64(t[i]));                                                         \
-            if (eps != 0) ti = dd_add(dd_mul(keep, ti), share);                               \
-        } else {                                                                              \
-            ti = eps != 0 ? share : dd_from(0.0);                                             \
-            if (i == y) ti = dd_add(ti, keep);                                                \
-        }                                                                                     \
-        tp[i] = ti;                                                                           \
-        if (i != k) { s = dd_add(s, e[i]); Tk = dd_add(Tk, ti); }                             \
-    }                                                                                         \
-    double_double T = dd_add(Tk, tp[k]);                                                              \
-    double_double D = dd_add(dd_from(1.0), s);                                                        \
+    double errD = errF;                                                                       \
+    double_double D = dd_add_err(dd_from((double)m), F, &errD);                               \
+    double errD1 = errs;                                                                      \
+    double_double D1 = dd_add_err(dd_from(1.0), s, &errD1);                                   \
+    int uncertain = 0;                                                                        \
     for (ptrdiff_t j = 0; j < C; j++) {                                                       \
-        double_double gj = j == k ? dd_div(dd_add(Tk, dd_neg(dd_mul(tp[k], s))), D)                   \
-                          : dd_add(dd_mul(T, dd_div(e[j], D)), dd_neg(tp[j]));                \
-        if (batch != 1) gj = dd_div(gj, dd_from(batch));                                      \
+        double tj = t ? LD64(t[j]) : (j == y ? 1.0 : 0.0);                                    \
+        double_double tpj = dd_from(tj);            /* t'_j */                                \
+        double errTpj = 0;                                                                    \
+        if (eps != 0) {                                                                       \
+            double_double kt = dd_mul(keep, tpj);                                             \
+            errTpj = DD_REL * (fabs(kt.hi) + share.hi) + DD_TINY;                             \
+            tpj = dd_add_err(kt, share, &errTpj);                                             \
+        }                                                                                     \
+        double_double gj;                                                                     \
+        double err;                                                                           \
+        if (LD64(x[j]) == -INFINITY) {                                                        \
+            gj = dd_neg(tpj);                                                                 \
+            err = errTpj;                                                                     \
+        } else {                                                                              \
+            /* tie form */                                                                    \
+            double errR = errTraw;                                                            \
+            double_double R = dd_add_err(Traw, dd_neg(dd_two_prod((double)m, tj)), &errR);    \
+            if (eps != 0) {                                                                   \
+                double_double kR = dd_mul(keep, R);                                           \
+                errR = keep.hi * errR + DD_REL * fabs(kR.hi) + errExtra + DD_TINY;            \
+                R = dd_add_err(kR, extra, &errR);                                             \
+            }                                                                                 \
+            double_double Q1 = dd_mul(T, f[j]), Q2 = dd_mul(tpj, F);                          \
+            double errQ = errT * fabs(f[j].hi)                                                \
+                          + fabs(T.hi) * (DD_EXP_REL * fabs(f[j].hi) + DD_TINY)               \
+                          + DD_REL * (fabs(Q1.hi) + fabs(Q2.hi))                              \
+                          + errTpj * fabs(F.hi) + fabs(tpj.hi) * errF + 2 * DD_TINY;          \
+            double_double Q = dd_add_err(Q1, dd_neg(Q2), &errQ);                              \
+            double errN = errR + errQ;                                                        \
+            double_double N = dd_add_err(R, Q, &errN);                                        \
+            double_double gt = dd_div(N, D);                                                  \
+            double errTie = (errN + fabs(gt.hi) * errD) / (D.hi - errD)                       \
+                            + DD_REL * fabs(gt.hi) + DD_TINY;                                 \
+            /* direct form */                                                                 \
+            double_double gd;                                                                 \
+            double errDirect;                                                                 \
+            if (j == k) {                                                                     \
+                double_double ts = dd_mul(tpj, s);                                            \
+                double errN2 = errTk + errTpj * s.hi + fabs(tpj.hi) * errs                    \
+                               + DD_REL * fabs(ts.hi) + DD_TINY;                              \
+                double_double N2 = dd_add_err(Tk, dd_neg(ts), &errN2);                        \
+                gd = dd_div(N2, D1);                                                          \
+                errDirect = (errN2 + fabs(gd.hi) * errD1) / (D1.hi - errD1)                   \
+                            + DD_REL * fabs(gd.hi) + DD_TINY;                                 \
+            } else {                                                                          \
+                double_double p = dd_div(e[j], D1);                                           \
+                double errp = (DD_EXP_REL * e[j].hi + DD_TINY + p.hi * errD1) / (D1.hi - errD1) \
+                              + DD_REL * p.hi + DD_TINY;                                      \
+                double_double q = dd_mul(T, p);                                               \
+                double errq = errT * p.hi + fabs(T.hi) * errp + DD_REL * fabs(q.hi) + DD_TINY; \
+                errDirect = errq + errTpj;                                                    \
+                gd = dd_add_err(q, dd_neg(tpj), &errDirect);                                  \
+            }                                                                                 \
+            int tie = errTie < errDirect;                                                     \
+            gj = tie ? gt : gd;                                                               \
+            err = tie ? errTie : errDirect;                                                   \
+        }                                                                                     \
+        if (batch != 1) {                                                                     \
+            gj = dd_div(gj, dd_from(batch));                                                  \
+            err = err / batch + DD_REL * fabs(gj.hi) + DD_TINY;                               \
+        }                                                                                     \
+        err *= safety;                                                                        \
+        double gabs = fabs(gj.hi) * (1 - 0x1p-50);                                            \
+        uncertain |= (err > (US) / 8 * gabs) & (err > (ETAS) / 8);                            \
         g[j] = ST64(dd_round_to_odd(gj));                                                     \
     }                                                                                         \
-}                                                                                             \
+    return uncertain;                                                                         \
+}
+
+#define LOSSES_DEFINE_LEVEL1(S, TS, LD64, ST64, US, ETAS)                                     \
 /* level 1: the same formulas in double; returns 1 (nothing written) if the check fails.     \
    Written as separate branch-free loops so that each vectorises (the exp through the       \
    noinline restrict helper of exp_nonpositive.h) */                                            \
