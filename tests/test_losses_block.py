@@ -277,3 +277,54 @@ def test_blocks_refine_the_rows_the_row_code_refines(s, a):
     assert any(em.refined_rows)
     for blocks, rows in zip(*outputs):
         np.testing.assert_array_equal(raw_bits(blocks), raw_bits(rows))
+
+
+@settings(deadline=None)
+@given(policy=st.sampled_from(POLICIES),
+       n=st.integers(1, 3 * BLOCK_ROWS + 5),
+       c=st.integers(1, 40),
+       logit_kind=st.sampled_from(LOGIT_KINDS + SPECIAL_LOGIT_KINDS),
+       fn=st.sampled_from(["softmax", "log_softmax", "logsumexp"]),
+       layout=st.sampled_from(["contiguous", "every_other_row", "reversed", "user_buffer"]),
+       threads=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**32 - 1))
+def test_softmax_block_path_gives_the_row_path_bits(policy, n, c, logit_kind, fn, layout,
+                                                    threads, seed):
+    """softmax, log_softmax and logsumexp take the same row blocks (losses_softmax_block_*):
+    the same bits as their row code, special logits (the block falls back), strided and
+    reversed rows, a user's out= buffer, 1 and 2 threads."""
+    s, a = policy
+    S, A = FMT[s], FMT[a]
+    rng = np.random.default_rng(seed)
+    rows_made = 2 * n if layout == "every_other_row" else n
+    x = make_logits(rng, S, rows_made, c, logit_kind)
+    if logit_kind == "specials":   # also blocks with no special value at all
+        x[rng.random(rows_made) < 0.5] = S.round(rng.normal(size=c))
+    if layout == "every_other_row":
+        x = x[::2]
+    elif layout == "reversed":
+        x = x[::-1]
+    out = None
+    if layout == "user_buffer":
+        out = np.empty(x.shape[:-1] if fn == "logsumexp" else x.shape, S.dtype)
+
+    def call():
+        result = getattr(losses, fn)(x, accum=A, num_threads=threads, out=out)
+        return result if out is None else out.copy()
+
+    assert_same(*both_paths(quiet(call)))
+
+
+@pytest.mark.parametrize("s,a", POLICIES, ids=POLICY_IDS)
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
+def test_softmax_block_path_against_the_emulation(s, a, fn):
+    """Two blocks and a tail of 3 rows of softmax / log_softmax / logsumexp, every row through
+    the op-by-op emulation."""
+    S, A = FMT[s], FMT[a]
+    rng = np.random.default_rng(3)
+    x = make_logits(rng, S, 2 * BLOCK_ROWS + 3, 9, "normal")
+    with block_threshold(ALL_SHORT_ROWS):
+        got = quiet(lambda: getattr(losses, fn)(x, accum=A))()
+    em = EmulatedLosses(S, A, "correct" if A.bits == 16 else "kernel")
+    want = em.logsumexp(x) if fn == "logsumexp" else em.softmax(x, log=fn == "log_softmax")
+    assert_same(np.asarray(got), np.asarray(want))
