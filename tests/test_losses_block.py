@@ -328,3 +328,31 @@ def test_softmax_block_path_against_the_emulation(s, a, fn):
     em = EmulatedLosses(S, A, "correct" if A.bits == 16 else "kernel")
     want = em.logsumexp(x) if fn == "logsumexp" else em.softmax(x, log=fn == "log_softmax")
     assert_same(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("s,a", POLICIES, ids=POLICY_IDS)
+def test_every_build_gives_identical_softmax_bits_on_short_rows(s, a):
+    """softmax, log_softmax and logsumexp: every build this CPU runs (SSE2, AVX2, AVX-512), block
+    path on and off, the same bits."""
+    S = FMT[s]
+    rng = np.random.default_rng(12)
+    n, c = 53, 10
+    x = make_logits(rng, S, n, c, "normal")
+    x[40, 2] = S.round(np.inf)                           # one block falls back
+    sv = S.storage_view
+    results = []
+    for module in variants("losses").values():
+        for threshold in (ALL_SHORT_ROWS, 0):
+            with block_threshold(threshold, module):
+                outs = []
+                for log in (False, True):
+                    out = np.empty(x.shape, S.dtype)
+                    getattr(module, f"softmax_{s}_{a}")(sv(x), sv(out), log, 2)
+                    outs.append(raw_bits(out))
+                lse = np.empty(n, S.dtype)
+                getattr(module, f"logsumexp_{s}_{a}")(sv(x), sv(lse), 2)
+                outs.append(raw_bits(lse))
+                results.append(outs)
+    for other in results[1:]:
+        for u, v in zip(results[0], other):
+            np.testing.assert_array_equal(u, v)
