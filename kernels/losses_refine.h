@@ -211,6 +211,9 @@ LOSSES_REFINE_CONSTS(bf16_f32, 0x1p-24, 0x1p-149, 104.0, 0x1p-11, 0x1p-136)
 LOSSES_REFINE_CONSTS(f16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-14, 0x1p-27)
 LOSSES_REFINE_CONSTS(bf16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-11, 0x1p-136)
 LOSSES_REFINE_CONSTS(f32_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-27, 0x1p-152)
+/* the tight check's thresholds, u_S / 2 and eta_S / 2 */
+static const double LOSSES_US_HALF_f16 = 0x1p-12, LOSSES_ETAS_HALF_f16 = 0x1p-25,
+                    LOSSES_US_HALF_bf16 = 0x1p-9, LOSSES_ETAS_HALF_bf16 = 0x1p-134;
 
 /* c u_A for a row: Z = min(-min_i z_i, zcap) over the finite z_i (beyond zcap every e_i is 0
    or subnormal in A and counts in abs_err instead), d the pairwise depth of C terms */
@@ -218,6 +221,164 @@ static inline double losses_cancel_cu(double zmin, double zcap, ptrdiff_t C, dou
     double Z = -zmin < zcap ? -zmin : zcap;
     return (2.0 * Z + (double)(2 * pairwise_depth(C) + 17)) * u;
 }
+
+/* ------------------------------------------------ the tight check (A = float32, 16-bit S)
+   The second stage of the check for the policies f16_f32 and bf16_f32, run on a row that the
+   first stage (losses_cancels with Z at its cap, which is cheap and vectorises) could not clear.
+   Instead of a-priori constants it measures what it can:
+     * z_i = R(x_i - a) is exact when the row's spread fits float's 24 bits (below: then the
+       2 Z u term is 0; else eps_z = u Z, Z = min(-min z, Zcap));
+     * the roundings of the sums s (D = R(1 + s)), T_k and T: each compared with the double
+       pairwise sum of the same float terms (summation.h, error <= gamma = 1.01 d 2^-53 of it);
+     * exp: 1/2 ulp + 2^-20 (exp_nonpositive.h), eps_e = u (1 + 2^-18) relative;
+     * smoothed targets t' = R(R(c1 t) + c2): eps_t = 3 u relative (0 unsmoothed).
+   First order, per entry (G = |g_j| N before the batch division N, t_j = |t'_j|):
+     errS = |s - s_d| + gamma s_d + (eps_e + eps_z) s_d,     relD = (errS + u D) / D
+     relP = eps_e + eps_z + relD + u,   relT = (|T - T_d| + (gamma + 2^-53) T_d + eps_t T_d) / T
+     E_j = u G + (relT + relP + u)(G + t_j)(1 + 4 u) + eps_t t_j                   (j != k)
+     E_k = (errTk + t_k errS + (eps_t + u) t_k s + u G D) / D + G (relD + u)
+           errTk = |T_k - T_k,d| + gamma T_k,d + eps_t T_k,d
+   then E = (E / N + u |g_j| [if N != 1]) (1 + 2^-20) + abs_err (abs_err as for
+   losses_cancels: the underflow term), and the row is refined if some E > u_S |g_j| / 2 and
+   E > eta_S / 2: an error below half an ulp of S leaves the stored entry within 1 ulp
+   (a rounding adds at most another half; across a power of two the rounding goes to it).
+   e, t, g (strided by `stride`): the row's e_i, targets in A (t[k] may hold anything: t_k is
+   passed), gradient in A after the batch division.  Every operation in double, in this order
+   (tests/losses_reference.py replays it). */
+/* the per-entry bounds of losses_cancels_tight_S over entries j (stride ST): the largest
+   E_j - max(u_S/2 |g_j|, eta_S/2) (> 0: refine), kept in 4 running maxima (a max is exact and
+   order-free: the same result, 4 independent dependency chains) */
+#define LOSSES_TIGHT_ENTRY(ST, J, W)                                                          \
+    {   double gj = fabs((double)g[(J) * (ST)]);                                              \
+        double tj = fabs((double)t[(J) * (ST)]);                                              \
+        double G = gj * batch;                                                                \
+        double E = u * G + relQ4 * (G + tj) + eps_t * tj;                                     \
+        E = (J) == k ? Ek : E;                                                                \
+        E = (E * inv_batch + ub * gj) * (1.0 + 0x1p-20) + abs_err;                            \
+        double thr = us_half * gj > etas_half ? us_half * gj : etas_half;                     \
+        double over = E - thr;                                                                \
+        W = over > W ? over : W; }
+#define LOSSES_TIGHT_ENTRIES(ST)                                                              \
+    {   double w0 = -INFINITY, w1 = -INFINITY, w2 = -INFINITY, w3 = -INFINITY;                \
+        ptrdiff_t j = 0;                                                                      \
+        for (; j + 4 <= C; j += 4) {                                                          \
+            LOSSES_TIGHT_ENTRY(ST, j, w0) LOSSES_TIGHT_ENTRY(ST, j + 1, w1)                   \
+            LOSSES_TIGHT_ENTRY(ST, j + 2, w2) LOSSES_TIGHT_ENTRY(ST, j + 3, w3)               \
+        }                                                                                     \
+        for (; j < C; j++) LOSSES_TIGHT_ENTRY(ST, j, w0)                                      \
+        w0 = w1 > w0 ? w1 : w0;                                                               \
+        w2 = w3 > w2 ? w3 : w2;                                                               \
+        worst = w2 > w0 ? w2 : w0; }
+/* a value's order key (finite 16-bit bits h, magnitude m): -m for negatives, m otherwise */
+#define LOSSES_TIGHT_BIG (1 << 30)
+#define LOSSES_DEFINE_CANCELS_TIGHT(S, TS, LD, PS, INF_BITS)                                  \
+/* min x (finite) and the least nonzero finite |x| of a row of 16-bit logits, by integer keys  \
+   (the loop vectorises); LOSSES_TIGHT_BIG for none */                                        \
+static inline void losses_tight_keys_##S(const TS* restrict x, ptrdiff_t C, int32_t* kmin,    \
+                                         int32_t* mmin) {                                     \
+    int32_t a = LOSSES_TIGHT_BIG, b = LOSSES_TIGHT_BIG;                                       \
+    for (ptrdiff_t i = 0; i < C; i++) {                                                       \
+        int32_t h = x[i];                                                                     \
+        int32_t mag = h & 0x7FFF;                                                             \
+        int32_t finite = mag < (INF_BITS);                                                    \
+        int32_t key = (h & 0x8000) ? -mag : mag;                                              \
+        key = finite ? key : LOSSES_TIGHT_BIG;                                                \
+        int32_t m2 = (finite & (mag != 0)) ? mag : LOSSES_TIGHT_BIG;                          \
+        a = key < a ? key : a;                                                                \
+        b = m2 < b ? m2 : b;                                                                  \
+    }                                                                                         \
+    *kmin = a;                                                                                \
+    *mmin = b;                                                                                \
+}                                                                                             \
+/* 1 if some entry j may fail the check (a superset of those that do): |g_j| A < |t_j| B + C0 \
+   in float, with A, B, C0 rounded so that the float products err on the safe side (the      \
+   loop vectorises) */                                                                        \
+static inline int losses_tight_candidates_##S(const float* restrict g, const float* restrict t, \
+                                              ptrdiff_t C, float A, float B, float C0) {      \
+    int n = 0;                                                                                \
+    for (ptrdiff_t j = 0; j < C; j++) n += fabsf(g[j]) * A < fabsf(t[j]) * B + C0;           \
+    return n;                                                                                 \
+}                                                                                             \
+static int losses_cancels_tight_##S(const TS* x, float a, ptrdiff_t k, float* e, float* t,    \
+                                    const float* g, ptrdiff_t stride, ptrdiff_t C, float s,   \
+                                    float Tk, float tk, float D, float T, int smoothed,       \
+                                    double batch, double abs_err, double us_half,             \
+                                    double etas_half) {                                       \
+    const double u = 0x1p-24, eps_e = 0x1p-24 * (1.0 + 0x1p-18);                              \
+    /* z exact: every x_i and a are multiples of 2^q, q = the exponent of the least nonzero   \
+       |x_i| minus p_S - 1, and |x_i - a| <= M = 2 max(|a|, |min x|) < 2^(24 + q) */          \
+    int32_t kmin, mmin;                                                                       \
+    losses_tight_keys_##S(x, C, &kmin, &mmin);                                                \
+    float xmin = kmin == LOSSES_TIGHT_BIG ? a                                                 \
+                 : LD((uint16_t)(kmin < 0 ? (0x8000 | -kmin) : kmin));                        \
+    int exact = 1;                                                                            \
+    if (mmin != LOSSES_TIGHT_BIG) {                                                           \
+        int q;                                                                                \
+        frexpf(LD((uint16_t)mmin), &q);                                                       \
+        float M = 2.0f * (fabsf(a) > fabsf(xmin) ? fabsf(a) : fabsf(xmin));                   \
+        exact = (double)M < ldexp(1.0, 24 + (q - 1) - ((PS) - 1));                            \
+    }                                                                                         \
+    float zmin = xmin - a;                                                                    \
+    double Z = -(double)zmin < LOSSES_ZCAP_##S##_f32 ? -(double)zmin : LOSSES_ZCAP_##S##_f32; \
+    double eps_z = exact ? 0.0 : u * Z;                                                       \
+    double eps_t = smoothed ? 3.0 * u : 0.0;                                                  \
+    float ek = e[k * stride], tkeep = t[k * stride];                                          \
+    e[k * stride] = 0;                                                                        \
+    t[k * stride] = 0;                                                                        \
+    double s_d, Tk_d;                                                                         \
+    if (stride == 1) {                                                                        \
+        s_d = sum_pairwise_f32_f64(e, C, 1);                                                  \
+        Tk_d = sum_pairwise_f32_f64(t, C, 1);                                                 \
+    } else {                                                                                  \
+        s_d = sum_pairwise_f32_f64(e, C, stride);                                             \
+        Tk_d = sum_pairwise_f32_f64(t, C, stride);                                            \
+    }                                                                                         \
+    e[k * stride] = ek;                                                                       \
+    t[k * stride] = tkeep;                                                                    \
+    double gamma = 1.01 * (double)pairwise_depth(C) * 0x1p-53;                                \
+    double errS = fabs((double)s - s_d) + gamma * s_d + (eps_e + eps_z) * s_d;                \
+    double relD = (errS + u * (double)D) / (double)D;                                         \
+    double relP = eps_e + eps_z + relD + u;                                                   \
+    double T_d = Tk_d + (double)tk;                                                           \
+    double errT = fabs((double)T - T_d) + (gamma + 0x1p-53) * T_d + eps_t * T_d;              \
+    double relT = T > 0 ? errT / (double)T : 0.0;                                             \
+    double relQ = relT + relP + u;                                                            \
+    double errTk = fabs((double)Tk - Tk_d) + gamma * Tk_d + eps_t * Tk_d;                     \
+    double tks = (double)tk * (double)s;                                                      \
+    double Gk = fabs((double)g[k * stride]) * batch;                                          \
+    double Ek = (errTk + (double)tk * errS + (eps_t + u) * tks + u * Gk * (double)D) / (double)D \
+                + Gk * (relD + u);                                                            \
+    /* entry k's bound by a select; the batch division as a product with 1/N (the factor     \
+       1 + 2^-20 covers its extra rounding) */                                                \
+    double relQ4 = relQ * (1.0 + 4.0 * u), inv_batch = 1.0 / batch, ub = batch != 1 ? u : 0.0; \
+    /* E_j <= (|g_j| (u + relQ4 + ub) + |t_j| (relQ4 + eps_t) / N)(1 + 2^-20) + abs_err:      \
+       an entry with E_j <= u_S/2 |g_j| by that bound cannot fail; the float test below has   \
+       margins of 2^-16 (each float product is within 2^-24) */                              \
+    double Ag = (u + relQ4 + ub) * (1.0 + 0x1p-20), Bt = (relQ4 + eps_t) * inv_batch * (1.0 + 0x1p-20); \
+    int all = 1;                                                                              \
+    if (stride == 1 && us_half > Ag * (1.0 + 0x1p-10)) {                                      \
+        float A = (float)((us_half - Ag) * (1.0 - 0x1p-16));                                  \
+        float B = (float)(Bt * (1.0 + 0x1p-16)) + 0x1p-149f;                                  \
+        float C0 = (float)(abs_err * (1.0 + 0x1p-16)) + 0x1p-149f;                            \
+        all = losses_tight_candidates_##S(g, t, C, A, B, C0) > 0;                             \
+    }                                                                                         \
+    double worst = -INFINITY;                                                                 \
+    if (!all) {                                                                               \
+        double gj = fabs((double)g[k * stride]);                                              \
+        double E = (Ek * inv_batch + ub * gj) * (1.0 + 0x1p-20) + abs_err;                    \
+        double thr = us_half * gj > etas_half ? us_half * gj : etas_half;                     \
+        worst = E - thr;                                                                      \
+    } else if (stride == 1) {                                                                 \
+        LOSSES_TIGHT_ENTRIES(1)                                                               \
+    } else {                                                                                  \
+        LOSSES_TIGHT_ENTRIES(stride)                                                          \
+    }                                                                                         \
+    return worst > 0;                                                                         \
+}
+static inline float losses_ld32_f16(uint16_t h) { return ld16_f16(h); }
+static inline float losses_ld32_bf16(uint16_t h) { return ld16_bf16(h); }
+LOSSES_DEFINE_CANCELS_TIGHT(f16, uint16_t, losses_ld32_f16, 11, 0x7C00)
+LOSSES_DEFINE_CANCELS_TIGHT(bf16, uint16_t, losses_ld32_bf16, 8, 0x7F80)
 
 /* ----------------------------------------------------------------- the refinement per S */
 /* LD64: S value -> double (exact); ST64: a double -> S rounded once (the stored bits) */
