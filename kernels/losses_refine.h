@@ -5,16 +5,18 @@
  * 1 ulp of S.  The gradient g_j = T p_j - t'_j cancels when the model's prediction is close to
  * the target (distillation, late training), and then no fixed wider format suffices.  So each
  * row's gradient, computed in A, is checked entry by entry against a rigorous bound of its
- * error in A (losses_cancels below, the formula in precision/losses.py's docstring); a row that
- * fails is recomputed here, in a format with more digits, and rounded once into S:
+ * error in A (losses_cancels below, the formula in precision/losses.py's docstring; with
+ * A = float32 and 16-bit S its second stage is losses_cancels_tight_S, which measures the sums'
+ * roundings); a row that fails is recomputed here, with more digits, and rounded once into S:
  *
  *   level 1, double (A = float32 with 16-bit S): the same formulas in double, the same check
  *            with u = 2^-53; a row that still fails goes on to level 2;
- *   level 2, double-double (~106 bits): z_i = x_i - a exactly (TwoSum), exp to a relative
- *            error below 2^-100, sums, products and quotients of pairs of doubles.  Relative
- *            error of each gradient entry's two terms below 2^-85, so the result, rounded
- *            once (round-to-odd to double, then to S), is within 1 ulp of S unless T p_j and
- *            t'_j agree to about 60 bits.
+ *   level 2, double-double (~106 bits): z_i = x_i - a exactly (TwoSum), exp and expm1 to a
+ *            relative error below 2^-96; each entry in the direct form T e_j/(1+s) - t'_j or
+ *            the tie form (exact rational part, then T f_j - t'_j F with f = expm1 z), the one
+ *            with the smaller running-error bound, rounded once (round-to-odd to double, then
+ *            to S).  It returns whether every entry's bound is below 1/8 ulp of S: it is unless
+ *            both forms cancel (T p_j ~ t'_j to ~60 bits and T f_j ~ t'_j F).
  *
  * Exact ingredients: TwoSum (Knuth) and Dekker's product (Veltkamp split: no FMA, so both
  * builds give the same bits without relying on hardware FMA), the double-double add, multiply
