@@ -1,5 +1,6 @@
 /*
- * losses_block.h -- softmax cross-entropy for SHORT rows, LOSSES_BLOCK_ROWS rows at a time.
+ * losses_block.h -- softmax cross-entropy, softmax, log_softmax and logsumexp for SHORT rows,
+ * LOSSES_BLOCK_ROWS rows at a time.
  *
  * The row kernels of losses.pyx.tp (_shift_*, _exps_*, _targets_*, _ce_row_*) spend most of a
  * short row (C = 10) on fixed costs: loop set-up, three 8-lane pairwise leaves, calls.  Here a
@@ -119,6 +120,40 @@ static inline double losses_block_select_f64(int c, double x, double y) {
     return fp_bits_f64((fp_f64_bits(x) & m) | (fp_f64_bits(y) & ~m));
 }
 
+/* The start of every block function: the logits X[i][r] transposed into Z (declared by the
+   caller, as are XS, a, kf), a = the row's max, kf = its first index; returns 1 from the caller
+   when a logit of the block is NaN or infinite. */
+#define LOSSES_BLOCK_SHIFT(S, T, LD, SEL)                                                          \
+    /* the logits, transposed (16-bit formats: a plain strided copy, then the loads, so that       \
+       each loop vectorises) */                                                                    \
+    if (sizeof(S) == 2) {                                                                          \
+        LOSSES_BLOCK_FOR(C, XS[i][r] = x[r * rs + i])                                              \
+        LOSSES_BLOCK_FOR(C, Z[i][r] = LD(XS[i][r]))                                                \
+    } else {                                                                                       \
+        LOSSES_BLOCK_FOR(C, Z[i][r] = LD(x[r * rs + i]))                                           \
+    }                                                                                              \
+    /* a = max x, k = the first index attaining it (kept as a value of T: exact); nonfinite[r]     \
+       is NaN if the row holds a NaN or an infinity (then the row code does the block) */          \
+    T nonfinite[R];                                                                                \
+    LOSSES_BLOCK_LANES(a[r] = Z[0][r]; kf[r] = 0; nonfinite[r] = Z[0][r] - Z[0][r])                \
+    for (ptrdiff_t i = 1; i < C; i++) {                                                            \
+        T fi = (T)i;                                                                               \
+        LOSSES_BLOCK_LANES({ T v = Z[i][r]; int bigger = v > a[r];                                 \
+                             a[r] = SEL(bigger, v, a[r]); kf[r] = SEL(bigger, fi, kf[r]);          \
+                             nonfinite[r] = nonfinite[r] + (v - v); })                             \
+    }                                                                                              \
+    int special = 0;                                                                               \
+    for (int r = 0; r < R; r++) special |= nonfinite[r] != 0;                                      \
+    if (special) return 1;                                                                         \
+
+/* e = exp_A(z) into E (the exp in a loop of its own: the table lookups of the 16-bit formats
+   vectorise only there), s = pairwise(e with e_k -> 0) into s, with the caller's acc lanes */
+#define LOSSES_BLOCK_EXPS(T, RND, EXP, SEL)                                                        \
+    LOSSES_BLOCK_FOR(C, E[i][r] = EXP(Z[i][r], table))                                             \
+    LOSSES_BLOCK_LEAF_START(acc);                                                                  \
+    LOSSES_BLOCK_FOR(C, acc[i & 7][r] = RND(acc[i & 7][r] + SEL((T)i == kf[r], (T)0, E[i][r])))    \
+    LOSSES_BLOCK_LEAF_END(RND, acc, s);
+
 /* One target value U of the soft-target check (see losses_ce_block_*). */
 #define LOSSES_BLOCK_CHECK(T, ACC, U)                                                              \
     { T u_ = (U);                                                                                  \
@@ -149,7 +184,7 @@ static inline double losses_block_select_f64(int c, double x, double y) {
  *   PROBS_* codes of losses_rows.h with tolerance tol), as the row loop does.
  * Returns 0, or 1 without writing anything when a logit of the block is NaN or infinite.
  */
-#define LOSSES_DEFINE_CE_BLOCK(P, S, T, LD, ST, RND, EXP, LOG1P, ACC, SEL, WIDE, REFINE)           \
+#define LOSSES_DEFINE_CE_BLOCK(P, S, T, LD, ST, RND, EXP, LOG1P, ACC, SEL, WIDE, REFINE, TIGHT)    \
 static int losses_ce_block_##P(                                                                    \
         const S* restrict x, ptrdiff_t rs, const S* restrict t, ptrdiff_t ts,                      \
         const int64_t* restrict y, int smooth, T c1, T c2, T top, int want_grad,                   \
@@ -165,29 +200,8 @@ static int losses_ce_block_##P(                                                 
     T acc[8][R], acc2[8][R];         /* lanes of pairwise leaves */                                \
     S XS[LOSSES_BLOCK_MAX_C][R];     /* 16-bit storage: the logits, later the gradient */          \
     int soft = t != NULL, use_t = soft || smooth;                                                  \
-    /* the logits, transposed (16-bit formats: a plain strided copy, then the loads, so that       \
-       each loop vectorises) */                                                                    \
-    if (sizeof(S) == 2) {                                                                          \
-        LOSSES_BLOCK_FOR(C, XS[i][r] = x[r * rs + i])                                              \
-        LOSSES_BLOCK_FOR(C, Z[i][r] = LD(XS[i][r]))                                                \
-    } else {                                                                                       \
-        LOSSES_BLOCK_FOR(C, Z[i][r] = LD(x[r * rs + i]))                                           \
-    }                                                                                              \
-    /* a = max x, k = the first index attaining it (kept as a value of T: exact); nonfinite[r]     \
-       is NaN if the row holds a NaN or an infinity (then the row code does the block) */          \
-    T nonfinite[R];                                                                                \
-    LOSSES_BLOCK_LANES(a[r] = Z[0][r]; kf[r] = 0; nonfinite[r] = Z[0][r] - Z[0][r])                \
-    for (ptrdiff_t i = 1; i < C; i++) {                                                            \
-        T fi = (T)i;                                                                               \
-        LOSSES_BLOCK_LANES({ T v = Z[i][r]; int bigger = v > a[r];                                 \
-                             a[r] = SEL(bigger, v, a[r]); kf[r] = SEL(bigger, fi, kf[r]);          \
-                             nonfinite[r] = nonfinite[r] + (v - v); })                             \
-    }                                                                                              \
-    int special = 0;                                                                               \
-    for (int r = 0; r < R; r++) special |= nonfinite[r] != 0;                                      \
-    if (special) return 1;                                                                         \
-    /* z = R(x - a), e = exp_A(z), s = pairwise(e with e_k -> 0), L = log1p_A(s); the exp in a     \
-       loop of its own (the table lookups of the 16-bit formats vectorise only there) */           \
+    LOSSES_BLOCK_SHIFT(S, T, LD, SEL)                                                              \
+    /* z = R(x - a) */                                                                             \
     LOSSES_BLOCK_FOR(C, Z[i][r] = RND(Z[i][r] - a[r]))                                             \
     /* min_i z_i, for the refinement check (= R(min x - a): rounding is monotone) */               \
     T zmin[R];                                                                                     \
@@ -196,10 +210,7 @@ static int losses_ce_block_##P(                                                 
         LOSSES_BLOCK_LANES(zmin[r] = 0)                                                            \
         LOSSES_BLOCK_FOR(C, zmin[r] = Z[i][r] < zmin[r] ? Z[i][r] : zmin[r])                       \
     }                                                                                              \
-    LOSSES_BLOCK_FOR(C, E[i][r] = EXP(Z[i][r], table))                                             \
-    LOSSES_BLOCK_LEAF_START(acc);                                                                  \
-    LOSSES_BLOCK_FOR(C, acc[i & 7][r] = RND(acc[i & 7][r] + SEL((T)i == kf[r], (T)0, E[i][r])))    \
-    LOSSES_BLOCK_LEAF_END(RND, acc, s);                                                            \
+    LOSSES_BLOCK_EXPS(T, RND, EXP, SEL)                                                            \
     LOSSES_BLOCK_LANES(L[r] = LOG1P(s[r]))                                                         \
     /* the targets */                                                                              \
     if (soft) {                                                                                    \
@@ -266,16 +277,18 @@ static int losses_ce_block_##P(                                                 
     } else {                                                                                       \
         LOSSES_BLOCK_GRADIENT(T, RND, RND(v / batch))                                              \
     }                                                                                              \
-    /* the refinement check of the row code (losses_cancels, the second, exact-Z form: the      \
-       first, with Z at its cap, passes whenever this one does), lane by lane */                   \
+    /* the refinement check of the row code, lane by lane: losses_cancels in the second, exact-Z \
+       form (the first, with Z at its cap, passes whenever this one does); with a tight check    \
+       (TIGHT: float32 arithmetic, 16-bit storage) the row code's two stages instead, the first \
+       (Z at its cap) in the lanes, the tight one on the lanes it flags */                        \
     int refine[R];                                                                                 \
     if (check) {                                                                                   \
         double cu[R], abs_err[R], two_inv = 2.0 / (double)batch;                                   \
         T mk[R];                                                                                   \
         LOSSES_BLOCK_LANES({ T tks = RND(tk[r] * s[r]);                                            \
                              mk[r] = RND((Tk[r] < tks ? Tk[r] : tks) / D[r]);                      \
-                             cu[r] = losses_cancel_cu((double)zmin[r], LOSSES_ZCAP_##P, C,         \
-                                                      LOSSES_UA_##P);                              \
+                             cu[r] = losses_cancel_cu(TIGHT ? -LOSSES_ZCAP_##P : (double)zmin[r],  \
+                                                      LOSSES_ZCAP_##P, C, LOSSES_UA_##P);          \
                              abs_err[r] = (4.0 * (double)Tt[r] + 5.0) * LOSSES_ETAA_##P;           \
                              refine[r] = 0; })                                                     \
         LOSSES_BLOCK_FOR(C, { double gj = fabs((double)Z[i][r]);                                   \
@@ -283,6 +296,13 @@ static int losses_ce_block_##P(                                                 
                               double bound = cu[r] * (gj + two_inv * tj) + abs_err[r];             \
                               refine[r] |= (bound > LOSSES_US8_##P * gj)                           \
                                            & (bound > LOSSES_ETAS8_##P); })                        \
+        if (TIGHT)                                                                                 \
+            for (int r = 0; r < R; r++)                                                            \
+                if (refine[r])                                                                     \
+                    refine[r] = losses_block_tight_##P(x + r * rs, a[r], (ptrdiff_t)kf[r],          \
+                                                       &E[0][r], &TT[0][r], &Z[0][r], R, C, s[r], \
+                                                       Tk[r], tk[r], D[r], Tt[r], smooth,          \
+                                                       (double)batch, abs_err[r]);                 \
     }                                                                                              \
     if (sizeof(S) == 2) {                                                                          \
         LOSSES_BLOCK_FOR(C, XS[i][r] = ST(Z[i][r]))                                                \
@@ -315,6 +335,27 @@ LOSSES_REFINE_VIA_F64(bf16)
 #define losses_block_refine_f16_f64 losses_refine_dd_f16
 #define losses_block_refine_bf16_f64 losses_refine_dd_bf16
 #define losses_block_refine_f32_f64 losses_refine_dd_f32
+/* the tight second stage of the check (losses_refine.h) where the row code has it */
+#define losses_block_tight_f16_f32(x, a, k, e, t, g, stride, C, s, Tk, tk, D, T, sm, batch, ae)   \
+    losses_cancels_tight_f16(x, a, k, e, t, g, stride, C, s, Tk, tk, D, T, sm, batch, ae,         \
+                             LOSSES_US_HALF_f16, LOSSES_ETAS_HALF_f16)
+#define losses_block_tight_bf16_f32(x, a, k, e, t, g, stride, C, s, Tk, tk, D, T, sm, batch, ae)  \
+    losses_cancels_tight_bf16(x, a, k, e, t, g, stride, C, s, Tk, tk, D, T, sm, batch, ae,        \
+                              LOSSES_US_HALF_bf16, LOSSES_ETAS_HALF_bf16)
+#define LOSSES_BLOCK_NO_TIGHT(P)                                                                   \
+    static inline int losses_block_tight_##P(const void* x, double a, ptrdiff_t k, void* e,        \
+                                             void* t, const void* g, ptrdiff_t stride,             \
+                                             ptrdiff_t C, double s, double Tk, double tk,          \
+                                             double D, double T, int sm, double batch, double ae)  \
+    { (void)x; (void)a; (void)k; (void)e; (void)t; (void)g; (void)stride; (void)C; (void)s;       \
+      (void)Tk; (void)tk; (void)D; (void)T; (void)sm; (void)batch; (void)ae; return 1; }
+LOSSES_BLOCK_NO_TIGHT(f16_f16)
+LOSSES_BLOCK_NO_TIGHT(f16_f64)
+LOSSES_BLOCK_NO_TIGHT(bf16_bf16)
+LOSSES_BLOCK_NO_TIGHT(bf16_f64)
+LOSSES_BLOCK_NO_TIGHT(f32_f32)
+LOSSES_BLOCK_NO_TIGHT(f32_f64)
+LOSSES_BLOCK_NO_TIGHT(f64_f64)
 /* never called (WIDE is 0): any function of the right shape */
 #define losses_block_refine_none(x, C, t, y, eps, batch, k, a, g, work) ((void)0)
 
@@ -323,30 +364,92 @@ LOSSES_REFINE_VIA_F64(bf16)
    formats, double otherwise), the select of the compute type */
 LOSSES_DEFINE_CE_BLOCK(f16_f16, uint16_t, float, ld_f16_f16, st_f16_f16,
                        rnd_f16, losses_block_exp_f16, losses_block_log1p_f16, float, losses_block_select_f32,
-                       0, losses_block_refine_none)
+                       0, losses_block_refine_none, 0)
 LOSSES_DEFINE_CE_BLOCK(f16_f32, uint16_t, float, ld_f16_f32, st_f16_f32,
                        rnd_f32, losses_block_exp_f32, log1p_f32, float, losses_block_select_f32,
-                       1, losses_block_refine_f16_f32)
+                       1, losses_block_refine_f16_f32, 1)
 LOSSES_DEFINE_CE_BLOCK(f16_f64, uint16_t, double, ld_f16_f64, st_f16_f64,
                        rnd_f64, losses_block_exp_f64, log1p_f64, float, losses_block_select_f64,
-                       1, losses_block_refine_f16_f64)
+                       1, losses_block_refine_f16_f64, 0)
 LOSSES_DEFINE_CE_BLOCK(bf16_bf16, uint16_t, float, ld_bf16_bf16, st_bf16_bf16,
                        rnd_bf16, losses_block_exp_bf16, losses_block_log1p_bf16, float, losses_block_select_f32,
-                       0, losses_block_refine_none)
+                       0, losses_block_refine_none, 0)
 LOSSES_DEFINE_CE_BLOCK(bf16_f32, uint16_t, float, ld_bf16_f32, st_bf16_f32,
                        rnd_f32, losses_block_exp_f32, log1p_f32, float, losses_block_select_f32,
-                       1, losses_block_refine_bf16_f32)
+                       1, losses_block_refine_bf16_f32, 1)
 LOSSES_DEFINE_CE_BLOCK(bf16_f64, uint16_t, double, ld_bf16_f64, st_bf16_f64,
                        rnd_f64, losses_block_exp_f64, log1p_f64, float, losses_block_select_f64,
-                       1, losses_block_refine_bf16_f64)
+                       1, losses_block_refine_bf16_f64, 0)
 LOSSES_DEFINE_CE_BLOCK(f32_f32, float, float, ld_f32_f32, st_f32_f32,
                        rnd_f32, losses_block_exp_f32, log1p_f32, double, losses_block_select_f32,
-                       0, losses_block_refine_none)
+                       0, losses_block_refine_none, 0)
 LOSSES_DEFINE_CE_BLOCK(f32_f64, float, double, ld_f32_f64, st_f32_f64,
                        rnd_f64, losses_block_exp_f64, log1p_f64, double, losses_block_select_f64,
-                       1, losses_block_refine_f32_f64)
+                       1, losses_block_refine_f32_f64, 0)
 LOSSES_DEFINE_CE_BLOCK(f64_f64, double, double, ld_f64_f64, st_f64_f64,
                        rnd_f64, losses_block_exp_f64, log1p_f64, double, losses_block_select_f64,
-                       0, losses_block_refine_none)
+                       0, losses_block_refine_none, 0)
+
+/*
+ * losses_softmax_block_<S>_<A>: rows x[r * rs + 0..C) for r < R, as logsumexp_<S>_<A> and
+ * softmax_<S>_<A> compute them row by row:
+ *   what = LOSSES_BLOCK_LOGSUMEXP: out[r * os] = R(a + L);
+ *          LOSSES_BLOCK_SOFTMAX: out[r * os + i] = R(e_i / D), D = R(1 + s);
+ *          LOSSES_BLOCK_LOG_SOFTMAX: out[r * os + i] = R(z_i - L).
+ * Returns 0, or 1 without writing anything when a logit of the block is NaN or infinite.
+ */
+enum { LOSSES_BLOCK_LOGSUMEXP = 0, LOSSES_BLOCK_SOFTMAX = 1, LOSSES_BLOCK_LOG_SOFTMAX = 2 };
+#define LOSSES_DEFINE_SOFTMAX_BLOCK(P, S, T, LD, ST, RND, EXP, LOG1P, SEL)                         \
+static int losses_softmax_block_##P(const S* restrict x, ptrdiff_t rs, S* restrict out,           \
+                                    ptrdiff_t os, int what, const float* restrict table,          \
+                                    ptrdiff_t C)                                                  \
+{                                                                                                  \
+    enum { R = LOSSES_BLOCK_ROWS };                                                                \
+    T Z[LOSSES_BLOCK_MAX_C][R];      /* x, then z = R(x - a), then the output */                   \
+    T E[LOSSES_BLOCK_MAX_C][R];      /* e = exp_A(z) */                                            \
+    T a[R], kf[R], s[R], L[R];                                                                     \
+    T acc[8][R];                                                                                   \
+    S XS[LOSSES_BLOCK_MAX_C][R];     /* 16-bit storage: the logits, later the output */            \
+    LOSSES_BLOCK_SHIFT(S, T, LD, SEL)                                                              \
+    LOSSES_BLOCK_FOR(C, Z[i][r] = RND(Z[i][r] - a[r]))                                             \
+    LOSSES_BLOCK_EXPS(T, RND, EXP, SEL)                                                            \
+    if (what == LOSSES_BLOCK_LOGSUMEXP) {                                                          \
+        for (int r = 0; r < R; r++) out[r * os] = ST(RND(a[r] + LOG1P(s[r])));                     \
+        return 0;                                                                                  \
+    }                                                                                              \
+    if (what == LOSSES_BLOCK_SOFTMAX) {                                                            \
+        T D[R];                                                                                    \
+        LOSSES_BLOCK_LANES(D[r] = RND(1 + s[r]))                                                   \
+        LOSSES_BLOCK_FOR(C, Z[i][r] = RND(E[i][r] / D[r]))                                         \
+    } else {                                                                                       \
+        LOSSES_BLOCK_LANES(L[r] = LOG1P(s[r]))                                                     \
+        LOSSES_BLOCK_FOR(C, Z[i][r] = RND(Z[i][r] - L[r]))                                         \
+    }                                                                                              \
+    if (sizeof(S) == 2) {                                                                          \
+        LOSSES_BLOCK_FOR(C, XS[i][r] = ST(Z[i][r]))                                                \
+        LOSSES_BLOCK_FOR(C, out[r * os + i] = XS[i][r])                                            \
+    } else {                                                                                       \
+        LOSSES_BLOCK_FOR(C, out[r * os + i] = ST(Z[i][r]))                                         \
+    }                                                                                              \
+    return 0;                                                                                      \
+}
+LOSSES_DEFINE_SOFTMAX_BLOCK(f16_f16, uint16_t, float, ld_f16_f16, st_f16_f16, rnd_f16,
+                            losses_block_exp_f16, losses_block_log1p_f16, losses_block_select_f32)
+LOSSES_DEFINE_SOFTMAX_BLOCK(f16_f32, uint16_t, float, ld_f16_f32, st_f16_f32, rnd_f32,
+                            losses_block_exp_f32, log1p_f32, losses_block_select_f32)
+LOSSES_DEFINE_SOFTMAX_BLOCK(f16_f64, uint16_t, double, ld_f16_f64, st_f16_f64, rnd_f64,
+                            losses_block_exp_f64, log1p_f64, losses_block_select_f64)
+LOSSES_DEFINE_SOFTMAX_BLOCK(bf16_bf16, uint16_t, float, ld_bf16_bf16, st_bf16_bf16, rnd_bf16,
+                            losses_block_exp_bf16, losses_block_log1p_bf16, losses_block_select_f32)
+LOSSES_DEFINE_SOFTMAX_BLOCK(bf16_f32, uint16_t, float, ld_bf16_f32, st_bf16_f32, rnd_f32,
+                            losses_block_exp_f32, log1p_f32, losses_block_select_f32)
+LOSSES_DEFINE_SOFTMAX_BLOCK(bf16_f64, uint16_t, double, ld_bf16_f64, st_bf16_f64, rnd_f64,
+                            losses_block_exp_f64, log1p_f64, losses_block_select_f64)
+LOSSES_DEFINE_SOFTMAX_BLOCK(f32_f32, float, float, ld_f32_f32, st_f32_f32, rnd_f32,
+                            losses_block_exp_f32, log1p_f32, losses_block_select_f32)
+LOSSES_DEFINE_SOFTMAX_BLOCK(f32_f64, float, double, ld_f32_f64, st_f32_f64, rnd_f64,
+                            losses_block_exp_f64, log1p_f64, losses_block_select_f64)
+LOSSES_DEFINE_SOFTMAX_BLOCK(f64_f64, double, double, ld_f64_f64, st_f64_f64, rnd_f64,
+                            losses_block_exp_f64, log1p_f64, losses_block_select_f64)
 
 #endif /* PRECISION_LOSSES_BLOCK_H */

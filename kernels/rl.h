@@ -1,10 +1,7 @@
 /*
- * rl.h -- primitives of the RL diagnostics kernels (rl.pyx.tp): the project's pairwise sum and
- * k3(x) = e^x - 1 - x without cancellation.  Self-contained apart from fp.h.
- *
- * TODO(integrator): rl_pairwise_* duplicates the pairwise order of losses.pyx.tp and of
- * precision.exact.emulate's sum(order="pairwise"); replace it by the shared kernels/summation.h
- * once that exists (same order, so no result changes).
+ * rl.h -- the primitive the RL diagnostics kernels (rl.pyx.tp) add to fp.h: k3(x) = e^x - 1 - x
+ * without cancellation.  Their sums are summation.h's sum_pairwise_<A> (the project's pairwise
+ * order, the same as precision.exact.emulate(A).sum(order="pairwise")).
  */
 #ifndef PRECISION_RL_H
 #define PRECISION_RL_H
@@ -12,48 +9,7 @@
 #include <stddef.h>
 #include <math.h>
 #include "fp.h"
-
-/* ------------------------------------------------------------------ pairwise summation
- * The fixed order of DESIGN.md 3.4: leaves of 128 consecutive values; in a leaf, lane j
- * (j = 0..7) starts at +0 and adds elements j, j+8, ...; the leaf's sum is
- * ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); leaf sums are combined level by level, an odd last one
- * moving up.  The levels are built with a binary counter (a stack of partial sums, merged when
- * two of a level meet, collapsed right to left at the end), which adds in the same order.
- * RND rounds a compute value to the arithmetic format (identity for float32 and float64). */
-#define RL_LEAF 128
-#define RL_LANES 8
-
-#define RL_DEFINE_PAIRWISE(A, T, RND)                                                      \
-static inline T rl_leaf_##A(const T* b, ptrdiff_t m) {                                     \
-    T acc[RL_LANES] = {0};                                                                 \
-    ptrdiff_t i = 0;                                                                       \
-    for (; i + RL_LANES <= m; i += RL_LANES)                                               \
-        for (int j = 0; j < RL_LANES; j++) acc[j] = RND(acc[j] + b[i + j]);                \
-    for (int j = 0; j < m - i; j++) acc[j] = RND(acc[j] + b[i + j]);                       \
-    return RND(RND(RND(acc[0] + acc[1]) + RND(acc[2] + acc[3]))                            \
-               + RND(RND(acc[4] + acc[5]) + RND(acc[6] + acc[7])));                        \
-}                                                                                          \
-static inline T rl_pairwise_##A(const T* v, ptrdiff_t n) {                                 \
-    T stack[64];                                                                           \
-    int depth = 0;                                                                         \
-    size_t count = 0;                                                                      \
-    if (n <= 0) return (T)0;                                                               \
-    for (ptrdiff_t start = 0; start < n; start += RL_LEAF) {                               \
-        ptrdiff_t m = n - start < RL_LEAF ? n - start : RL_LEAF;                           \
-        T leaf = rl_leaf_##A(v + start, m);                                                \
-        for (size_t carry = count; carry & 1; carry >>= 1) leaf = RND(stack[--depth] + leaf); \
-        stack[depth++] = leaf;                                                             \
-        count++;                                                                           \
-    }                                                                                      \
-    T total = stack[depth - 1];                                                            \
-    for (int j = depth - 2; j >= 0; j--) total = RND(stack[j] + total);                    \
-    return total;                                                                          \
-}
-
-RL_DEFINE_PAIRWISE(f16, float, rnd_f16)
-RL_DEFINE_PAIRWISE(bf16, float, rnd_bf16)
-RL_DEFINE_PAIRWISE(f32, float, rnd_f32)
-RL_DEFINE_PAIRWISE(f64, double, rnd_f64)
+#include "summation.h"
 
 /* ------------------------------------------------------------------ k3(x) = e^x - 1 - x
  * In double, with relative error below 6u (u = 2^-53) for normal results, and within one

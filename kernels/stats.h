@@ -26,13 +26,13 @@
  *     d = R(v - m);  m = R(m + R(d / k_A));  M2 = R(M2 + R(d * R(v - m)))
  * with k_A = k rounded once into A.
  *
- * The pairwise order is written in one place per shape of loop: stats_leaf/stats_tree_* (one
- * sequence at a time, the gather path) and stats_cols_pairwise (many columns at a time: lane j
- * of a leaf is a vector of per-column accumulators, so the loop vectorises across columns; the
- * operations on each column are exactly those of the one-sequence order).  The level-by-level
- * tree is built with a binary counter: a stack of partial sums, two of one level merged as soon
- * as they meet, the stack collapsed right to left at the end -- the same additions in the same
- * order.
+ * The pairwise order is summation.h's (the project's one copy): the gather path fills a leaf
+ * of terms and sums it with sum_leaf_<A> and the SUMMATION_TREE_* binary counter.  The column
+ * path, stats_cols_pairwise, keeps a loop of its own because its layout differs: lane j of a
+ * leaf is a vector of per-column accumulators, so the loop vectorises across columns.  It is
+ * the same order -- on each column exactly the additions of summation.h's sum_pairwise, the
+ * level-by-level tree built with the same binary counter -- and tests/test_stats.py compares
+ * both paths with precision.exact.emulate's pairwise sum.
  *
  * Work on different channels is independent; the kernels split channels (or blocks of
  * columns) between threads, so no result depends on the number of threads.
@@ -51,9 +51,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fp.h"
+#include "summation.h"
 
-#define STATS_LEAF 128
-#define STATS_LANES 8
+#define STATS_LEAF SUMMATION_LEAF       /* summation.h's leaf and lanes */
+#define STATS_LANES SUMMATION_LANES
 /* at most 2^63 elements: a binary counter of leaves needs fewer levels than this */
 #define STATS_LEVELS 64
 /* columns per block of the column path: 8 lanes of float fill 16 KiB (L1) */
@@ -62,51 +63,6 @@
 enum { STATS_TERM_X = 0, STATS_TERM_SQ = 1, STATS_TERM_DEV2 = 2, STATS_TERM_DEVDOT = 3 };
 enum { STATS_PAIRWISE = 0, STATS_SEQUENTIAL = 1, STATS_KAHAN = 2 };
 
-/* float16 bits <-> float by integer exponent rebias: no float subnormal on the way (fp.h's
- * ld16_f16/st16_f16 multiply by 2^+-112, a microcode assist per float16 subnormal on x86).
- * The same bits as fp.h's for all 65536 patterns.  (A copy of optim.pyx.tp's pr_ld16_f16 /
- * pr_st16_f16: they belong in fp.h.) */
-static inline float stats_ld16_f16(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t em = (uint32_t)(h & 0x7FFFu);
-    float f = fp_bits_f32((em << 13) + (112u << 23));           /* normal */
-    f = em < 0x400u ? (float)(int32_t)em * 0x1p-24f : f;        /* subnormal: em * 2^-24 */
-    f = em >= 0x7C00u ? fp_bits_f32((em << 13) | 0x7F800000u) : f;   /* inf, NaN */
-    return fp_bits_f32(fp_f32_bits(f) | sign);
-}
-
-/* x must lie on the float16 value set (or be inf/NaN). */
-static inline uint16_t stats_st16_f16(float x)
-{
-    uint32_t sign = (fp_f32_bits(x) >> 16) & 0x8000u;
-    float a = fabsf(x);
-    float small = a < 0x1p-14f ? a : 0.0f;
-    uint32_t h = (fp_f32_bits(a) >> 13) - (112u << 10);         /* normal */
-    h = a < 0x1p-14f ? (uint32_t)(int32_t)(small * 0x1p24f) : h;    /* subnormal */
-    h = a > 65504.0f ? 0x7C00u : h;
-    h = a != a ? 0x7E00u : h;
-    return (uint16_t)(h | sign);
-}
-
-static inline float stats_ld_f16_f16(uint16_t h) { return stats_ld16_f16(h); }
-static inline float stats_ld_f16_f32(uint16_t h) { return stats_ld16_f16(h); }
-static inline double stats_ld_f16_f64(uint16_t h) { return (double)stats_ld16_f16(h); }
-static inline uint16_t stats_st_f16_f16(float x) { return stats_st16_f16(x); }
-static inline uint16_t stats_st_f16_f32(float x) { return stats_st16_f16(rnd_f16(x)); }
-static inline uint16_t stats_st_f16_f64(double x) { return stats_st16_f16(f64_to_f16(x)); }
-#define stats_ld_bf16_bf16 ld_bf16_bf16
-#define stats_ld_bf16_f32 ld_bf16_f32
-#define stats_ld_bf16_f64 ld_bf16_f64
-#define stats_ld_f32_f32 ld_f32_f32
-#define stats_ld_f32_f64 ld_f32_f64
-#define stats_ld_f64_f64 ld_f64_f64
-#define stats_st_bf16_bf16 st_bf16_bf16
-#define stats_st_bf16_f32 st_bf16_f32
-#define stats_st_bf16_f64 st_bf16_f64
-#define stats_st_f32_f32 st_f32_f32
-#define stats_st_f32_f64 st_f32_f64
-#define stats_st_f64_f64 st_f64_f64
 
 /* Strict float16 with F16C (the x86-64-v3 build): vcvtps2ph rounds float -> float16 to nearest
  * even with subnormals and overflow exactly as rnd_f16, and vcvtph2ps loads exactly, so the

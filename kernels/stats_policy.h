@@ -11,8 +11,8 @@
 #define SP_GLUE2(n, a) SP_GLUE2_(n, a)
 #define ST STATS_ST
 #define T STATS_T
-#define LD(v) SP_GLUE3(stats_ld, STATS_S, STATS_A)(v)
-#define STORE(v) SP_GLUE3(stats_st, STATS_S, STATS_A)(v)
+#define LD(v) SP_GLUE3(ld, STATS_S, STATS_A)(v)          /* fp.h: exact */
+#define STORE(v) SP_GLUE3(st, STATS_S, STATS_A)(v)       /* fp.h: rounded once */
 #define RND(v) SP_GLUE2(rnd, STATS_A)(v)
 #define FROM64(v) SP_GLUE2(from64, STATS_A)(v)
 
@@ -30,49 +30,16 @@ static inline T SP(stats_term)(int kind, const ST* restrict x, const ST* restric
     return RND(d * LD(y[i]));
 }
 
-/* =========================================================== the pairwise order, one sequence
- * (the 1-D pairwise sum: the same order as precision.exact.emulate(A).sum(v, "pairwise")) */
-
-/* sum of one leaf of m <= 128 values: 8 lanes from +0, combined ((01)(23))((45)(67)) */
-static inline T SP(stats_leaf)(const T* restrict b, ptrdiff_t m)
-{
-    T acc[STATS_LANES] = {0};
-    ptrdiff_t i = 0;
-    for (; i + STATS_LANES <= m; i += STATS_LANES) {
-#pragma GCC unroll 1
-        for (int j = 0; j < STATS_LANES; j++) acc[j] = RND(acc[j] + b[i + j]);
-    }
-    for (int j = 0; j < m - i; j++) acc[j] = RND(acc[j] + b[i + j]);
-    return RND(RND(RND(acc[0] + acc[1]) + RND(acc[2] + acc[3]))
-               + RND(RND(acc[4] + acc[5]) + RND(acc[6] + acc[7])));
-}
-
-/* push leaf sum number `count` (0-based) onto the binary counter `stack` of `*depth` sums */
-static inline void SP(stats_tree_push)(T* stack, int* depth, size_t count, T leaf)
-{
-    for (size_t carry = count; carry & 1; carry >>= 1) leaf = RND(stack[--*depth] + leaf);
-    stack[(*depth)++] = leaf;
-}
-
-/* the total of the counter: collapsed right to left (+0 when empty) */
-static inline T SP(stats_tree_total)(const T* stack, int depth)
-{
-    if (depth == 0) return 0;
-    T total = stack[depth - 1];
-    for (int j = depth - 2; j >= 0; j--) total = RND(stack[j] + total);
-    return total;
-}
-
 /* ============================================= one channel through a gather (any B, any K)
  * The channel's sequence: A segments of B contiguous elements, segment a at x + a * stride. */
 
 static T SP(stats_chan_pairwise)(int kind, const ST* x, const ST* y, ptrdiff_t A,
                                  ptrdiff_t stride, ptrdiff_t B, T centre)
 {
+    /* summation.h's pairwise order over the channel's terms, a leaf at a time */
     T buf[STATS_LEAF];
-    T stack[STATS_LEVELS];
-    int depth = 0;
-    size_t count = 0;
+    T total;
+    SUMMATION_TREE_DECLARE(T);
     ptrdiff_t a = 0, b = 0;
     ptrdiff_t remaining = A * B;
     while (remaining > 0) {
@@ -103,10 +70,11 @@ static T SP(stats_chan_pairwise)(int kind, const ST* x, const ST* y, ptrdiff_t A
             b += take;
             if (b == B) { b = 0; a++; }
         }
-        SP(stats_tree_push)(stack, &depth, count++, SP(stats_leaf)(buf, m));
+        SUMMATION_TREE_PUSH(T, SP_GLUE2(rnd, STATS_A), SP_GLUE2(sum_leaf, STATS_A)(buf, m));
         remaining -= m;
     }
-    return SP(stats_tree_total)(stack, depth);
+    SUMMATION_TREE_FINISH(T, SP_GLUE2(rnd, STATS_A), total);
+    return total;
 }
 
 static T SP(stats_chan_sequential)(int kind, const ST* x, const ST* y, ptrdiff_t A,
@@ -197,7 +165,9 @@ static inline void SP(stats_cols_add_row)(int kind, T* restrict acc, const ST* r
 }
 
 /* the pairwise order across columns: lanes[j] is lane j of every column of the current leaf,
- * stack[l] level l of every column's binary counter */
+ * stack[l] level l of every column's binary counter.  A loop of its own (it vectorises across
+ * columns), the same order as summation.h's sum_pairwise on each column: steps 1-4 there, the
+ * tree by the same binary counter as SUMMATION_TREE_PUSH / SUMMATION_TREE_FINISH. */
 static void SP(stats_cols_pairwise)(int kind, const ST* x, const ST* y, ptrdiff_t n,
                                     ptrdiff_t ld, ptrdiff_t w, const T* centre, T* out,
                                     T* scratch)

@@ -8,6 +8,7 @@ import gmpy2
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 import precision as pr
 from precision._kernels import _primitives as prim
@@ -243,3 +244,54 @@ def test_float32_exp_within_one_ulp_and_almost_always_correctly_rounded():
     ords = pr.float32.ordinal(got[finite].astype(np.float32)) - pr.float32.ordinal(expect[finite].astype(np.float32))
     assert np.abs(ords).max() <= 1
     assert np.count_nonzero(ords) <= 2          # a miss needs exp within 2^-52 of a midpoint
+
+
+# ------------------------------------------------------------- summation.h's strided sums
+SUM_POLICIES = [("f16", "f16"), ("f16", "f32"), ("f16", "f64"), ("bf16", "bf16"),
+                ("bf16", "f32"), ("bf16", "f64"), ("f32", "f32"), ("f32", "f64"), ("f64", "f64")]
+SHORT_NAMES = {"f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64"}
+
+
+def _summands(rng, fmt, n, kind):
+    """n values of fmt: the inputs a summation order is sensitive to."""
+    if kind == "normal":
+        v = rng.standard_normal(n) * 2.0 ** rng.integers(-8, 8, n)
+    elif kind == "cancelling":      # pairs x, -x at random places, plus small noise
+        v = rng.standard_normal(n) * 1e3
+        v[n // 2:] = -v[: n - n // 2]
+        v = rng.permutation(v) + rng.standard_normal(n) * 1e-3
+    elif kind == "subnormal":
+        v = rng.integers(-50, 50, n) * float(fmt.smallest_subnormal)
+    elif kind == "ties":            # halves on top of 2^(p-1): every addition a tie
+        v = rng.integers(-8, 8, n) * 0.5 + 2.0 ** (fmt.p - 1)
+    elif kind == "huge":            # overflow to inf (and inf - inf = NaN) in the narrow formats
+        v = rng.choice([float(fmt.max), -float(fmt.max), float(fmt.max) / 3], n)
+    else:
+        pool = [0.0, -0.0, 1.0, -1.0, float(fmt.max), float(fmt.tiny),
+                float(fmt.smallest_subnormal), np.inf, -np.inf, np.nan, 3.0]
+        v = rng.choice(pool, n)
+    with np.errstate(all="ignore"):
+        return np.asarray(fmt.round(v.astype(np.float64))).astype(fmt.dtype)
+
+
+@given(policy=st.sampled_from(SUM_POLICIES), order=st.sampled_from(["pairwise", "sequential", "kahan"]),
+       n=st.sampled_from([0, 1, 2, 7, 8, 9, 100, 127, 128, 129, 256, 300, 385, 640, 1100]),
+       stride=st.sampled_from([1, 2, 3, -1, -2]),
+       kind=st.sampled_from(["normal", "cancelling", "subnormal", "ties", "huge", "specials"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_strided_sums_are_bit_identical_to_the_emulated_twins(policy, order, n, stride, kind, seed):
+    """summation.h's sum_<order>_<S>_<A> over a strided run equals precision.exact.emulate(A)'s
+    sum in the same order (pairwise_sum / sequential_sum / kahan_sum), bit for bit: the one copy
+    of the project's summation orders against its twin, leaves and tree levels included."""
+    from precision.exact import emulate
+
+    s, a = policy
+    S, A = pr.format(SHORT_NAMES[s]), pr.format(SHORT_NAMES[a])
+    values = _summands(np.random.default_rng(seed), S, n, kind)
+    buf = np.full(max(n, 1) * abs(stride), S.dtype.type(7.0), dtype=S.dtype)   # gaps: not summed
+    view = buf[::stride][:n]
+    view[...] = values
+    raw = view.view(np.uint16) if S.bits == 16 else view
+    got = getattr(prim, f"strided_sum_{s}_{a}")(order, raw)
+    want = emulate(A).sum(values.astype(np.float64), order=order)
+    assert same_bits(np.float64(got), np.float64(want)), (got, want)

@@ -40,6 +40,7 @@ import numpy as np
 from precision import formats as _formats
 
 from .emulate import check_storage, emulate
+from .emulate import pairwise_sum as _pairwise_sum
 
 __all__ = ["EmulatedLosses", "TRANSCENDENTALS", "REFINE_ZCAP", "refine_cancel_cu",
            "refine_depth"]
@@ -211,14 +212,17 @@ class EmulatedLosses:
             # entry k's magnitude: |g_k| + 2 min(Tk, t_k s) / D, read in t_k's place
             t_check = list(t)
             t_check[k] = E.div(min(Tk, E.mul(tk, s)), D)
-            refined = self._refines(grad, t_check, z, T, batch, a)
+            refined = self._refines(grad, t_check, z, T, batch, a,
+                                    tight=(x, k, e, t, s, D, Tk, tk, smooth is not None))
         return loss, grad, refined
 
     # -- the refinement check (kernels/losses_refine.h), replayed in double ---------------
-    def _refines(self, grad, t, z, T, batch, a):
+    def _refines(self, grad, t, z, T, batch, a, tight=None):
         """True if the kernel recomputes this row's gradient with more digits: A is wider
         than S and some entry's error bound in A reaches 1/8 ulp of S (the same doubles, the
-        same operations in the same order as the kernels' check)."""
+        same operations in the same order as the kernels' check); for A = float32 with 16-bit S
+        the second stage is losses_cancels_tight_S instead (half an ulp, replayed by
+        :meth:`_cancels_tight` from the row's values in ``tight``)."""
         if self.A.p <= self.S.p or not math.isfinite(a):
             return False
         u_a, eta_a = 2.0 ** -self.A.p, float(self.A.smallest_subnormal)
@@ -238,8 +242,65 @@ class EmulatedLosses:
         C = len(grad)
         if not cancels(refine_cancel_cu(-zcap, zcap, C, u_a)):
             return False
+        if self.A.short == "f32" and self.S.bits == 16:
+            return self._cancels_tight(grad, T, batch, a, abs_err, *tight)
         zmin = min(zi for zi in z if math.isfinite(zi))
         return cancels(refine_cancel_cu(zmin, zcap, C, u_a))
+
+    def _cancels_tight(self, grad, T, batch, a, abs_err, x, k, e, t, s, D, Tk, tk, smoothed):
+        """losses_cancels_tight_S (kernels/losses_refine.h), the same doubles in the same
+        order: the sums' roundings measured against double pairwise sums of the same terms,
+        z exact when x_i - a is, half an ulp of S."""
+        u, eps_e = 2.0 ** -24, 2.0 ** -24 * (1.0 + 2.0 ** -18)
+        finite = [v for v in x if math.isfinite(v)]
+        xmin = min(finite + [a])
+        nonzero = [abs(v) for v in finite + [a] if v != 0]
+        exact = True
+        if nonzero:     # every x_i - a a multiple of 2^(floor(log2 least) - (p_S - 1))
+            q = math.frexp(min(nonzero))[1]
+            M = 2.0 * max(abs(a), abs(xmin))
+            exact = M < math.ldexp(1.0, 24 + (q - 1) - (self.S.p - 1))
+        zmin = self.E.sub(xmin, a)
+        zcap = REFINE_ZCAP["f32"]
+        Z = -zmin if -zmin < zcap else zcap
+        eps_z = 0.0 if exact else u * Z
+        eps_t = 3.0 * u if smoothed else 0.0
+
+        def add(p, q):          # double additions, in summation.h's order
+            return p + q
+
+        e0 = [float(v) for v in e]
+        e0[k] = 0.0
+        t0 = [float(v) for v in t]
+        t0[k] = 0.0
+        s_d = _pairwise_sum(e0, add, 0.0)
+        Tk_d = _pairwise_sum(t0, add, 0.0)
+        C = len(grad)
+        gamma = 1.01 * float(refine_depth(C)) * 2.0 ** -53
+        errS = abs(s - s_d) + gamma * s_d + (eps_e + eps_z) * s_d
+        relD = (errS + u * D) / D
+        relP = eps_e + eps_z + relD + u
+        T_d = Tk_d + tk
+        errT = abs(T - T_d) + (gamma + 2.0 ** -53) * T_d + eps_t * T_d
+        relT = errT / T if T > 0 else 0.0
+        relQ = relT + relP + u
+        errTk = abs(Tk - Tk_d) + gamma * Tk_d + eps_t * Tk_d
+        tks = tk * s
+        us_half = 2.0 ** -self.S.p / 2
+        etas_half = float(self.S.smallest_subnormal) / 2
+        Gk = abs(grad[k]) * batch
+        Ek = (errTk + tk * errS + (eps_t + u) * tks + u * Gk * D) / D + Gk * (relD + u)
+        relQ4 = relQ * (1.0 + 4.0 * u)
+        inv_batch = 1.0 / batch
+        ub = u if batch != 1 else 0.0
+        for j, g in enumerate(grad):
+            gj = abs(g)
+            G = gj * batch
+            E = Ek if j == k else u * G + relQ4 * (G + abs(t[j])) + eps_t * abs(t[j])
+            E = (E * inv_batch + ub * gj) * (1.0 + 2.0 ** -20) + abs_err
+            if E - max(us_half * gj, etas_half) > 0:
+                return True
+        return False
 
     # -- reductions --------------------------------------------------------------------
     @staticmethod
