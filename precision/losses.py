@@ -48,14 +48,29 @@ formulas above; Z = min(a - min finite x, Zcap_A), d = the depth of a pairwise s
           m_j = t_j (j != k),  m_k = R(min(Tk, R(t_k s)) / D)      (|g_j| + 2 m_j >= the terms)
     the row is refined if some E_j > u_S |g_j| / 8 and E_j > eta_S / 8
 
+With float32 arithmetic and 16-bit storage the second stage (the row's own Z) is tighter and
+measured: with errS = |s - s_d| + gamma s_d + (u' + eps_z) s_d, relD = (errS + u D)/D,
+relQ = (|T - T_d| + (gamma + 2^-53) T_d + eps_t T_d)/T + u' + eps_z + relD + 2u (s_d, T_d: double
+pairwise sums of the same float terms, gamma = 1.01 d 2^-53, u' = u(1 + 2^-18) the exp's rounding,
+eps_z = 0 if every x_i - a is exact in float else u Z, eps_t = 3u with smoothing else 0),
+E_j = u G + relQ (1 + 4u)(G + t_j) + eps_t t_j (G = N |g_j|),
+E_k = (errT_k + t_k errS + (eps_t + u) t_k s + u G D)/D + G (relD + u), then
+(E_j / N + u |g_j| [N != 1])(1 + 2^-20) + (4T + 5) eta_A; the row is refined if some such
+E_j > u_S |g_j| / 2 and E_j > eta_S / 2 (half an ulp is enough for "within 1 ulp").
+
 (u, eta: unit roundoff and smallest subnormal; Zcap = 104 for float32, 745 for float64, beyond
 which exp is 0 or subnormal in A and counted by the eta_A term).  A refined row is recomputed
 with the same formulas in double (A = float32 with 16-bit S: the same check with u = 2^-53 then
 decides whether to go on) or in double-double (~106 bits, exp to 2^-100 relative), and rounded
-once into S.  A row whose finite logits are all equal has a rational gradient, often exactly 0:
-it is computed as ((1 - eps)(sum t - m t_j) + eps (C - m)/C) / m, m the number of finite
-logits, exactly whenever the targets' sum is exact in double-double.  Every other entry is
-within 1 ulp of S unless T p_j and t_j agree to ~60 bits.  Class indices without smoothing never
+once into S.  The double-double level writes each entry in two exact forms, the direct one
+T e_j/(1+s) - t'_j and the tie form [((1 - eps)(sum t - m t_j) + eps (C - m)/C) + (T f_j - t'_j F)]
+/ (m + F), with f_i = expm1(x_i - a), F = sum f_i and m the number of finite logits, whose first
+part is exact whenever the targets' sum is exact in double-double; it keeps for each entry the form
+with the smaller running-error bound.  Equal logits give the rational gradient exactly (often 0);
+nearly equal ones (differences far below 2^-60) no longer cancel.  Every entry is within 1 ulp of S
+unless both forms cancel: T p_j ~ t_j to ~60 bits *and* T f_j ~ t'_j F (logits whose differences
+nearly tie again against the targets); the double-double level detects such rows with its own
+check, but does not report them yet.  Class indices without smoothing never
 cancel and are never refined.  kernels/losses_refine.h has the code, the tests replay the check.
 
 Label smoothing eps (PyTorch's definition t' = (1 - eps) t + eps / C): t'_i = R(R(c1 t_i) + c2)
