@@ -471,3 +471,89 @@ def test_rebound_ignores_wandering_below_u_squared_and_reports_the_sharpness_the
     out = rebound_of(result)
     assert out["rebound_iteration"] == 4 and out["sharpness_at_rebound"] == 37.5
     assert math.isnan(rebound_of({**result, "adam_sharpness": []})["sharpness_at_rebound"])
+
+
+# ----------------------------------------------------------------------------- the verdict is computed
+
+def _synthetic(problem="linear", fmt="float32", optimizer="gd", variant="plain", state=None,
+               floor_value=1e-15, status="plateau", freeze_excess=6e-8, **extra):
+    """(params, result) of a made-up cell: enough keys for report._rows and the verdict."""
+    u = pr.format(fmt).u
+    params = {"problem": problem, "condition": None, "format": fmt, "accumulate": fmt,
+              "optimizer": optimizer, "state_format": state or fmt, "variant": variant, "seed": 0,
+              "iterations": 100, "size": "quick"}
+    its = np.arange(0, 101, 10)
+    end = floor_value if math.isfinite(floor_value) else 1e-3
+    excess = np.geomspace(1.0, end, its.size)
+    result = {"eval_iterations": its, "exact_excess": excess, "unit_roundoff": u,
+              "loss_freeze_iteration": 10, "excess_at_loss_freeze": freeze_excess,
+              "predicted_excess_at_loss_freeze": 1.0 * u, "excess_floor": floor_value,
+              "floor_status": status, "floor_iteration": 50, "predicted_floor": floor_value,
+              "loss_resolution": 2 * u, "min_loss": 1.0, "lr": 0.25, "rounded_away": [0.0],
+              "grad_rel_error": [1e-7], "hessian_condition": 10.0, "stop_message": "",
+              "iterations_run": 100, "adam_eps": 1e-8, "blew_up_iteration": None,
+              "predicted_swamping_floor": floor_value, "predicted_gradient_floor": floor_value / 10,
+              "predicted_representation_floor": floor_value / 100, "reported_loss": np.ones(101)}
+    result.update(extra)
+    return params, result
+
+
+def _verdict_text(cells):
+    import importlib
+
+    report = importlib.import_module("precision.studies.soft_target.report")
+    return " ".join(report._verdict(report._rows(cells)).split())
+
+
+def test_verdict_describes_adams_blow_up_by_the_recorded_division():
+    ok = _synthetic(problem="bias-only", fmt="float16", optimizer="adam", floor_value=1e-8)
+    inf = _synthetic(fmt="float16", optimizer="adam", floor_value=math.inf, status="blew_up",
+                     blew_up_iteration=1, blow_up_nonfinite=2, blow_up_x_over_0=2, blow_up_0_over_0=0,
+                     blow_up_other=0)
+    text = _verdict_text([ok, inf])
+    assert "2 were x/0 = ±inf" in text and "0/0 = NaN" not in text
+    assert "Not blown up with the same state format: bias-only float16" in text
+    assert "ε = 1e-8 rounds to 0" in text                      # float16 state: computed, not asserted
+    nan = (inf[0], dict(inf[1], blow_up_x_over_0=0, blow_up_0_over_0=2))
+    text = _verdict_text([ok, nan])
+    assert "2 were 0/0 = NaN" in text and "x/0" not in text
+    # β2 = 0.999 rounds to 1 only in bfloat16: the sentence appears exactly where such runs are
+    assert "β2 = 0.999 rounds to 1" not in text
+    bf = _synthetic(fmt="bfloat16", optimizer="adam", floor_value=1e-6)
+    assert "in bfloat16 state (1 run) β2 = 0.999 rounds to 1" in _verdict_text([ok, bf])
+
+
+def test_verdict_never_presents_an_upper_bound_as_a_floor():
+    settled = _synthetic(floor_value=1e-15)
+    still = _synthetic(problem="bias-only", floor_value=3e-14, status="decreasing")
+    text = _verdict_text([settled, still])
+    assert "In the 1 run whose exact excess levelled off" in text
+    assert "only upper bounds (bias-only float32 ≤3e-14)" in text
+    both = _verdict_text([settled, (still[0], dict(still[1], floor_status="plateau"))])
+    assert "In the 2 runs whose exact excess levelled off" in both and "upper bound" not in both
+
+
+def test_verdict_freeze_and_floor_claims_follow_the_numbers():
+    u = 2.0 ** -24
+    near = _verdict_text([_synthetic(freeze_excess=2 * u)])
+    assert "at the loss-resolution level, as predicted" in near and "judge convergence" in near
+    far = _verdict_text([_synthetic(freeze_excess=1e4 * u)])
+    assert "not within 10× of the loss-resolution level" in far and "judge convergence" not in far
+    missed = _verdict_text([_synthetic(predicted_floor=1e-20, predicted_swamping_floor=1e-20)])
+    assert "misses the level by more than 10×" in missed
+
+
+def test_verdict_attribution_and_lbfgs_ratios_follow_the_numbers():
+    base = _synthetic(fmt="float16", floor_value=1e-5)
+    exact = _synthetic(fmt="float16", variant="exact-gradient", floor_value=1e-5)
+    master = _synthetic(fmt="float16", variant="master-f64", floor_value=1e-8)
+    text = _verdict_text([base, exact, master])
+    assert "update swamping sets the floor" in text and "master weights" in text
+    flipped = _verdict_text([base, (exact[0], dict(exact[1], excess_floor=1e-8)),
+                             (master[0], dict(master[1], excess_floor=1e-5))])
+    assert "the gradient's rounding sets the floor" in flipped and "keep float32" not in flipped
+    lbfgs = _synthetic(fmt="float16", optimizer="lbfgs", floor_value=1e-3, status="stopped",
+                       state="float64")
+    assert "float16 1e+02×" in _verdict_text([base, lbfgs])
+    lower = (lbfgs[0], dict(lbfgs[1], excess_floor=1e-6))
+    assert "float16 0.1×" in _verdict_text([base, lower])
