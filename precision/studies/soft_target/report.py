@@ -269,9 +269,15 @@ def _within(ratio, factor) -> bool:
     return math.isfinite(ratio) and 1 / factor <= ratio <= factor
 
 
-def _verdict(rows) -> str:
-    """The report's verdict: bullets whose every claim is decided by this run's numbers."""
+def _verdict(rows, symptoms=(), mechanisms=(), remedy_advice="") -> str:
+    """The report's verdict: bullets whose every claim is decided by this run's numbers.
+    symptoms, mechanisms: sentences of those parts (symptoms_report); remedy_advice: the L-BFGS
+    remedy the run supports ("" if none)."""
     lines = ["## Verdict: what stalls, when, and what to do", ""]
+    if symptoms:
+        lines.append("* **The question's symptoms.** " + " ".join(symptoms))
+    if mechanisms:
+        lines.append("* **Mechanisms.** " + " ".join(mechanisms))
     plain = [r for r in rows if r.get("variant", "plain") == "plain" and r.get("part", "main") == "main"]
     gd = [r for r in plain if r["optimizer"] == "gd" and r["problem"] in ("bias-only", "linear", "linear-noisy")]
     evidence = {}
@@ -363,6 +369,8 @@ def _verdict(rows) -> str:
                         "by the parameters' own ulp, not by the sums): " if little else
                         f"changes the GD floors of the 16-bit formats by {_span(ratios)}×: ")
                      + "; ".join(parts) + ".")
+    if remedy_advice:
+        evidence["remedies"] = remedy_advice
     lines += ["", _what_to_do(evidence), ""]
     return "\n".join(lines)
 
@@ -371,8 +379,11 @@ def _lbfgs_bullets(plain, gd, evidence) -> list[str]:
     out = []
     lb = [r for r in plain if r["optimizer"] == "lbfgs" and r["problem"] in ("bias-only", "linear", "linear-noisy")]
     if lb:
-        stop = _median([r["floor_over_Hu"] for r in lb])
-        evidence["lbfgs_at_resolution"] = _near_one(stop)
+        by_format = {}
+        for r in lb:
+            by_format.setdefault(r["format"], []).append(r["floor_over_Hu"])
+        near = [f for f in FORMAT_ORDER if f in by_format and _near_one(_median(by_format[f]))]
+        evidence["lbfgs_at_resolution"] = len(near) == len(by_format)
         above = {}
         for r in lb:
             twin = next((g for g in gd if g["problem"] == r["problem"] and g["label"] == r["label"]
@@ -383,10 +394,12 @@ def _lbfgs_bullets(plain, gd, evidence) -> list[str]:
         evidence["lbfgs_above_gd"] = {fmt: _median(v) for fmt, v in above.items()}
         out.append(
             f"* **L-BFGS (scipy, ftol = gtol = 0) stops on the reported loss.** Its line search needs a "
-            f"reported decrease; it stopped at a median {format_number(stop, 2)}× L*·u "
-            f"({_runs(len(lb))}, range {_span([r['floor_over_Hu'] for r in lb])})"
-            + (", i.e. where the loss stops resolving" if evidence["lbfgs_at_resolution"] else
-               ", not within 10× of the loss-resolution level")
+            "reported decrease; where it stopped, in units of L*·u (median per format): "
+            + ", ".join(f"{f} {format_number(_median(by_format[f]), 2)}× ({_runs(len(by_format[f]))})"
+                        for f in FORMAT_ORDER if f in by_format)
+            + ("; within 10× of the loss-resolution level in every format" if evidence["lbfgs_at_resolution"]
+               else (f"; within 10× of the loss-resolution level in {', '.join(near)} only" if near else
+                     "; not within 10× of the loss-resolution level in any format"))
             + (". Where it stops ÷ where GD's excess levelled off, same problem and format: "
                + "; ".join(per_format) + " (above 1: L-BFGS stops higher; below 1: lower)" if per_format else "")
             + ".")
@@ -791,16 +804,33 @@ def _adam_plot(results, plot_dir: Path) -> str | None:
 # --------------------------------------------------------------------------------------------------
 # the report
 
+def _main_cells(results) -> list:
+    """(params, result) of the main grid (no ``part``): the symptoms and mechanism cells have their
+    own sections."""
+    return [(p, r) for p, r in results if p.get("part", "main") == "main"]
+
+
 def report(results, out_dir) -> None:
     """Write report.md and plots/*.png for a run of the soft-target stall study."""
+    from . import symptoms_report
+
     out_dir = Path(out_dir)
+    everything = results
+    results = _main_cells(everything)
+    symptom_cells = [(p, r) for p, r in everything if p.get("part") == "symptoms"]
     rows = _rows(results)
+    mech_rows = _rows([(p, r) for p, r in everything if p.get("part") == "mechanisms"])
     plots = _plots(results, out_dir) if len(results) else []
+    ulp32_h = float(_formats.float32.ulp(_formats.float32.round(float(POST_QUOTED["entropy"]))))
+    symptom_md, symptom_lines, remedy_advice = symptoms_report.section(symptom_cells, out_dir / "plots",
+                                                                       ulp32_h)
+    mech_md, mech_lines = symptoms_report.mechanisms_section(mech_rows)
     parts = [
         "# Where soft-target training stalls in each format, and why",
         "",
-        f"{len(results)} cells finished"
-        + (f", {len(results.failures)} failed" if getattr(results, "failures", None) else "")
+        f"{len(everything)} cells finished ({len(results)} main, {len(symptom_cells)} symptoms, "
+        f"{len(mech_rows)} mechanisms)"
+        + (f", {len(everything.failures)} failed" if getattr(everything, "failures", None) else "")
         + ". Raw results: `raw/cells/*.json`; one row per cell: `summary.csv`; provenance: "
         "`provenance.json`. Every number below is computed from those files by "
         "`precision/studies/soft_target/report.py`.",
@@ -814,7 +844,9 @@ def report(results, out_dir) -> None:
         "of the log-spaced evaluations; `decreasing` = still falling at the end, `stopped` = where "
         "L-BFGS stopped, `blew_up` = parameters became NaN/inf).",
         "",
-        _verdict(rows),
+        _verdict(rows, symptom_lines, mech_lines, remedy_advice),
+        symptom_md,
+        mech_md,
         "## All runs: loss freeze and exact-excess floor, measured vs predicted",
         "",
         markdown_table([r for r in rows if r["problem"] != "linear-ill-conditioned"], MAIN_COLUMNS,
@@ -939,6 +971,8 @@ def report(results, out_dir) -> None:
         "iterations `grad_error_iterations` in raw/cells/*.json; last value in summary.csv).",
         "",
     ]
+    if (out_dir / "plots" / "lbfgs_iterations.png").is_file() and symptom_cells:
+        plots.append("plots/lbfgs_iterations.png")
     if plots:
         parts += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     (out_dir / "report.md").write_text("\n".join(parts), encoding="utf-8")
@@ -978,6 +1012,10 @@ def _floor_cell(row) -> str:
 
 def verdict(results) -> str:
     """What `precision study soft-target-stall` prints when it ends. Every number is this run's."""
+    from . import symptoms_report
+
+    symptom_cells = [(p, r) for p, r in results if p.get("part") == "symptoms"]
+    results = _main_cells(results)
     rows = _rows(results)
     plain = [r for r in rows if r.get("variant", "plain") == "plain"]
     lines = ["Verdict (this run):"]
@@ -1022,6 +1060,10 @@ def verdict(results) -> str:
             row.update({label.replace("+float32 acc", "+f32"): _floor_cell(cells[label]) if label in cells else ""
                         for label in labels})
             table.append(row)
+    if symptom_cells:
+        for sentence in symptoms_report.models_sentences(symptom_cells)[:1] + \
+                symptoms_report.lbfgs_sentences(symptom_cells):
+            lines.append("- " + sentence)
     import textwrap
     lines = [lines[0]] + [textwrap.fill(line, width=100, subsequent_indent="  ") for line in lines[1:]]
     if table:

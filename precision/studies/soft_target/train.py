@@ -409,7 +409,12 @@ def _train_lbfgs(model, iterations):
 
 def run_cell(params: dict) -> dict:
     """One training run (module docstring). params: problem, condition, size, seed, format,
-    accumulate, optimizer, state_format, variant, iterations."""
+    accumulate, optimizer, state_format, variant, iterations. Cells with ``part = "symptoms"`` are
+    the question's experiments (:mod:`precision.studies.soft_target.symptoms`)."""
+    if params.get("part") == "symptoms":
+        from . import symptoms
+
+        return symptoms.run_cell(params)
     problem = make_problem(params["problem"], int(params.get("seed", 0)), params.get("condition"),
                            params.get("size", "quick"))
     fmt = _formats.format(params["format"])
@@ -612,6 +617,10 @@ def applicable_floor(params: dict, result: dict) -> float:
 
 def summarize(params: dict, result: dict) -> dict:
     """The summary.csv measurements of one cell (after the cell's parameters)."""
+    if params.get("part") == "symptoms":
+        from . import symptoms
+
+        return symptoms.summarize(params, result)
     row = {}
     for key in SUMMARY_COLUMNS:
         row[key] = result.get(key)
