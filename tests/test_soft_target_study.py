@@ -557,3 +557,98 @@ def test_verdict_attribution_and_lbfgs_ratios_follow_the_numbers():
     assert "float16 1e+02×" in _verdict_text([base, lbfgs])
     lower = (lbfgs[0], dict(lbfgs[1], excess_floor=1e-6))
     assert "float16 0.1×" in _verdict_text([base, lower])
+
+
+# ----------------------------------------------------------------------------- the question's symptoms
+
+@pytest.mark.parametrize("signal", [1e-9, 1e-5, 1e-2])
+def test_signal_data_has_the_requested_gain_and_is_exact_in_float32(signal):
+    from precision.studies.soft_target.symptoms import signal_data
+
+    x, t, xv, tv, gain, h_mean = signal_data(signal)
+    assert gain == pytest.approx(signal, rel=1e-3)
+    for arr in (x, t, xv, tv):
+        assert np.array_equal(arr.astype(np.float32).astype(np.float64), arr)
+    assert np.array_equal(t.sum(axis=1), np.ones(len(t))) and (t > 0).all()
+    # gain = H(t̄) − mean H(t), recomputed here in mpmath from the targets
+    with mpmath.workdps(40):
+        rows = [[mpmath.mpf(v) for v in r] for r in t.tolist()]
+        mean = [mpmath.fsum(c) / len(rows) for c in zip(*rows)]
+        h = lambda p: -mpmath.fsum(v * mpmath.log(v) for v in p)
+        assert abs(float(h(mean) - mpmath.fsum(h(r) for r in rows) / len(rows)) - gain) < 1e-15
+    same_x = signal_data(signal * 10 if signal < 1e-2 else signal / 10)[0]
+    assert np.array_equal(same_x, x)                       # identical features at every level
+
+
+@pytest.mark.parametrize("name", ["float32", "float64"])
+def test_lbfgs_in_format_keeps_its_state_in_the_format_and_minimises(name):
+    from precision.studies.soft_target.symptoms import lbfgs_in_format
+
+    fmt = pr.format(name)
+    a = np.diag([1.0, 10.0, 100.0]).astype(fmt.dtype)
+    seen = []
+
+    def fun(x):
+        seen.append(x.dtype)
+        return np.dot(x, a @ x) / 2, a @ x
+
+    x, f, its, evals, message = lbfgs_in_format(fun, np.ones(3), fmt, 200)
+    assert x.dtype == fmt.dtype and set(seen) == {np.dtype(fmt.dtype)}
+    assert float(f) < 1e-10 and its < 200 and evals >= its
+    assert message in ("gradient below tolerance_grad", "loss change below tolerance_change",
+                       "step below tolerance_change")
+
+
+def test_symptom_cells_run_and_validate():
+    from precision.studies.soft_target import symptoms
+
+    r = symptoms.run_cell({"part": "symptoms", "experiment": "models", "model": "bias", "signal": 1e-4,
+                           "format": "float32", "optimizer": "scipy-ftol0", "seed": 0})
+    # the bias-only model's optimum is H(t̄): float32 gets there to about an ulp
+    assert abs(r["train_exact_loss"] - r["bias_min_loss"]) < 4 * r["loss_ulp"]
+    assert r["final_reported_loss"] == float(np.float32(r["final_reported_loss"]))
+    with pytest.raises(ValueError, match="flavour"):
+        symptoms.run_cell({"experiment": "lbfgs", "format": "float32", "optimizer": "adam", "condition": 10})
+    with pytest.raises(ValueError, match="experiment"):
+        symptoms.run_cell({"experiment": "x", "format": "float32", "optimizer": "scipy-ftol0"})
+
+
+def _model_cell(model, signal, fmt, train, val, gain_ulps=1.0):
+    return ({"part": "symptoms", "experiment": "models", "model": model, "signal": signal, "format": fmt},
+            {"achievable_gain": signal, "loss_ulp": signal / gain_ulps, "final_reported_loss": train,
+             "val_reported_loss": val, "iterations_to_stop": 5, "train_exact_loss": train,
+             "val_exact_loss": val})
+
+
+def test_symptom_sentences_follow_the_numbers():
+    from precision.studies.soft_target import symptoms_report as sr
+
+    same = [_model_cell(m, 1e-8, "float32", 1.0, 1.001) for m in ("bias", "linear", "mlp")]
+    text = " ".join(sr.models_sentences(same))
+    assert "bit-identical at 1 of 1 signal levels (1e-08)" in text and "separate" not in text
+    apart = [_model_cell(m, 1e-8, "float32", 1.0 - 1e-7 * (m != "bias"), 1.001) for m in ("bias", "linear", "mlp")]
+    text = " ".join(sr.models_sentences(apart))
+    assert "bit-identical at 0 of 1" in text and "they separate from gain = 1e-08" in text
+    equal_val = [_model_cell(m, 1e-8, "float32", 1.0, 1.0) for m in ("bias", "linear", "mlp")]
+    assert "in 3 of 3 runs" in " ".join(sr.models_sentences(equal_val))
+
+    def lbfgs(f32, f64):
+        return [({"part": "symptoms", "experiment": "lbfgs", "condition": 1e5, "optimizer": "scipy-default",
+                  "format": fmt}, {"iterations_to_stop": its, "excess_at_stop": 1e-9, "stop_message": "",
+                                   "hessian_condition": 1e5}) for fmt, its in (("float32", f32), ("float64", f64))]
+    assert "is not reproduced" in sr.lbfgs_sentences(lbfgs(362, 639))[0]
+    assert "is reproduced for scipy-default at κ = 1e+05 (25 vs 2500)" in sr.lbfgs_sentences(lbfgs(25, 2500))[0]
+
+
+def test_remedy_advice_only_when_a_remedy_helps():
+    from precision.studies.soft_target import symptoms_report as sr
+
+    def cells(f64_excess, kl_excess):
+        return [({"experiment": "remedies", "objective": o, "format": "float32"},
+                 {"iterations_to_stop": 10, "excess_at_stop": e, "excess_over_Lu": 1.0, "stop_message": ""})
+                for o, e in (("ce", 1e-5), ("ce-f64", f64_excess), ("kl", kl_excess))]
+    _, advice = sr.remedies_sentence(cells(1e-12, 1e-7))
+    assert "in float64 or as a KL" in advice
+    _, advice = sr.remedies_sentence(cells(1e-12, 5e-6))
+    assert "in float64" in advice and "KL" not in advice
+    assert sr.remedies_sentence(cells(5e-6, 5e-6))[1] == ""
