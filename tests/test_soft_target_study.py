@@ -629,6 +629,11 @@ def test_symptom_sentences_follow_the_numbers():
     apart = [_model_cell(m, 1e-8, "float32", 1.0 - 1e-7 * (m != "bias"), 1.001) for m in ("bias", "linear", "mlp")]
     text = " ".join(sr.models_sentences(apart))
     assert "bit-identical at 0 of 1" in text and "they separate from gain = 1e-08" in text
+    early = [_model_cell(m, 1e-8, "float32", 1.0 + 3e-8 * (m == "mlp"), 1.001, gain_ulps=1.0)
+             for m in ("bias", "linear", "mlp")]
+    assert "the MLP reported a higher final loss than the bias alone at 1 of 1 levels (by 3 ulp(L*))" \
+        in " ".join(sr.models_sentences(early))
+    assert "MLP reported a higher" not in text
     equal_val = [_model_cell(m, 1e-8, "float32", 1.0, 1.0) for m in ("bias", "linear", "mlp")]
     assert "in 3 of 3 runs" in " ".join(sr.models_sentences(equal_val))
 
@@ -637,6 +642,14 @@ def test_symptom_sentences_follow_the_numbers():
                   "format": fmt}, {"iterations_to_stop": its, "excess_at_stop": 1e-9, "stop_message": "",
                                    "hessian_condition": 1e5}) for fmt, its in (("float32", f32), ("float64", f64))]
     assert "is not reproduced" in sr.lbfgs_sentences(lbfgs(362, 639))[0]
+    mlp = [({"part": "symptoms", "experiment": "models", "model": "mlp", "signal": 1e-9, "format": fmt},
+            {"iterations_to_stop": its, "stop_message": "", "achievable_gain": 1e-9, "loss_ulp": 1e-7,
+             "final_reported_loss": 1.0, "val_reported_loss": 1.0, "train_exact_loss": 1.0,
+             "val_exact_loss": 1.0}) for fmt, its in (("float32", 41), ("float64", 2500))]
+    assert "On the signal data it is, for the mlp model at gain 1e-09 (41 vs 2500)" in \
+        sr.lbfgs_sentences(lbfgs(362, 639) + mlp)[0]
+    assert "Nor on the signal data" in sr.lbfgs_sentences(lbfgs(362, 639) + mlp[:1] + [
+        (mlp[1][0], dict(mlp[1][1], iterations_to_stop=80))])[0]
     assert "is reproduced for scipy-default at κ = 1e+05 (25 vs 2500)" in sr.lbfgs_sentences(lbfgs(25, 2500))[0]
 
 
@@ -652,3 +665,38 @@ def test_remedy_advice_only_when_a_remedy_helps():
     _, advice = sr.remedies_sentence(cells(1e-12, 5e-6))
     assert "in float64" in advice and "KL" not in advice
     assert sr.remedies_sentence(cells(5e-6, 5e-6))[1] == ""
+
+
+def test_mechanism_sentences_follow_the_numbers():
+    import importlib
+
+    report = importlib.import_module("precision.studies.soft_target.report")
+    from precision.studies.soft_target import symptoms_report as sr
+
+    def sweep(power):
+        cells = []
+        for c in (0.25, 0.5, 1.0, 1.5):
+            p, r = _synthetic(floor_value=1e-14 * c ** power, predicted_swamping_floor=1e-14 / c ** 2,
+                              predicted_gradient_floor=1e-16, lr_times_lambda_max=c)
+            cells.append(({**p, "part": "mechanisms", "lr_lambda": c}, r))
+        return report._rows(cells)
+
+    _, lines = sr.mechanisms_section(sweep(-2))
+    assert "linear float32 -2.00" in lines[0] and "≈ −2 (swamping" in lines[0]
+    _, lines = sr.mechanisms_section(sweep(0))
+    assert "≈ 0 (gradient resolution" in lines[0] and "≈ −2" not in lines[0]
+
+    def eps(rebound_below, rebound_above):
+        cells = []
+        for ratio in (20.0, 30.0, 45.0, 60.0):
+            hit = rebound_above if ratio > 38 else rebound_below
+            excess = [1.0, 1e-30, 1e-20 if hit else 1e-30]
+            p, r = _synthetic(optimizer="adam", floor_value=1e-30, eval_iterations=np.array([0, 10, 20]),
+                              exact_excess=np.array(excess), unit_roundoff=2.0 ** -53)
+            cells.append(({**p, "part": "mechanisms", "eps_ratio": ratio}, r))
+        return report._rows(cells)
+
+    _, lines = sr.mechanisms_section(eps(False, True))
+    assert "below 38, 0 of 2 runs rebounded; above it, 2 of 2 — the rebound starts where" in lines[0]
+    _, lines = sr.mechanisms_section(eps(True, True))
+    assert "not the clean split" in lines[0]

@@ -100,7 +100,7 @@ def grid(formats=None, full=False, seed=0):
 def mechanism_cells(formats=None, full=False, seeds=(0,)):
     """part = "mechanisms": GD's lr sweep (lr·λ_max ∈ LR_SWEEP) on bias-only and linear in the pure
     formats; Adam at lr 1e-3 and 1e-2 with every state format on linear; Adam's stability sweep
-    (ε with lr·λ_max/ε ∈ EPS_RATIOS) on linear in float32 and float64."""
+    (ε with lr·λ_max/ε ∈ EPS_RATIOS, β2 = EPS_SWEEP_BETA2) on linear in float32 and float64."""
     keep = [f for f in ("float16", "bfloat16", "float32", "float64") if formats is None or f in formats]
     steps = 10000 if full else 3000
     out = []
@@ -119,13 +119,14 @@ def mechanism_cells(formats=None, full=False, seeds=(0,)):
         for f in [x for x in ("float32", "float64") if x in keep]:
             for ratio in EPS_RATIOS:
                 out.append({**_cell("linear", f, f, "adam", seed=s, iterations=steps), "part": "mechanisms",
-                            "eps_ratio": ratio})
+                            "eps_ratio": ratio, "adam_beta2": EPS_SWEEP_BETA2})
     return out
 
 
 LR_SWEEP = (0.25, 0.5, 1.0, 1.5)
 ADAM_LRS = (1e-3, 1e-2)
 EPS_RATIOS = (20.0, 30.0, 45.0, 60.0)
+EPS_SWEEP_BETA2 = 0.99   # v̂ decays e-fold in 100 steps: the sharpness reaches lr·λ_max/ε within the run
 FORMAT_RANK = {"bfloat16": 0, "float16": 1, "float32": 2, "float64": 3}
 
 

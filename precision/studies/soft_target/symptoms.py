@@ -40,7 +40,7 @@ from precision.linalg import matmul
 
 __all__ = ["cells", "run_cell", "summarize", "signal_data", "lbfgs_in_format", "SIGNALS"]
 
-SIGNALS = {"quick": (1e-9, 1e-8, 1e-7, 1e-6, 1e-4, 1e-2),
+SIGNALS = {"quick": (1e-9, 1e-7, 1e-6, 1e-4, 1e-2),
            "full": (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)}
 KAPPAS = {"quick": (1e1, 1e3, 1e5), "full": (1e1, 1e2, 1e3, 1e4, 1e5)}
 FLAVOURS = ("scipy-default", "format-state", "scipy-ftol0")
@@ -48,7 +48,7 @@ MODELS = ("bias", "linear", "mlp")
 OBJECTIVES = ("ce", "ce-f64", "kl")
 BASE_PROBS = (0.39, 0.44, 0.17)        # the post's mean target, roughly
 MAX_ITERATIONS = 3000
-MODEL_ITERATIONS = 500
+MODEL_ITERATIONS = 2500
 HIDDEN = 8
 
 

@@ -109,7 +109,7 @@ def _make_optimizer(name, hyper, fmt, state_format):
     if name in ("gd", "momentum"):
         return optim.SGD(lr=hyper["lr"], momentum=hyper["momentum"])
     if name == "adam":
-        return optim.Adam(lr=hyper["lr"], betas=DEFAULTS["adam_betas"], eps=hyper["eps"],
+        return optim.Adam(lr=hyper["lr"], betas=(DEFAULTS["adam_betas"][0], hyper["beta2"]), eps=hyper["eps"],
                           state_format=None if state_format == fmt.name else state_format)
     raise ValueError(f"unknown optimizer {name!r}")
 
@@ -198,7 +198,7 @@ def adam_stability_threshold(beta1: float | None = None) -> float:
 
 
 def hyperparameters(problem, optimizer: str, variant: str = "plain", *, lr_lambda=None, adam_lr=None,
-                    eps_ratio=None) -> dict:
+                    eps_ratio=None, adam_beta2=None) -> dict:
     """lr (a power of two, exact in every format), momentum and (Adam) ε for a problem and optimizer.
 
     gd and momentum: lr = 2^floor(log2(1/λ_max(H))) / 2 (λ_max: the Hessian's largest eigenvalue at
@@ -209,7 +209,8 @@ def hyperparameters(problem, optimizer: str, variant: str = "plain", *, lr_lambd
     adam: DEFAULTS["adam_lr"], ε = DEFAULTS["adam_eps"] (variant ``eps-stable``:
     :func:`stable_adam_eps`); lbfgs: none.
     Mechanism cells override them: ``lr_lambda`` sets GD's lr = lr_lambda/λ_max (the lr sweep);
-    ``adam_lr`` sets Adam's lr; ``eps_ratio`` sets ε = lr·λ_max/eps_ratio (Adam's stability sweep).
+    ``adam_lr`` sets Adam's lr; ``eps_ratio`` sets ε = lr·λ_max/eps_ratio (Adam's stability sweep,
+    run with ``adam_beta2`` = 0.99 so that v̂ decays within the run: the limit depends on β1 only).
     """
     lam = problem.info.get("hessian_max_eigenvalue", 1.0)
     if optimizer in ("gd", "momentum"):
@@ -226,7 +227,8 @@ def hyperparameters(problem, optimizer: str, variant: str = "plain", *, lr_lambd
         eps = stable_adam_eps(problem, lr) if variant == "eps-stable" else DEFAULTS["adam_eps"]
         if eps_ratio is not None:
             eps = lr * lam / float(eps_ratio)
-        return {"lr": lr, "momentum": 0.0, "eps": eps}
+        beta2 = DEFAULTS["adam_betas"][1] if adam_beta2 is None else float(adam_beta2)
+        return {"lr": lr, "momentum": 0.0, "eps": eps, "beta2": beta2}
     return {"lr": math.nan, "momentum": 0.0}
 
 
@@ -320,7 +322,7 @@ class _AdamSharpness:
     def __init__(self, problem, hyper, iterations):
         self.hessian = problem.hessian
         self.lr, self.eps = float(hyper["lr"]), float(hyper["eps"])
-        self.beta2 = DEFAULTS["adam_betas"][1]
+        self.beta2 = hyper["beta2"]
         self.when = set(eval_schedule(iterations).tolist()) - {0}
         self.iterations, self.values = [], []
 
@@ -430,7 +432,8 @@ def run_cell(params: dict) -> dict:
     if variant != "plain" and optimizer == "lbfgs":
         raise ValueError(f"the {variant} variant is for first-order optimizers only")
     hyper = hyperparameters(problem, optimizer, variant, lr_lambda=params.get("lr_lambda"),
-                            adam_lr=params.get("adam_lr"), eps_ratio=params.get("eps_ratio"))
+                            adam_lr=params.get("adam_lr"), eps_ratio=params.get("eps_ratio"),
+                            adam_beta2=params.get("adam_beta2"))
     model = _Model(problem, fmt, accum)
 
     with warnings.catch_warnings(record=True) as caught:
