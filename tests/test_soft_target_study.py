@@ -178,7 +178,22 @@ def test_smoke_tiny_grid_end_to_end(tmp_path):
 def test_grid_declares_every_problem_and_optimizer():
     from precision.studies import soft_target as soft_target_stall
 
-    quick = soft_target_stall.grid()
+    everything = soft_target_stall.grid()
+    quick = [c for c in everything if "part" not in c]
+    parts = {c.get("part") for c in everything}
+    assert parts == {None, "symptoms", "mechanisms"}
+    symptom = [c for c in everything if c.get("part") == "symptoms"]
+    assert {c["experiment"] for c in symptom} == {"models", "lbfgs", "targets", "remedies"}
+    assert {c["model"] for c in symptom if c["experiment"] == "models"} == {"bias", "linear", "mlp"}
+    assert {c["optimizer"] for c in symptom if c["experiment"] == "lbfgs"} == {
+        "scipy-default", "format-state", "scipy-ftol0"}
+    mech = [c for c in everything if c.get("part") == "mechanisms"]
+    assert {c["lr_lambda"] for c in mech if "lr_lambda" in c} == {0.25, 0.5, 1.0, 1.5}
+    assert {c["eps_ratio"] for c in mech if "eps_ratio" in c} == {20.0, 30.0, 45.0, 60.0}
+    assert {(c["format"], c["state_format"], c["adam_lr"]) for c in mech if "adam_lr" in c} >= {
+        (f, s, lr) for f in ("float16", "bfloat16", "float32") for s in (f, "float32", "float64")
+        for lr in (1e-3, 1e-2)}
+    assert {c["seed"] for c in soft_target_stall.grid(full=True)} >= {0, 1, 2, 3, 4}
     assert {c["problem"] for c in quick} == {"bias-only", "linear", "linear-noisy",
                                              "linear-ill-conditioned", "mlp"}
     mlp = {(c["format"], c["optimizer"], c["state_format"]) for c in quick if c["problem"] == "mlp"}
@@ -196,7 +211,8 @@ def test_grid_declares_every_problem_and_optimizer():
     assert {c["format"] for c in quick if c["problem"] == "mlp" and c["variant"] == "master-f64"
             and c["optimizer"] == "gd"} == {"float16", "bfloat16", "float32"}
     only = soft_target_stall.grid(formats=["float32"])
-    assert {c["format"] for c in only} == {"float32"}
+    assert {c["format"] for c in only} == {"float32"} and not any("part" in c and c["part"] == "symptoms"
+                                                                  for c in only)
     assert len(soft_target_stall.grid(full=True)) > len(quick)
 
 
@@ -617,7 +633,7 @@ def _model_cell(model, signal, fmt, train, val, gain_ulps=1.0):
     return ({"part": "symptoms", "experiment": "models", "model": model, "signal": signal, "format": fmt},
             {"achievable_gain": signal, "loss_ulp": signal / gain_ulps, "final_reported_loss": train,
              "val_reported_loss": val, "iterations_to_stop": 5, "train_exact_loss": train,
-             "val_exact_loss": val})
+             "val_exact_loss": val, "bias_min_loss": 1.0})
 
 
 def test_symptom_sentences_follow_the_numbers():
@@ -645,7 +661,7 @@ def test_symptom_sentences_follow_the_numbers():
     mlp = [({"part": "symptoms", "experiment": "models", "model": "mlp", "signal": 1e-9, "format": fmt},
             {"iterations_to_stop": its, "stop_message": "", "achievable_gain": 1e-9, "loss_ulp": 1e-7,
              "final_reported_loss": 1.0, "val_reported_loss": 1.0, "train_exact_loss": 1.0,
-             "val_exact_loss": 1.0}) for fmt, its in (("float32", 41), ("float64", 2500))]
+             "val_exact_loss": 1.0, "bias_min_loss": 1.0}) for fmt, its in (("float32", 41), ("float64", 2500))]
     assert "On the signal data it is, for the mlp model at gain 1e-09 (41 vs 2500)" in \
         sr.lbfgs_sentences(lbfgs(362, 639) + mlp)[0]
     assert "Nor on the signal data" in sr.lbfgs_sentences(lbfgs(362, 639) + mlp[:1] + [
@@ -700,3 +716,17 @@ def test_mechanism_sentences_follow_the_numbers():
     assert "below 38, 0 of 2 runs rebounded; above it, 2 of 2 — the rebound starts where" in lines[0]
     _, lines = sr.mechanisms_section(eps(True, True))
     assert "not the clean split" in lines[0]
+
+
+def test_post_sentence_names_what_stops_above_the_posts_kl():
+    from precision.studies.soft_target import symptoms_report as sr
+
+    def cell(kappa, excess):
+        return ({"experiment": "lbfgs", "format": "float32", "optimizer": "scipy-default", "condition": kappa},
+                {"excess_at_stop": excess})
+    ulp = 2.0 ** -23
+    low = " ".join(sr.post_sentence([cell(10.0, 1e-8), cell(1e5, 7e-5)], ulp))
+    assert "1565 float32 ulps of H" in low and "No float32 L-BFGS run here stopped that high" in low
+    assert "ill-conditioning comes closest" in low
+    high = " ".join(sr.post_sentence([cell(10.0, 1e-8), cell(1e5, 3e-4)], ulp))
+    assert "stopped at or above that excess in: scipy-default κ = 1e+05 (0.0003)" in high
