@@ -36,7 +36,7 @@ import mpmath
 import numpy as np
 
 from precision import formats as _formats
-from precision.linalg import matmul
+from .train import matmul          # one thread: cells run in parallel processes
 
 __all__ = ["cells", "run_cell", "summarize", "signal_data", "lbfgs_in_format", "SIGNALS"]
 

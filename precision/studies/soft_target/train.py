@@ -48,15 +48,29 @@ grows until the gradient refills v̂. ``eps-stable`` keeps lr·λ_max/ε ≤ 4 <
 from __future__ import annotations
 
 import math
+import os
 import warnings
+
+# Cells run in parallel processes on problems of a few dozen parameters, and scipy's L-BFGS-B calls
+# its own OpenBLAS on tiny vectors thousands of times per cell: a BLAS thread pool only adds wake-ups
+# (and, on a busy machine, spinning). One BLAS thread per cell process unless the user set it; this
+# must run before scipy is first imported, which the study does lazily.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
 from precision import formats as _formats
-from precision.linalg import matmul
+from precision.linalg import matmul as _matmul
 from . import theory
 from .problems import make_problem, mlp_gradient64
 from precision.study.stall import floor, loss_freeze_iteration
+
+def matmul(a, b, *, accum=None):
+    """precision.linalg.matmul on one thread: a study runs its cells in parallel processes, and
+    these products are small (threads would only add OpenMP start-up and, on a busy machine,
+    spinning). Bit-identical for any thread count."""
+    return _matmul(a, b, accum=accum, num_threads=1)
+
 
 __all__ = ["run_cell", "summarize", "eval_schedule", "SUMMARY_COLUMNS", "hyperparameters",
            "DEFAULTS"]
