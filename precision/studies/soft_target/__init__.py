@@ -3,9 +3,12 @@
     precision study soft-target-stall [--smoke | --quick | --full] [--formats f16,bf16,f32,f64] [--seed S]
 
 The grid: problems × formats (pure and with float32 accumulation) × optimizers (+ Adam's state format,
-+ attribution variants of gradient descent and Adam). Modules: ``problems`` (data and exact excess),
-``theory`` (predicted levels), ``train`` (one cell: a training run), ``report`` (report.md, plots and the
-terminal verdict).
++ attribution variants of gradient descent and Adam); then the mechanism sweeps (cells with
+``part = "mechanisms"``: GD's lr, Adam's lr × state format, Adam's ε around its stability limit) and the
+question's symptoms (``part = "symptoms"``: models on identical data over a sweep of the achievable KL
+gain, held-out loss, L-BFGS as people run it, one-hot targets, remedies). Modules: ``problems`` (data
+and exact excess), ``theory`` (predicted levels), ``train`` (one cell: a training run), ``symptoms``
+(the symptom cells), ``report`` and ``symptoms_report`` (report.md, plots and the terminal verdict).
 """
 from precision.study import Study
 from .report import report, verdict

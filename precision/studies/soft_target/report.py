@@ -393,7 +393,7 @@ def _lbfgs_bullets(plain, gd, evidence) -> list[str]:
         per_format = [f"{fmt} {_span(above[fmt])}×" for fmt in FORMAT_ORDER if fmt in above]
         evidence["lbfgs_above_gd"] = {fmt: _median(v) for fmt, v in above.items()}
         out.append(
-            f"* **L-BFGS (scipy, ftol = gtol = 0) stops on the reported loss.** Its line search needs a "
+            "* **L-BFGS (scipy, ftol = gtol = 0) stops on the reported loss.** Its line search needs a "
             "reported decrease; where it stopped, in units of L*·u (median per format): "
             + ", ".join(f"{f} {format_number(_median(by_format[f]), 2)}× ({_runs(len(by_format[f]))})"
                         for f in FORMAT_ORDER if f in by_format)

@@ -347,8 +347,6 @@ def mechanisms_section(rows) -> tuple[str, list[str]]:
                    "floor) lies at lr·λ_max ≈ " + ", ".join(f"{v:.2f} ({f})" for (_, f), v in sorted(crossovers.items()))
                    if crossovers else "")
                 + ".")
-    adam = [r for r in mech if r["optimizer"] == "adam" and not math.isfinite(_num(r.get("adam_lr_lambda_over_eps")))
-            or (r["optimizer"] == "adam" and r.get("eps_ratio") is None)]
     adam = [r for r in mech if r["optimizer"] == "adam" and r.get("eps_ratio") is None]
     if adam:
         table = [{"format": r["format"], "state": r["state_format"], "lr": r.get("lr"),
@@ -357,7 +355,6 @@ def mechanisms_section(rows) -> tuple[str, list[str]]:
                   "blew up at": r.get("blew_up_iteration")} for r in adam]
         lines += ["### Adam: lr × state format (linear problem, ε = 1e-8)", "", markdown_table(table), ""]
         blown = [r for r in adam if r["floor_status"] == "blew_up"]
-        reb = [r for r in adam if r.get("rebound_iteration") is not None and r["floor_status"] != "blew_up"]
         by_lr = {}
         for r in adam:
             by_lr.setdefault(_f(r.get("lr"), 2), []).append(r)
