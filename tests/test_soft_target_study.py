@@ -178,7 +178,22 @@ def test_smoke_tiny_grid_end_to_end(tmp_path):
 def test_grid_declares_every_problem_and_optimizer():
     from precision.studies import soft_target as soft_target_stall
 
-    quick = soft_target_stall.grid()
+    everything = soft_target_stall.grid()
+    quick = [c for c in everything if "part" not in c]
+    parts = {c.get("part") for c in everything}
+    assert parts == {None, "symptoms", "mechanisms"}
+    symptom = [c for c in everything if c.get("part") == "symptoms"]
+    assert {c["experiment"] for c in symptom} == {"models", "lbfgs", "targets", "remedies"}
+    assert {c["model"] for c in symptom if c["experiment"] == "models"} == {"bias", "linear", "mlp"}
+    assert {c["optimizer"] for c in symptom if c["experiment"] == "lbfgs"} == {
+        "scipy-default", "format-state", "scipy-ftol0"}
+    mech = [c for c in everything if c.get("part") == "mechanisms"]
+    assert {c["lr_lambda"] for c in mech if "lr_lambda" in c} == {0.25, 0.5, 1.0, 1.5}
+    assert {c["eps_ratio"] for c in mech if "eps_ratio" in c} == {20.0, 30.0, 45.0, 60.0}
+    assert {(c["format"], c["state_format"], c["adam_lr"]) for c in mech if "adam_lr" in c} >= {
+        (f, s, lr) for f in ("float16", "bfloat16", "float32") for s in (f, "float32", "float64")
+        for lr in (1e-3, 1e-2)}
+    assert {c["seed"] for c in soft_target_stall.grid(full=True)} >= {0, 1, 2, 3, 4}
     assert {c["problem"] for c in quick} == {"bias-only", "linear", "linear-noisy",
                                              "linear-ill-conditioned", "mlp"}
     mlp = {(c["format"], c["optimizer"], c["state_format"]) for c in quick if c["problem"] == "mlp"}
@@ -196,7 +211,8 @@ def test_grid_declares_every_problem_and_optimizer():
     assert {c["format"] for c in quick if c["problem"] == "mlp" and c["variant"] == "master-f64"
             and c["optimizer"] == "gd"} == {"float16", "bfloat16", "float32"}
     only = soft_target_stall.grid(formats=["float32"])
-    assert {c["format"] for c in only} == {"float32"}
+    assert {c["format"] for c in only} == {"float32"} and not any("part" in c and c["part"] == "symptoms"
+                                                                  for c in only)
     assert len(soft_target_stall.grid(full=True)) > len(quick)
 
 
@@ -471,3 +487,246 @@ def test_rebound_ignores_wandering_below_u_squared_and_reports_the_sharpness_the
     out = rebound_of(result)
     assert out["rebound_iteration"] == 4 and out["sharpness_at_rebound"] == 37.5
     assert math.isnan(rebound_of({**result, "adam_sharpness": []})["sharpness_at_rebound"])
+
+
+# ----------------------------------------------------------------------------- the verdict is computed
+
+def _synthetic(problem="linear", fmt="float32", optimizer="gd", variant="plain", state=None,
+               floor_value=1e-15, status="plateau", freeze_excess=6e-8, **extra):
+    """(params, result) of a made-up cell: enough keys for report._rows and the verdict."""
+    u = pr.format(fmt).u
+    params = {"problem": problem, "condition": None, "format": fmt, "accumulate": fmt,
+              "optimizer": optimizer, "state_format": state or fmt, "variant": variant, "seed": 0,
+              "iterations": 100, "size": "quick"}
+    its = np.arange(0, 101, 10)
+    end = floor_value if math.isfinite(floor_value) else 1e-3
+    excess = np.geomspace(1.0, end, its.size)
+    result = {"eval_iterations": its, "exact_excess": excess, "unit_roundoff": u,
+              "loss_freeze_iteration": 10, "excess_at_loss_freeze": freeze_excess,
+              "predicted_excess_at_loss_freeze": 1.0 * u, "excess_floor": floor_value,
+              "floor_status": status, "floor_iteration": 50, "predicted_floor": floor_value,
+              "loss_resolution": 2 * u, "min_loss": 1.0, "lr": 0.25, "rounded_away": [0.0],
+              "grad_rel_error": [1e-7], "hessian_condition": 10.0, "stop_message": "",
+              "iterations_run": 100, "adam_eps": 1e-8, "blew_up_iteration": None,
+              "predicted_swamping_floor": floor_value, "predicted_gradient_floor": floor_value / 10,
+              "predicted_representation_floor": floor_value / 100, "reported_loss": np.ones(101)}
+    result.update(extra)
+    return params, result
+
+
+def _verdict_text(cells):
+    import importlib
+
+    report = importlib.import_module("precision.studies.soft_target.report")
+    return " ".join(report._verdict(report._rows(cells)).split())
+
+
+def test_verdict_describes_adams_blow_up_by_the_recorded_division():
+    ok = _synthetic(problem="bias-only", fmt="float16", optimizer="adam", floor_value=1e-8)
+    inf = _synthetic(fmt="float16", optimizer="adam", floor_value=math.inf, status="blew_up",
+                     blew_up_iteration=1, blow_up_nonfinite=2, blow_up_x_over_0=2, blow_up_0_over_0=0,
+                     blow_up_other=0)
+    text = _verdict_text([ok, inf])
+    assert "2 were x/0 = ±inf" in text and "0/0 = NaN" not in text
+    assert "Not blown up with the same state format: bias-only float16" in text
+    assert "ε = 1e-8 rounds to 0" in text                      # float16 state: computed, not asserted
+    nan = (inf[0], dict(inf[1], blow_up_x_over_0=0, blow_up_0_over_0=2))
+    text = _verdict_text([ok, nan])
+    assert "2 were 0/0 = NaN" in text and "x/0" not in text
+    # β2 = 0.999 rounds to 1 only in bfloat16: the sentence appears exactly where such runs are
+    assert "β2 = 0.999 rounds to 1" not in text
+    bf = _synthetic(fmt="bfloat16", optimizer="adam", floor_value=1e-6)
+    assert "in bfloat16 state (1 run) β2 = 0.999 rounds to 1" in _verdict_text([ok, bf])
+
+
+def test_verdict_never_presents_an_upper_bound_as_a_floor():
+    settled = _synthetic(floor_value=1e-15)
+    still = _synthetic(problem="bias-only", floor_value=3e-14, status="decreasing")
+    text = _verdict_text([settled, still])
+    assert "In the 1 run whose exact excess levelled off" in text
+    assert "only upper bounds (bias-only float32 ≤3e-14)" in text
+    both = _verdict_text([settled, (still[0], dict(still[1], floor_status="plateau"))])
+    assert "In the 2 runs whose exact excess levelled off" in both and "upper bound" not in both
+
+
+def test_verdict_freeze_and_floor_claims_follow_the_numbers():
+    u = 2.0 ** -24
+    near = _verdict_text([_synthetic(freeze_excess=2 * u)])
+    assert "at the loss-resolution level, as predicted" in near and "judge convergence" in near
+    far = _verdict_text([_synthetic(freeze_excess=1e4 * u)])
+    assert "not within 10× of the loss-resolution level" in far and "judge convergence" not in far
+    missed = _verdict_text([_synthetic(predicted_floor=1e-20, predicted_swamping_floor=1e-20)])
+    assert "misses the level by more than 10×" in missed
+
+
+def test_verdict_attribution_and_lbfgs_ratios_follow_the_numbers():
+    base = _synthetic(fmt="float16", floor_value=1e-5)
+    exact = _synthetic(fmt="float16", variant="exact-gradient", floor_value=1e-5)
+    master = _synthetic(fmt="float16", variant="master-f64", floor_value=1e-8)
+    text = _verdict_text([base, exact, master])
+    assert "update swamping sets the floor" in text and "master weights" in text
+    flipped = _verdict_text([base, (exact[0], dict(exact[1], excess_floor=1e-8)),
+                             (master[0], dict(master[1], excess_floor=1e-5))])
+    assert "the gradient's rounding sets the floor" in flipped and "keep float32" not in flipped
+    lbfgs = _synthetic(fmt="float16", optimizer="lbfgs", floor_value=1e-3, status="stopped",
+                       state="float64")
+    assert "float16 1e+02×" in _verdict_text([base, lbfgs])
+    lower = (lbfgs[0], dict(lbfgs[1], excess_floor=1e-6))
+    assert "float16 0.1×" in _verdict_text([base, lower])
+
+
+# ----------------------------------------------------------------------------- the question's symptoms
+
+@pytest.mark.parametrize("signal", [1e-9, 1e-5, 1e-2])
+def test_signal_data_has_the_requested_gain_and_is_exact_in_float32(signal):
+    from precision.studies.soft_target.symptoms import signal_data
+
+    x, t, xv, tv, gain, h_mean = signal_data(signal)
+    assert gain == pytest.approx(signal, rel=1e-3)
+    for arr in (x, t, xv, tv):
+        assert np.array_equal(arr.astype(np.float32).astype(np.float64), arr)
+    assert np.array_equal(t.sum(axis=1), np.ones(len(t))) and (t > 0).all()
+    # gain = H(t̄) − mean H(t), recomputed here in mpmath from the targets
+    with mpmath.workdps(40):
+        rows = [[mpmath.mpf(v) for v in r] for r in t.tolist()]
+        mean = [mpmath.fsum(c) / len(rows) for c in zip(*rows)]
+        h = lambda p: -mpmath.fsum(v * mpmath.log(v) for v in p)
+        assert abs(float(h(mean) - mpmath.fsum(h(r) for r in rows) / len(rows)) - gain) < 1e-15
+    same_x = signal_data(signal * 10 if signal < 1e-2 else signal / 10)[0]
+    assert np.array_equal(same_x, x)                       # identical features at every level
+
+
+@pytest.mark.parametrize("name", ["float32", "float64"])
+def test_lbfgs_in_format_keeps_its_state_in_the_format_and_minimises(name):
+    from precision.studies.soft_target.symptoms import lbfgs_in_format
+
+    fmt = pr.format(name)
+    a = np.diag([1.0, 10.0, 100.0]).astype(fmt.dtype)
+    seen = []
+
+    def fun(x):
+        seen.append(x.dtype)
+        return np.dot(x, a @ x) / 2, a @ x
+
+    x, f, its, evals, message = lbfgs_in_format(fun, np.ones(3), fmt, 200)
+    assert x.dtype == fmt.dtype and set(seen) == {np.dtype(fmt.dtype)}
+    assert float(f) < 1e-10 and its < 200 and evals >= its
+    assert message in ("gradient below tolerance_grad", "loss change below tolerance_change",
+                       "step below tolerance_change")
+
+
+def test_symptom_cells_run_and_validate():
+    from precision.studies.soft_target import symptoms
+
+    r = symptoms.run_cell({"part": "symptoms", "experiment": "models", "model": "bias", "signal": 1e-4,
+                           "format": "float32", "optimizer": "scipy-ftol0", "seed": 0})
+    # the bias-only model's optimum is H(t̄): float32 gets there to about an ulp
+    assert abs(r["train_exact_loss"] - r["bias_min_loss"]) < 4 * r["loss_ulp"]
+    assert r["final_reported_loss"] == float(np.float32(r["final_reported_loss"]))
+    with pytest.raises(ValueError, match="flavour"):
+        symptoms.run_cell({"experiment": "lbfgs", "format": "float32", "optimizer": "adam", "condition": 10})
+    with pytest.raises(ValueError, match="experiment"):
+        symptoms.run_cell({"experiment": "x", "format": "float32", "optimizer": "scipy-ftol0"})
+
+
+def _model_cell(model, signal, fmt, train, val, gain_ulps=1.0):
+    return ({"part": "symptoms", "experiment": "models", "model": model, "signal": signal, "format": fmt},
+            {"achievable_gain": signal, "loss_ulp": signal / gain_ulps, "final_reported_loss": train,
+             "val_reported_loss": val, "iterations_to_stop": 5, "train_exact_loss": train,
+             "val_exact_loss": val, "bias_min_loss": 1.0})
+
+
+def test_symptom_sentences_follow_the_numbers():
+    from precision.studies.soft_target import symptoms_report as sr
+
+    same = [_model_cell(m, 1e-8, "float32", 1.0, 1.001) for m in ("bias", "linear", "mlp")]
+    text = " ".join(sr.models_sentences(same))
+    assert "bit-identical at 1 of 1 signal levels (1e-08)" in text and "separate" not in text
+    apart = [_model_cell(m, 1e-8, "float32", 1.0 - 1e-7 * (m != "bias"), 1.001) for m in ("bias", "linear", "mlp")]
+    text = " ".join(sr.models_sentences(apart))
+    assert "bit-identical at 0 of 1" in text and "they separate from gain = 1e-08" in text
+    early = [_model_cell(m, 1e-8, "float32", 1.0 + 3e-8 * (m == "mlp"), 1.001, gain_ulps=1.0)
+             for m in ("bias", "linear", "mlp")]
+    assert "the MLP reported a higher final loss than the bias alone at 1 of 1 levels (by 3 ulp(L*))" \
+        in " ".join(sr.models_sentences(early))
+    assert "MLP reported a higher" not in text
+    equal_val = [_model_cell(m, 1e-8, "float32", 1.0, 1.0) for m in ("bias", "linear", "mlp")]
+    assert "in 3 of 3 runs" in " ".join(sr.models_sentences(equal_val))
+
+    def lbfgs(f32, f64):
+        return [({"part": "symptoms", "experiment": "lbfgs", "condition": 1e5, "optimizer": "scipy-default",
+                  "format": fmt}, {"iterations_to_stop": its, "excess_at_stop": 1e-9, "stop_message": "",
+                                   "hessian_condition": 1e5}) for fmt, its in (("float32", f32), ("float64", f64))]
+    assert "is not reproduced" in sr.lbfgs_sentences(lbfgs(362, 639))[0]
+    mlp = [({"part": "symptoms", "experiment": "models", "model": "mlp", "signal": 1e-9, "format": fmt},
+            {"iterations_to_stop": its, "stop_message": "", "achievable_gain": 1e-9, "loss_ulp": 1e-7,
+             "final_reported_loss": 1.0, "val_reported_loss": 1.0, "train_exact_loss": 1.0,
+             "val_exact_loss": 1.0, "bias_min_loss": 1.0}) for fmt, its in (("float32", 41), ("float64", 2500))]
+    assert "On the signal data it is, for the mlp model at gain 1e-09 (41 vs 2500)" in \
+        sr.lbfgs_sentences(lbfgs(362, 639) + mlp)[0]
+    assert "Nor on the signal data" in sr.lbfgs_sentences(lbfgs(362, 639) + mlp[:1] + [
+        (mlp[1][0], dict(mlp[1][1], iterations_to_stop=80))])[0]
+    assert "is reproduced for scipy-default at κ = 1e+05 (25 vs 2500)" in sr.lbfgs_sentences(lbfgs(25, 2500))[0]
+
+
+def test_remedy_advice_only_when_a_remedy_helps():
+    from precision.studies.soft_target import symptoms_report as sr
+
+    def cells(f64_excess, kl_excess):
+        return [({"experiment": "remedies", "objective": o, "format": "float32"},
+                 {"iterations_to_stop": 10, "excess_at_stop": e, "excess_over_Lu": 1.0, "stop_message": ""})
+                for o, e in (("ce", 1e-5), ("ce-f64", f64_excess), ("kl", kl_excess))]
+    _, advice = sr.remedies_sentence(cells(1e-12, 1e-7))
+    assert "in float64 or as a KL" in advice
+    _, advice = sr.remedies_sentence(cells(1e-12, 5e-6))
+    assert "in float64" in advice and "KL" not in advice
+    assert sr.remedies_sentence(cells(5e-6, 5e-6))[1] == ""
+
+
+def test_mechanism_sentences_follow_the_numbers():
+    import importlib
+
+    report = importlib.import_module("precision.studies.soft_target.report")
+    from precision.studies.soft_target import symptoms_report as sr
+
+    def sweep(power):
+        cells = []
+        for c in (0.25, 0.5, 1.0, 1.5):
+            p, r = _synthetic(floor_value=1e-14 * c ** power, predicted_swamping_floor=1e-14 / c ** 2,
+                              predicted_gradient_floor=1e-16, lr_times_lambda_max=c)
+            cells.append(({**p, "part": "mechanisms", "lr_lambda": c}, r))
+        return report._rows(cells)
+
+    _, lines = sr.mechanisms_section(sweep(-2))
+    assert "linear float32 -2.00" in lines[0] and "≈ −2 (swamping" in lines[0]
+    _, lines = sr.mechanisms_section(sweep(0))
+    assert "≈ 0 (gradient resolution" in lines[0] and "≈ −2" not in lines[0]
+
+    def eps(rebound_below, rebound_above):
+        cells = []
+        for ratio in (20.0, 30.0, 45.0, 60.0):
+            hit = rebound_above if ratio > 38 else rebound_below
+            excess = [1.0, 1e-30, 1e-20 if hit else 1e-30]
+            p, r = _synthetic(optimizer="adam", floor_value=1e-30, eval_iterations=np.array([0, 10, 20]),
+                              exact_excess=np.array(excess), unit_roundoff=2.0 ** -53)
+            cells.append(({**p, "part": "mechanisms", "eps_ratio": ratio}, r))
+        return report._rows(cells)
+
+    _, lines = sr.mechanisms_section(eps(False, True))
+    assert "below 38, 0 of 2 runs rebounded; above it, 2 of 2 — the rebound starts where" in lines[0]
+    _, lines = sr.mechanisms_section(eps(True, True))
+    assert "not the clean split" in lines[0]
+
+
+def test_post_sentence_names_what_stops_above_the_posts_kl():
+    from precision.studies.soft_target import symptoms_report as sr
+
+    def cell(kappa, excess):
+        return ({"experiment": "lbfgs", "format": "float32", "optimizer": "scipy-default", "condition": kappa},
+                {"excess_at_stop": excess})
+    ulp = 2.0 ** -23
+    low = " ".join(sr.post_sentence([cell(10.0, 1e-8), cell(1e5, 7e-5)], ulp))
+    assert "1565 float32 ulps of H" in low and "No float32 L-BFGS run here stopped that high" in low
+    assert "ill-conditioning comes closest" in low
+    high = " ".join(sr.post_sentence([cell(10.0, 1e-8), cell(1e5, 3e-4)], ulp))
+    assert "stopped at or above that excess in: scipy-default κ = 1e+05 (0.0003)" in high

@@ -279,3 +279,29 @@ def test_floor_rejects_bad_input(series, kwargs):
 def test_first_at_or_below():
     assert first_at_or_below([3.0, np.nan, 1.0, 0.5], 1.0) == 2
     assert first_at_or_below([3.0, np.nan], 1.0) is None
+
+
+def test_a_fixed_point_reached_inside_the_window_is_a_plateau():
+    # GD in float64 on the linear problem: the excess falls steeply, then the parameters stop moving
+    # and the excess is the same value from then on (identical at 3000 and 10000 iterations). The
+    # early half of the tail window still holds the fall, but a fixed point is a floor, not a bound.
+    fall = 1e-20 * 0.5 ** np.arange(40)
+    level = fall[-1]
+    series = np.r_[fall, np.full(60, level)]
+    result = floor(series)
+    assert result.status == "plateau" and result.value == level
+    assert result.iteration == first_at_or_below(series, 2 * level)
+    # the same fall without the fixed point is still decreasing
+    assert floor(0.5 ** np.arange(100)).status == "decreasing"
+
+
+@given(fall=st.integers(5, 60), held=st.integers(2, 80), ratio=st.floats(0.05, 0.9))
+def test_held_final_value_covering_the_late_half_is_a_plateau(fall, held, ratio):
+    series = np.r_[ratio ** np.arange(fall), np.full(held, ratio ** fall)]
+    n = series.size
+    window = max(math.ceil(0.25 * n), min(n, 4))
+    result = floor(series)
+    if held >= window - window // 2:          # the repeated value fills the late half
+        assert result.status == "plateau" and result.value == ratio ** fall
+    if result.status == "plateau":
+        assert result.value in series[result.tail_start:]

@@ -238,7 +238,9 @@ def floor(series: Any, *, factor: float = 2.0, tail: float = 0.25, quantile: flo
     * Plateau test: split the window into an early half (its first floor(T/2) entries) and a late half
       (the rest), with medians m_early and m_late. The series has levelled off when
       ``m_late >= m_early / factor`` (it fell by less than `factor` across the window) or m_late = 0 (an
-      exact zero can't decrease). A window with an empty early half (n = 1) is "decreasing".
+      exact zero can't decrease), or when the late half is one repeated value (a fixed point: the run
+      reached it and stayed, however steeply it fell in the early half; two or more entries). A window
+      with an empty early half (n = 1) is "decreasing".
     * Plateau: value F = the `quantile` of the window (``method="lower"``: an entry of the series; by
       default the median, which ignores noise on either side), and iteration = the first i with
       ``e_i <= factor * F``. Exact zeros need no special case: F = 0 gives the first exact zero.
@@ -283,7 +285,9 @@ def floor(series: Any, *, factor: float = 2.0, tail: float = 0.25, quantile: flo
     else:
         early = float(np.median(tail_values[:half]))
         late = float(np.median(tail_values[half:]))
-        plateau = late == 0 or late >= early / factor
+        late_half = tail_values[half:]
+        fixed_point = late_half.size >= 2 and bool(np.all(late_half == late_half[-1]))
+        plateau = late == 0 or late >= early / factor or fixed_point
     if not plateau:
         return Floor("decreasing", minimum, None, minimum, minimum_iteration, None, tail_start)
 

@@ -3,12 +3,16 @@
     precision study soft-target-stall [--smoke | --quick | --full] [--formats f16,bf16,f32,f64] [--seed S]
 
 The grid: problems × formats (pure and with float32 accumulation) × optimizers (+ Adam's state format,
-+ attribution variants of gradient descent and Adam). Modules: ``problems`` (data and exact excess),
-``theory`` (predicted levels), ``train`` (one cell: a training run), ``report`` (report.md, plots and the
-terminal verdict).
++ attribution variants of gradient descent and Adam); then the mechanism sweeps (cells with
+``part = "mechanisms"``: GD's lr, Adam's lr × state format, Adam's ε around its stability limit) and the
+question's symptoms (``part = "symptoms"``: models on identical data over a sweep of the achievable KL
+gain, held-out loss, L-BFGS as people run it, one-hot targets, remedies). Modules: ``problems`` (data
+and exact excess), ``theory`` (predicted levels), ``train`` (one cell: a training run), ``symptoms``
+(the symptom cells), ``report`` and ``symptoms_report`` (report.md, plots and the terminal verdict).
 """
 from precision.study import Study
 from .report import report, verdict
+from . import symptoms
 from .train import run_cell, summarize
 
 NAME = "soft-target-stall"
@@ -29,9 +33,9 @@ def grid(formats=None, full=False, seed=0):
     """The cells, in report order. formats: storage formats to keep (None: all)."""
     configs = [(f, a) for f, a in FORMAT_CONFIGS if formats is None or f in formats]
     pure = [(f, a) for f, a in configs if f == a]
-    # --full: two seeds, 10000 iterations (linear problems; their GD floors plateau within ~3000),
+    # --full: five seeds, 10000 iterations (linear problems; their GD floors plateau within ~3000),
     # 20000 (MLP); about 30–40 min with --jobs 1 on a 2-core machine.
-    seeds = [seed, seed + 1] if full else [seed]
+    seeds = [seed + k for k in range(5)] if full else [seed]
     steps = 10000 if full else 3000
     lbfgs_steps = 5000 if full else 1000
     conditions = [1e1, 1e2, 1e3, 1e4, 1e5] if full else [1e4]
@@ -91,7 +95,43 @@ def grid(formats=None, full=False, seed=0):
                                 else ("exact-gradient", "master-f64", "eps-stable")):
                     cells.append(_cell(problem, f, a, "adam", variant=variant, seed=s,
                                        iterations=n_steps))
+    cells += mechanism_cells(formats, full, seeds)
+    if formats is None or {"float32", "float64"} <= set(formats):   # float32 vs float64 throughout
+        cells += symptoms.cells(full, seed)
     return cells
+
+
+def mechanism_cells(formats=None, full=False, seeds=(0,)):
+    """part = "mechanisms": GD's lr sweep (lr·λ_max ∈ LR_SWEEP) on bias-only and linear in the pure
+    formats; Adam at lr 1e-3 and 1e-2 with every state format on linear; Adam's stability sweep
+    (ε with lr·λ_max/ε ∈ EPS_RATIOS, β2 = EPS_SWEEP_BETA2) on linear in float32 and float64."""
+    keep = [f for f in ("float16", "bfloat16", "float32", "float64") if formats is None or f in formats]
+    steps = 10000 if full else 3000
+    out = []
+    for s in seeds:
+        for problem in ("bias-only", "linear"):
+            for f in keep:
+                for c in LR_SWEEP:
+                    out.append({**_cell(problem, f, f, "gd", seed=s, iterations=steps), "part": "mechanisms",
+                                "lr_lambda": c})
+        for f in keep:
+            states = [f] + [x for x in ("float32", "float64") if FORMAT_RANK[x] > FORMAT_RANK[f]]
+            for state in states:
+                for lr in ADAM_LRS:
+                    out.append({**_cell("linear", f, f, "adam", state=state, seed=s, iterations=steps),
+                                "part": "mechanisms", "adam_lr": lr})
+        for f in [x for x in ("float32", "float64") if x in keep]:
+            for ratio in EPS_RATIOS:
+                out.append({**_cell("linear", f, f, "adam", seed=s, iterations=steps), "part": "mechanisms",
+                            "eps_ratio": ratio, "adam_beta2": EPS_SWEEP_BETA2})
+    return out
+
+
+LR_SWEEP = (0.25, 0.5, 1.0, 1.5)
+ADAM_LRS = (1e-3, 1e-2)
+EPS_RATIOS = (20.0, 30.0, 45.0, 60.0)
+EPS_SWEEP_BETA2 = 0.99   # v̂ decays e-fold in 100 steps: the sharpness reaches lr·λ_max/ε within the run
+FORMAT_RANK = {"bfloat16": 0, "float16": 1, "float32": 2, "float64": 3}
 
 
 def smoke_grid(formats=None, seed=0):
@@ -108,4 +148,4 @@ def build(args):
     seed = int(getattr(args, "seed", 0) or 0)
     cells = smoke_grid(formats, seed) if size == "smoke" else grid(formats, size == "full", seed)
     return Study(name=NAME, cells=cells, run_cell=run_cell, summarize=summarize, report=report,
-                 verdict=verdict, version="3", metadata={"grid": size, "seed": seed})
+                 verdict=verdict, version="4", metadata={"grid": size, "seed": seed})

@@ -150,7 +150,10 @@ def _rows(results) -> list[dict]:
             "predicted_representation_floor", "blew_up_iteration", "hessian_condition", "min_loss",
             "stop_message", "iterations_run", "adam_eps", "adam_unstable_iteration",
             "rebound_iteration", "predicted_gradient_floor_p_shared",
-            "predicted_gradient_floor_p_independent")})
+            "predicted_gradient_floor_p_independent", "lr", "final_excess", "blow_up_nonfinite",
+            "blow_up_x_over_0", "blow_up_0_over_0", "blow_up_other", "lr_times_lambda_max",
+            "adam_lr_lambda_over_eps")})
+        row.setdefault("part", "main")
         row["freeze_ratio"] = _ratio(r.get("excess_at_loss_freeze"), r.get("predicted_excess_at_loss_freeze"))
         row["predicted_floor"] = applicable_floor(p, r)
         row["floor_ratio"] = _ratio(r.get("excess_floor"), row["predicted_floor"])
@@ -174,6 +177,10 @@ def _rows(results) -> list[dict]:
     f64 = {twin_key(r): r["excess_floor"] for r in rows if r["format"] == "float64"}
     for row in rows:
         row["floor_vs_float64"] = _ratio(row["excess_floor"], f64.get(twin_key(row)))
+        # what the tables show: a floor of a run still decreasing is an upper bound ("≤"), and so
+        # is every ratio formed from it
+        for key in ("excess_floor", "floor_ratio", "floor_over_u2", "floor_vs_float64"):
+            row[key + "_shown"] = _bound(row, key)
     return rows
 
 
@@ -218,103 +225,134 @@ def _median(values):
 
 MAIN_COLUMNS = ["problem", "label", "optimizer", "state_format", "variant", "loss_freeze_iteration",
                 "excess_at_loss_freeze", "predicted_excess_at_loss_freeze", "freeze_ratio",
-                "excess_floor", "floor_status", "floor_iteration", "predicted_floor", "floor_ratio",
-                "floor_over_u2", "floor_vs_float64"]
+                "excess_floor_shown", "floor_status", "floor_iteration", "predicted_floor",
+                "floor_ratio_shown", "floor_over_u2_shown", "floor_vs_float64_shown"]
 HEADERS = {"label": "format", "loss_freeze_iteration": "freeze it", "excess_at_loss_freeze":
            "excess at freeze", "predicted_excess_at_loss_freeze": "pred. L*·u", "freeze_ratio": "ratio",
            "excess_floor": "excess floor", "floor_status": "floor status", "floor_iteration": "floor it",
            "predicted_floor": "pred. floor", "floor_ratio": "ratio ", "floor_over_u2": "floor/u²",
-           "state_format": "state", "condition": "κ (features)", "floor_vs_float64": "÷ float64's"}
+           "state_format": "state", "condition": "κ (features)", "floor_vs_float64": "÷ float64's",
+           "excess_floor_shown": "excess floor", "floor_ratio_shown": "ratio ",
+           "floor_over_u2_shown": "floor/u²", "floor_vs_float64_shown": "÷ float64's"}
 
 
 # --------------------------------------------------------------------------------------------------
 # verdict
 
-def _verdict(rows) -> str:
+def _bound(row, key="excess_floor", digits=3) -> str:
+    """A floor-derived number as text: '≤x' when the run was still decreasing (an upper bound),
+    'blew up' for a blow-up, else the value."""
+    status = row.get("floor_status")
+    if status == "blew_up":
+        return "blew up"
+    text = format_number(row.get(key), digits)
+    return f"≤{text}" if status == "decreasing" else text
+
+
+def _span(values, digits=2) -> str:
+    """'a' or 'a–b' (finite values only; '–' when none)."""
+    values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return "–"
+    lo, hi = min(values), max(values)
+    return format_number(lo, digits) if lo == hi else f"{format_number(lo, digits)}–{format_number(hi, digits)}"
+
+
+def _median_and_span(values) -> str:
+    values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return "–"
+    return f"{format_number(_median(values), 2)} (range {_span(values)}, {len(values)})"
+
+
+def _within(ratio, factor) -> bool:
+    return math.isfinite(ratio) and 1 / factor <= ratio <= factor
+
+
+def _verdict(rows, symptoms=(), mechanisms=(), remedy_advice="") -> str:
+    """The report's verdict: bullets whose every claim is decided by this run's numbers.
+    symptoms, mechanisms: sentences of those parts (symptoms_report); remedy_advice: the L-BFGS
+    remedy the run supports ("" if none)."""
     lines = ["## Verdict: what stalls, when, and what to do", ""]
-    plain = [r for r in rows if r.get("variant", "plain") == "plain"]
+    if symptoms:
+        lines.append("* **The question's symptoms.** " + " ".join(symptoms))
+    if mechanisms:
+        lines.append("* **Mechanisms.** " + " ".join(mechanisms))
+    plain = [r for r in rows if r.get("variant", "plain") == "plain" and r.get("part", "main") == "main"]
     gd = [r for r in plain if r["optimizer"] == "gd" and r["problem"] in ("bias-only", "linear", "linear-noisy")]
-    freeze = _median([r["freeze_ratio"] for r in gd])
-    lines.append(
-        f"* **The reported loss freezes first.** Under gradient descent the loss the format reports "
-        f"stops improving when the true excess is about L*·u (median ratio measured/predicted "
-        f"{format_number(freeze)} over {len(gd)} GD runs on bias-only and linear problems).")
-    by_format = []
-    for fmt in FORMAT_ORDER:
-        cells = [r for r in gd if r["label"] == fmt and r["floor_status"] == "plateau"]
-        if cells:
-            over_u2 = [r["floor_over_u2"] for r in cells]
-            by_format.append(f"{fmt} {format_number(_median(over_u2))}·u² (range "
-                             f"{format_number(min(over_u2), 2)}–{format_number(max(over_u2), 2)}·u²; "
-                             f"vs L*·u: {format_number(_median([r['floor_over_Hu'] for r in cells]))}×)")
-    if by_format:
+    evidence = {}
+    if gd:
+        freeze = _median([r["freeze_ratio"] for r in gd])
+        evidence["freeze_near"] = _near_one(freeze)
         lines.append(
-            "* **Gradient descent keeps going after that.** It never reads the loss: its parameters "
-            "keep improving until updates are swamped (w + lr·g rounds back to w) or the gradient "
-            "p − t no longer resolves; median floors of the exact excess (cells that plateaued): "
-            + "; ".join(by_format) + ". These are u²-scale floors, orders of magnitude below "
-            "where the loss froze.")
+            f"* **The reported loss freezes.** Under gradient descent the loss the format reports "
+            f"stopped improving when the true excess was {format_number(freeze, 2)}× L*·u (median over "
+            f"{_runs(len(gd))} on the bias-only and linear problems; range "
+            f"{_span([r['freeze_ratio'] for r in gd])})"
+            + (": at the loss-resolution level, as predicted." if evidence["freeze_near"] else
+               ": not within 10× of the loss-resolution level L*·u the theory predicts."))
+    settled = [r for r in gd if r["floor_status"] == "plateau"]
+    bounds = [r for r in gd if r["floor_status"] == "decreasing"]
+    if settled:
+        below = [_ratio(r["excess_at_loss_freeze"], r["excess_floor"]) for r in settled]
+        med_below = _median(below)
+        evidence["gd_below_freeze"] = med_below
+        per_problem = []
+        for problem in ("bias-only", "linear", "linear-noisy"):
+            ratios = [r["floor_ratio"] for r in settled if r["problem"] == problem]
+            if ratios:
+                per_problem.append(f"{problem} {_median_and_span(ratios)}")
+        all_ratios = [r["floor_ratio"] for r in settled]
+        agree = _near_one(_median(all_ratios))
+        lines.append(
+            "* **Gradient descent keeps going after the freeze.** In the "
+            f"{_runs(len(settled))} whose exact excess levelled off, the floor lies a median "
+            f"{format_number(med_below, 2)}× below the excess at the freeze (range {_span(below)})"
+            + (" — orders of magnitude below where the loss froze" if med_below >= 100 else
+               ("" if med_below > 1 else " — not below it")) +
+            ". Measured floor ÷ predicted floor (the largest of swamping, gradient resolution and "
+            "representation; median, range, runs): " + "; ".join(per_problem)
+            + (": the u²-scale theory predicts the level within 10×." if agree else
+               ": the theory misses the level by more than 10×.")
+            + (f" {_runs(len(bounds))} still decreasing at the end: only upper bounds "
+               f"({', '.join(r['problem'] + ' ' + r['label'] + ' ' + _bound(r) for r in bounds)})."
+               if bounds else ""))
     attribution = {}
     for r in rows:
-        if r["optimizer"] == "gd" and r.get("variant") in ("exact-gradient", "master-f64"):
+        if r["optimizer"] == "gd" and r.get("variant") in ("exact-gradient", "master-f64") \
+                and r.get("part", "main") == "main":
             base = next((b for b in plain if b["optimizer"] == "gd" and b["problem"] == r["problem"]
-                         and b["label"] == r["label"]), None)
-            if base is not None:
-                attribution.setdefault((r["problem"], r["variant"]), []).append(
+                         and b["label"] == r["label"] and b.get("seed") == r.get("seed")), None)
+            if base is not None and base["floor_status"] == "plateau" and r["floor_status"] == "plateau":
+                attribution.setdefault(r["problem"], {}).setdefault(r["variant"], []).append(
                     _ratio(base["excess_floor"], r["excess_floor"]))
     if attribution:
-        parts = [f"{problem}, {variant}: ÷{format_number(_median(v), 2)}"
-                 for (problem, variant), v in sorted(attribution.items())]
+        parts = []
+        for problem, by in sorted(attribution.items()):
+            exact_gain = _median(by.get("exact-gradient", []))
+            master_gain = _median(by.get("master-f64", []))
+            text = (f"{problem}: exact gradient ÷{format_number(exact_gain, 2)}, "
+                    f"float64 master weights ÷{format_number(master_gain, 2)}")
+            if master_gain > 3 and (_within(exact_gain, 3) or not math.isfinite(exact_gain)):
+                text += " → update swamping sets the floor"
+            elif exact_gain > 3 and not master_gain > 3:
+                text += " → the gradient's rounding sets the floor"
+            else:
+                text += " → neither mechanism alone sets it"
+            parts.append(text)
+        evidence["swamping"] = any("swamping sets" in p for p in parts)
         lines.append(
-            "* **Attribution** (median factor by which the GD floor drops when one mechanism is removed; "
-            "exact-gradient removes gradient errors, master-f64 removes swamping): " + "; ".join(parts)
-            + ". Where master-f64 lowers the floor and exact-gradient does not, update swamping sets it.")
-    lb = [r for r in plain if r["optimizer"] == "lbfgs"
-          and r["problem"] not in ("linear-ill-conditioned", "mlp")]
-    if lb:
-        lines.append(
-            f"* **L-BFGS stops where the loss stops resolving.** Its line search needs a reported "
-            f"decrease; it stopped at a median of {format_number(_median([r['floor_over_Hu'] for r in lb]))}× "
-            f"L*·u ({len(lb)} runs), i.e. at the loss-resolution floor, not at the u² floor GD reaches.")
-    ill = [r for r in plain if r["problem"] == "linear-ill-conditioned"]
-    if ill:
-        several = len({r.get("seed") for r in ill}) > 1
-        lb_ill = [r for r in ill if r["optimizer"] == "lbfgs"]
-        gd_ill = [r for r in ill if r["optimizer"] == "gd"]
-        parts = [f"{r['label']} κ={format_number(r.get('condition'))}{_seed_tag(r, several)}: "
-                 + ("still going at the iteration limit, at " if "ITERATIONS" in str(r.get("stop_message"))
-                    else "stopped at ")
-                 + f"{format_number(r['floor_over_Hu'])}× L*·u" for r in lb_ill]
-        lines.append(
-            "* **Ill-conditioning: L-BFGS stops far above the loss-resolution floor** as κ grows: "
-            + "; ".join(parts) + ". Gradient descent's floor divided by float64's in the same run "
-            "(≈ 1: the optimization, not the format, limits it within the iterations run; ≫ 1: the "
-            "format's floor): "
-            + ", ".join(f"{r['label']} κ={format_number(r.get('condition'))}{_seed_tag(r, several)} "
-                        f"{format_number(r['floor_vs_float64'])}" for r in gd_ill if r["format"] != "float64")
-            + ".")
-    mlp_line = _mlp_verdict([r for r in plain if r["problem"] == "mlp"])
+            "* **Attribution** (median factor by which the GD floor drops when one mechanism is "
+            "removed; runs whose floors levelled off): " + "; ".join(parts) + ".")
+    lines += _lbfgs_bullets(plain, gd, evidence)
+    mlp_line = _mlp_verdict([r for r in plain if r["problem"] == "mlp"]
+                            + [r for r in rows if r["problem"] == "mlp" and r.get("variant") == "master-f64"
+                               and r.get("part", "main") == "main"])
     if mlp_line:
         lines.append(mlp_line)
-    adam = [r for r in plain if r["optimizer"] == "adam"]
-    blown = [f"{r['problem']} {r['label']} (state {r['state_format']}, iteration {r['blew_up_iteration']})"
-             for r in adam if r["floor_status"] == "blew_up"]
-    rebound = [r for r in adam if r["floor_status"] != "blew_up" and r["format"] in ("float32", "float64")
-               and r.get("rebound_iteration") is not None]
-    if adam:
-        lines.append("* **Adam has its own floors.** " + (
-            "Runs that blew up (NaN/inf parameters): " + "; ".join(blown) + ". " if blown else
-            "No Adam run blew up. ") +
-            "With state in float32 the 16-bit runs behave (see the table)." + (
-            " In float32 and float64 Adam (lr = 1e-2 constant, ε = 1e-8) first gets to u²-scale "
-            "excesses and then does not stay there: " + "; ".join(
-                f"{r['problem']} {r['label']} reached {format_number(r['min_excess'])} "
-                f"({format_number(_ratio(r['min_excess'], r['unit_roundoff'] ** 2), 2)}·u²) at iteration "
-                f"{r['min_excess_iteration']}, rebounded from iteration {r['rebound_iteration']} and rose "
-                f"to as much as {format_number(r['max_excess_after_min'])}" for r in rebound)
-            + ". The `excess floor` of such a run (median of the last quarter) measures the spiking; "
-            "its minimum is the number to compare with GD's floor." if rebound else ""))
-    adam_line = _adam_verdict(rows)
+    adam_lines = _adam_blow_up_bullet([r for r in plain if r["optimizer"] == "adam"])
+    lines += adam_lines
+    adam_line = _adam_verdict([r for r in rows if r.get("part", "main") == "main"], evidence)
     if adam_line:
         lines.append(adam_line)
     several = len({r.get("seed") for r in rows}) > 1
@@ -322,20 +360,139 @@ def _verdict(rows) -> str:
            and r.get("seed") == s.get("seed") and r["label"] == r["format"] and s["label"] != s["format"]
            and r["optimizer"] == s["optimizer"]]
     if acc:
-        parts = [f"{r['problem']} {r['format']}{_seed_tag(r, several)}: "
-                 f"{format_number(r['excess_floor'])} → {format_number(s['excess_floor'])}" for r, s in acc]
-        lines.append("* **float32 accumulation** changes the GD floors of 16-bit formats little "
-                     "(the floor is set by the parameters' own ulp, not by the sums): " + "; ".join(parts) + ".")
-    lines += [
-        "",
-        "What to do: judge convergence by the gradient or by an accurately computed excess (KL against "
-        "the best achievable predictions), not by the low-precision loss value; stop a loss-watching "
-        "criterion no earlier than the loss-resolution floor predicts; to go below the u² floors keep "
-        "float32 (or float64) master weights and optimizer state; for L-BFGS compute the objective in a "
-        "wider format or as a directly computed KL.",
-        "",
-    ]
+        ratios = [_ratio(s["excess_floor"], r["excess_floor"]) for r, s in acc]
+        little = all(_within(x, 2) for x in ratios)
+        parts = [f"{r['problem']} {r['format']}{_seed_tag(r, several)}: {_bound(r)} → {_bound(s)}"
+                 for r, s in acc]
+        lines.append("* **float32 accumulation** "
+                     + ("changes the GD floors of the 16-bit formats by less than 2× (the floor is set "
+                        "by the parameters' own ulp, not by the sums): " if little else
+                        f"changes the GD floors of the 16-bit formats by {_span(ratios)}×: ")
+                     + "; ".join(parts) + ".")
+    if remedy_advice:
+        evidence["remedies"] = remedy_advice
+    lines += ["", _what_to_do(evidence), ""]
     return "\n".join(lines)
+
+
+def _lbfgs_bullets(plain, gd, evidence) -> list[str]:
+    out = []
+    lb = [r for r in plain if r["optimizer"] == "lbfgs" and r["problem"] in ("bias-only", "linear", "linear-noisy")]
+    if lb:
+        by_format = {}
+        for r in lb:
+            by_format.setdefault(r["format"], []).append(r["floor_over_Hu"])
+        near = [f for f in FORMAT_ORDER if f in by_format and _near_one(_median(by_format[f]))]
+        evidence["lbfgs_at_resolution"] = len(near) == len(by_format)
+        above = {}
+        for r in lb:
+            twin = next((g for g in gd if g["problem"] == r["problem"] and g["label"] == r["label"]
+                         and g.get("seed") == r.get("seed") and g["floor_status"] == "plateau"), None)
+            if twin is not None:
+                above.setdefault(r["format"], []).append(_ratio(r["excess_floor"], twin["excess_floor"]))
+        per_format = [f"{fmt} {_span(above[fmt])}×" for fmt in FORMAT_ORDER if fmt in above]
+        evidence["lbfgs_above_gd"] = {fmt: _median(v) for fmt, v in above.items()}
+        out.append(
+            "* **L-BFGS (scipy, ftol = gtol = 0) stops on the reported loss.** Its line search needs a "
+            "reported decrease; where it stopped, in units of L*·u (median per format): "
+            + ", ".join(f"{f} {format_number(_median(by_format[f]), 2)}× ({_runs(len(by_format[f]))})"
+                        for f in FORMAT_ORDER if f in by_format)
+            + ("; within 10× of the loss-resolution level in every format" if evidence["lbfgs_at_resolution"]
+               else (f"; within 10× of the loss-resolution level in {', '.join(near)} only" if near else
+                     "; not within 10× of the loss-resolution level in any format"))
+            + (". Where it stops ÷ where GD's excess levelled off, same problem and format: "
+               + "; ".join(per_format) + " (above 1: L-BFGS stops higher; below 1: lower)" if per_format else "")
+            + ".")
+    ill = [r for r in plain if r["problem"] == "linear-ill-conditioned"]
+    lb_ill = [r for r in ill if r["optimizer"] == "lbfgs"]
+    if lb_ill:
+        several = len({r.get("seed") for r in ill}) > 1
+        parts = [f"{r['label']} κ={format_number(r.get('condition'))}{_seed_tag(r, several)}: "
+                 + ("at the iteration limit, " if "ITERATIONS" in str(r.get("stop_message")) else "stopped at ")
+                 + f"{format_number(r['floor_over_Hu'], 2)}× L*·u" for r in lb_ill]
+        far = [r for r in lb_ill if _num(r["floor_over_Hu"]) > 10]
+        gd_ill = [r for r in ill if r["optimizer"] == "gd" and r["format"] != "float64"]
+        out.append(
+            "* **Ill-conditioned features:** L-BFGS " + "; ".join(parts)
+            + (f" — {len(far)} of {len(lb_ill)} more than 10× above the loss-resolution level."
+               if far else " — all within 10× of the loss-resolution level.")
+            + (" GD's excess ÷ float64's in the same run (≈ 1: the iterations, not the format, limit it): "
+               + ", ".join(f"{r['label']} κ={format_number(r.get('condition'))}{_seed_tag(r, several)} "
+                           f"{_bound(r, 'floor_vs_float64')}" for r in gd_ill) + "." if gd_ill else ""))
+    return out
+
+
+def _adam_blow_up_bullet(adam) -> list[str]:
+    """Adam's blow-ups described by what the data show (which division produced the first
+    non-finite parameter), the value ε and β2 take in each state format, and which runs did not
+    blow up."""
+    if not adam:
+        return []
+    from precision import formats as fm
+
+    blown = [r for r in adam if r["floor_status"] == "blew_up"]
+    states = sorted({r["state_format"] for r in adam}, key=FORMAT_ORDER.index)
+    text = [f"* **Adam (lr = {format_number(_median([_num(r.get('lr')) for r in adam]), 2)}, ε = 1e-8, "
+            f"β = (0.9, 0.999)).** {len(blown)} of {len(adam)} runs blew up."]
+    if blown:
+        x0 = sum(int(_num(r.get("blow_up_x_over_0")) or 0) for r in blown if math.isfinite(_num(r.get("blow_up_x_over_0"))))
+        z0 = sum(int(_num(r.get("blow_up_0_over_0")) or 0) for r in blown if math.isfinite(_num(r.get("blow_up_0_over_0"))))
+        other = sum(int(_num(r.get("blow_up_other")) or 0) for r in blown if math.isfinite(_num(r.get("blow_up_other"))))
+        where = "; ".join(f"{r['problem']} {r['label']} (state {r['state_format']}, iteration "
+                          f"{r.get('blew_up_iteration')})" for r in blown)
+        kinds = []
+        if x0:
+            kinds.append(f"{x0} were x/0 = ±inf (v̂ had underflowed to 0 while m̂ had not)")
+        if z0:
+            kinds.append(f"{z0} were 0/0 = NaN (m̂ = v̂ = 0)")
+        if other:
+            kinds.append(f"{other} had another cause (overflow or a non-finite gradient)")
+        text.append(f" Blown up: {where}. Of the parameters that first became non-finite, "
+                    + ("; ".join(kinds) if kinds else "no anatomy was recorded") + ".")
+        survivors = [r for r in adam if r["floor_status"] != "blew_up"
+                     and r["state_format"] in {b["state_format"] for b in blown}]
+        if survivors:
+            text.append(" Not blown up with the same state format: "
+                        + ", ".join(f"{r['problem']} {r['label']}" for r in survivors) + ".")
+    eps_parts = []
+    for state in states:
+        fmt = fm.format(state)
+        eps_f = float(fmt.round(np.float64(1e-8)))
+        beta2_f = float(fmt.round(np.float64(0.999)))
+        facts = []
+        if eps_f == 0:
+            facts.append("ε = 1e-8 rounds to 0")
+        if beta2_f == 1.0:
+            facts.append("β2 = 0.999 rounds to 1, so v is never decayed (v̂ keeps the largest g² seen, "
+                         "damped only by the bias correction)")
+        if facts:
+            runs = [r for r in adam if r["state_format"] == state]
+            eps_parts.append(f"in {state} state ({_runs(len(runs))}) " + " and ".join(facts))
+    if eps_parts:
+        text.append(" Hyperparameters as the state format holds them: " + "; ".join(eps_parts) + ".")
+    return ["".join(text)]
+
+
+def _what_to_do(evidence) -> str:
+    """What to do, one recommendation per finding this run supports."""
+    advice = []
+    if evidence.get("freeze_near") and evidence.get("gd_below_freeze", 0) >= 100:
+        advice.append("judge convergence by the gradient or an accurately computed excess (a KL against "
+                      "the best achievable predictions), not by the low-precision loss value: the loss "
+                      "froze at L*·u while the parameters kept improving "
+                      f"{format_number(evidence['gd_below_freeze'], 2)}× further (median)")
+    if evidence.get("swamping"):
+        advice.append("to go below the 16-bit floors keep float32 (or float64) master weights: removing "
+                      "swamping lowered them, exact gradients did not")
+    if evidence.get("lbfgs_at_resolution"):
+        advice.append("for L-BFGS, expect it to stop where the objective stops resolving (L*·u)")
+    if evidence.get("remedies"):
+        advice.append(evidence["remedies"])
+    if evidence.get("adam_rebound"):
+        advice.append(evidence["adam_rebound"])
+    if not advice:
+        return "What to do: this run supports no recommendation (see the bullets above)."
+    return "What to do, from this run: " + "; ".join(advice) + "."
 
 
 def _seed_tag(row, several: bool) -> str:
@@ -365,10 +522,11 @@ ADAM_HEADERS = {"label": "format", "adam_eps": "ε", "min_excess": "min excess",
 STABILITY_SHARE = 0.75   # a rebound at sharpness ≥ this × 38 is attributed to the stability limit
 
 
-def _adam_verdict(rows) -> str:
+def _adam_verdict(rows, evidence=None) -> str:
     """The verdict's bullet on Adam's rebound, from the attribution runs (empty without them)."""
     from .train import adam_stability_threshold
 
+    evidence = {} if evidence is None else evidence
     table = _adam_attribution_rows(rows)
     if not table:
         return ""
@@ -380,59 +538,67 @@ def _adam_verdict(rows) -> str:
         return (f"{r['problem']} {short.get(r['format'], r['format'])} {r.get('variant', 'plain')}"
                 + (f" s{r.get('seed')}" if seeds else ""))
 
+    def runs(variant):
+        return [r for r in table if r.get("variant", "plain") == variant and r.get("blew_up_iteration") is None]
+
     def count(variant):
-        runs = [r for r in table if r.get("variant", "plain") == variant and r.get("blew_up_iteration") is None]
-        return f"{sum(r.get('rebound_iteration') is not None for r in runs)}/{len(runs)}"
+        rs = runs(variant)
+        return f"{sum(r.get('rebound_iteration') is not None for r in rs)}/{len(rs)}"
 
     blown = [r for r in table if r.get("blew_up_iteration") is not None]
     rebounded = [r for r in table if r.get("rebound_iteration") is not None
                  and r.get("blew_up_iteration") is None]
     stability = [r for r in rebounded if _num(r.get("sharpness_at_rebound")) >= STABILITY_SHARE * limit]
-    noise = [r for r in rebounded if _num(r.get("sharpness_at_rebound")) < STABILITY_SHARE * limit]
-    stable = [r for r in table if r.get("variant") == "eps-stable" and r["format"] in ("float32", "float64")]
-    stable_all = [r for r in table if r.get("variant") == "eps-stable"]
+    noise = [r for r in rebounded if _num(r.get("sharpness_at_rebound")) < STABILITY_SHARE * limit
+             or not math.isfinite(_num(r.get("sharpness_at_rebound")))]
     lines = [
         "* **Adam's rebound** (attribution runs; a rebound: the excess rises above "
-        f"{REBOUND_FACTOR:g}× max(its running minimum, u²); runs that blew up are left out"
-        + (f": {len(blown)}, all with state in float16, where ε = 1e-8 is 0" if blown and all(
-            r["state_format"] == "float16" for r in blown) else (f": {len(blown)}" if blown else "")) +
-        f"). Runs that rebounded: plain {count('plain')}, "
-        f"exact gradient {count('exact-gradient')}, float64 weights and state (`master-f64`) "
-        f"{count('master-f64')}, `eps-stable` {count('eps-stable')}. Near θ*, Adam with its "
-        "preconditioner D = diag(lr/(√v̂ + ε)) held fixed is heavy-ball-like and stable only while "
-        f"λ_max(D^½ H D^½) < 2(1 + β1)/(1 − β1) = {limit:g}; once the gradient has vanished v̂ decays "
-        "by β2 per step and this preconditioned sharpness grows by e every 2/(1 − β2) = 2000 "
-        "iterations, up to lr·λ_max/ε."]
+        f"{REBOUND_FACTOR:g}× max(its running minimum, u²); {len(blown)} blown-up runs left out). "
+        f"Runs that rebounded: plain {count('plain')}, exact gradient {count('exact-gradient')}, "
+        f"float64 weights and state (`master-f64`) {count('master-f64')}, `eps-stable` "
+        f"{count('eps-stable')}. On the quadratic model with D = diag(lr/(√v̂ + ε)) frozen, Adam is "
+        f"stable while λ_max(D^½ H D^½) < 2(1 + β1)/(1 − β1) = {limit:g} (Cohen et al. 2022, "
+        "\"Adaptive gradient methods at the edge of stability\"); once the gradient vanishes v̂ decays "
+        "by β2 per step and this sharpness grows towards lr·λ_max/ε."]
     if stability:
+        clean = [r for r in stability if r["format"] == "float64" or r.get("variant") in ("exact-gradient", "master-f64")]
         lines.append(
-            f" **(1) The stability limit, not rounding**: {len(stability)} rebounds began with the "
-            f"sharpness at {format_number(min(_num(r['sharpness_at_rebound']) for r in stability), 2)}–"
-            f"{format_number(max(_num(r['sharpness_at_rebound']) for r in stability), 2)} (limit {limit:g}): "
-            + ", ".join(f"{name(r)} at it {r['rebound_iteration']} "
-                        f"({format_number(r['sharpness_at_rebound'], 2)})" for r in stability)
-            + ". They happen in float64 and with exact gradients; afterwards the sharpness hovers "
-            "near the limit (an edge of stability: the excess spikes until the gradient refills v̂). "
-            "(For the MLP, H is the teacher's Hessian and the run sits elsewhere on the manifold of "
-            "exact fits, so its sharpness is approximate.)")
+            f" {len(stability)} of {len(rebounded)} rebounds began with the sharpness at "
+            f"{_span([_num(r['sharpness_at_rebound']) for r in stability])} (≥ {STABILITY_SHARE:g}× the "
+            f"limit {limit:g}): " + ", ".join(f"{name(r)} at it {r['rebound_iteration']}" for r in stability)
+            + (f"; {len(clean)} of them in float64 or with exact or float64 gradients, so the stability "
+               "limit, not rounding, starts them" if clean else
+               "; none in float64 or with exact gradients, so rounding is not excluded") + ".")
+        if any(r["problem"] == "mlp" for r in stability):
+            lines.append(" (MLP: H is the teacher's Hessian, the run sits elsewhere on the manifold of "
+                         "exact fits, so its sharpness is approximate.)")
     if noise:
         lines.append(
-            f" **(2) Not the stability limit**: {len(noise)} rebound(s) began with the sharpness "
-            f"below {STABILITY_SHARE:g}× the limit: "
+            f" {len(noise)} rebound(s) began with the sharpness below {STABILITY_SHARE:g}× the limit "
+            "(not explained by the stability model): "
             + ", ".join(f"{name(r)} at it {r['rebound_iteration']} "
-                        f"({format_number(r['sharpness_at_rebound'], 2)})" for r in noise)
-            + ". A plausible cause (not isolated here): near θ* the format's computed gradient is "
-            "mostly rounding error e, v̂ decays to e², and the normalised step lr·m̂/(√v̂ + ε) turns "
-            "that noise into steps of order lr·|e|/(|e| + ε), a precision effect where |e| is not ≪ ε.")
+                        f"({format_number(r['sharpness_at_rebound'], 2)})" for r in noise) + ".")
+    stable = runs("eps-stable")
     if stable:
+        plain_by = {(r["problem"], r["format"], r.get("seed")): r for r in runs("plain")}
+        compare = [(r, plain_by.get((r["problem"], r["format"], r.get("seed")))) for r in stable]
+        slower = [r for r, p in compare if p is not None and _num(r["min_excess"]) > _num(p["min_excess"])]
+        none_rebounded = all(r.get("rebound_iteration") is None for r in stable)
         lines.append(
-            f" With ε raised so that lr·λ_max/ε ≤ 4 (`eps-stable`) the sharpness stays below 4 and "
-            f"{sum(r.get('rebound_iteration') is None for r in stable_all)}/{len(stable_all)} runs "
-            "did not rebound; float32 and float64: "
-            + ", ".join(f"{name(r)} min {format_number(r['min_excess'])}, largest after it "
-                        f"{format_number(r['max_excess_after_min'])}" for r in stable)
-            + " (a large ε makes the last phase plain GD with step lr/ε, which converges more slowly).")
-    lines.append(" What to do: decay lr (or raise ε) once the loss is flat; float64 does not cure "
-                 "the stability rebound.")
+            " With ε raised so that lr·λ_max/ε ≤ 4 (`eps-stable`) "
+            + (f"none of the {len(stable)} runs rebounded" if none_rebounded else
+               f"{sum(r.get('rebound_iteration') is not None for r in stable)} of {len(stable)} runs still rebounded")
+            + ": " + ", ".join(f"{name(r)} min {format_number(r['min_excess'])}, largest after it "
+                               f"{format_number(r['max_excess_after_min'])}" for r in stable)
+            + (f"; {len(slower)} of {len(compare)} reached a higher minimum than plain ε = 1e-8 within the "
+               "iterations run (the last phase is GD with step lr/ε)" if slower else "") + ".")
+        plain_rebound = [r for r in runs("plain") if r.get("rebound_iteration") is not None]
+        if none_rebounded and plain_rebound:
+            advice = ("raise Adam's ε (here lr·λ_max/ε ≤ 4) or decay its lr once the loss is flat: that "
+                      "removed every rebound")
+            if any(r["format"] == "float64" for r in plain_rebound):
+                advice += ", which float64 arithmetic does not"
+            evidence["adam_rebound"] = advice
     return "".join(lines)
 
 
@@ -440,58 +606,57 @@ def _mlp_verdict(mlp) -> str:
     """The verdict's bullet on the MLP (empty when the run has no MLP cells)."""
     gd = [r for r in mlp if r["optimizer"] == "gd" and r["label"] == r["format"]
           and r.get("variant", "plain") == "plain"]
-    plain_adam = [r for r in mlp if r.get("variant", "plain") == "plain"]
+    plain_runs = [r for r in mlp if r.get("variant", "plain") == "plain"]
     if not gd:
         return ""
     several = len({r.get("seed") for r in mlp}) > 1
     parts = []
-    freeze = [f"{r['format']}{_seed_tag(r, several)} {format_number(r['freeze_ratio'])}×" for r in gd
-              if math.isfinite(_num(r["freeze_ratio"]))]
-    follow = [format_number(_ratio(r["excess_at_loss_freeze"], r["rate_limited_freeze"]), 2) for r in gd
-              if math.isfinite(_ratio(r["excess_at_loss_freeze"], r["rate_limited_freeze"]))]
-    if freeze:
-        parts.append(
-            "Under GD its reported loss froze at " + ", ".join(freeze) + " L*·u, above the ~1–2× of "
-            "the linear problems: the loss must fall by an ulp of L* within the patience window, and "
-            f"on this slowly converging problem (Hessian condition {format_number(gd[0]['hessian_condition'])}) "
-            "it stops doing so while the excess is still far above L*·u; the rate-limited estimate "
-            "ulp(L*)/(1 − e^(−P·r)) (r the measured decay rate, P = 10) accounts for it (measured/estimate "
-            + ", ".join(follow) + ")")
-    floors = [f"{r['format']}{_seed_tag(r, several)} {format_number(r['excess_floor'])} ({r['floor_status']}; "
-              f"{format_number(r['floor_over_Hu'], 2)}× L*·u; predicted swamping "
-              f"{format_number(r['predicted_swamping_floor'])})" for r in gd]
-    parts.append("GD's exact excess then went on to " + "; ".join(floors) + ". In the 16-bit formats "
-                 "the swamping floor of the slow directions (large (H⁺)_ii) lies close to the "
-                 "loss-resolution level, so on an ill-conditioned network there is little below the "
-                 "frozen loss to gain; float32 still goes orders of magnitude lower")
-    grad_floor = [f"{r['format']}{_seed_tag(r, several)} {format_number(r['predicted_gradient_floor'])} "
-                  f"({format_number(_ratio(r['predicted_swamping_floor'], r['predicted_gradient_floor']), 2)}× "
-                  "below swamping)" for r in gd if math.isfinite(_num(r["predicted_gradient_floor"]))]
-    if grad_floor:
-        parts.append("the swamping prediction is the one that applies: the predicted gradient-resolution "
-                     "floor (½ mean eᵀH⁺e over the format's measured gradient errors near θ*) is "
-                     + ", ".join(grad_floor))
+    freeze = [_num(r["freeze_ratio"]) for r in gd]
+    follow = [_ratio(r["excess_at_loss_freeze"], r["rate_limited_freeze"]) for r in gd]
+    follow = [v for v in follow if math.isfinite(v)]
+    if any(math.isfinite(v) for v in freeze):
+        text = (f"Under GD its reported loss froze at {_span(freeze)}× L*·u "
+                f"(Hessian condition {format_number(gd[0]['hessian_condition'])})")
+        if follow:
+            explained = all(_within(v, 3) for v in follow)
+            text += ("; the rate-limited estimate ulp(L*)/(1 − e^(−P·r)) (r the measured decay rate at "
+                     f"the freeze, P = 10) gives measured/estimate {_span(follow)}"
+                     + (": a slowly converging loss freezes above L*·u because it gains less than an "
+                        "ulp per patience window" if explained else ": it does not account for the freeze"))
+        parts.append(text)
+    floors = [f"{r['format']}{_seed_tag(r, several)} {_bound(r)} ({_bound(r, 'floor_over_Hu', 2)}× L*·u; "
+              f"predicted swamping {format_number(r['predicted_swamping_floor'])})" for r in gd]
+    parts.append("GD's exact excess went on to " + "; ".join(floors))
+    near = [r for r in gd if r["format"] in ("float16", "bfloat16") and r["floor_status"] == "plateau"
+            and _num(r["floor_over_Hu"]) > 0.01]
+    if near:
+        parts.append("in " + ", ".join(r["format"] for r in near) + " that floor is within 100× of L*·u: "
+                     "little lies below the frozen loss there")
+    swamp_over_grad = [_ratio(r["predicted_swamping_floor"], r["predicted_gradient_floor"]) for r in gd]
+    if all(v > 10 for v in swamp_over_grad if math.isfinite(v)) and any(math.isfinite(v) for v in swamp_over_grad):
+        parts.append(f"swamping is predicted to dominate (its floor {_span(swamp_over_grad)}× the "
+                     "gradient-resolution floor from the format's measured gradient errors near θ*)")
     master = [r for r in mlp if r["optimizer"] == "gd" and r.get("variant") == "master-f64"]
     if master:
-        parts.append("with float64 master weights (no swamping) GD reached the gradient-resolution "
-                     "floor instead: " + ", ".join(
-                         f"{r['format']}{_seed_tag(r, several)} {format_number(r['excess_floor'])} ({r['floor_status']}; "
-                         f"predicted {format_number(r['predicted_gradient_floor'])}, ratio "
-                         f"{format_number(_ratio(r['excess_floor'], r['predicted_gradient_floor']), 2)})"
-                         for r in master))
-    lb = [r for r in plain_adam if r["optimizer"] == "lbfgs"]
+        parts.append("with float64 master weights (no swamping): " + ", ".join(
+            f"{r['format']}{_seed_tag(r, several)} {_bound(r)} (÷ predicted gradient floor "
+            f"{_bound({**r, 'ratio': _ratio(r['excess_floor'], r['predicted_gradient_floor'])}, 'ratio', 2)})"
+            for r in master))
+    lb = [r for r in plain_runs if r["optimizer"] == "lbfgs"]
     if lb:
+        stops = [_num(r["floor_over_Hu"]) for r in lb]
         parts.append("L-BFGS stopped at " + ", ".join(
-            f"{r['format']}{_seed_tag(r, several)} {format_number(r['floor_over_Hu'], 2)}×" for r in lb) + " L*·u: at the "
-            "loss-resolution level, as on the linear problems")
-    adam = [r for r in plain_adam if r["optimizer"] == "adam" and r["floor_status"] != "blew_up"]
+            f"{r['format']}{_seed_tag(r, several)} {format_number(r['floor_over_Hu'], 2)}×" for r in lb)
+            + " L*·u" + (" (within 10× of the loss-resolution level)" if all(_near_one(v) for v in stops)
+                         else ""))
+    adam = [r for r in plain_runs if r["optimizer"] == "adam" and r["floor_status"] != "blew_up"]
     if adam:
-        parts.append("Adam (lr = 1e-2, constant) reached " + ", ".join(
+        parts.append("Adam's lowest excess: " + ", ".join(
             f"{r['format']}{_seed_tag(r, several)} (state {r['state_format']}) {format_number(r['min_excess'])} "
             f"(iteration {r['min_excess_iteration']}; later up to {format_number(r['max_excess_after_min'])})"
-            for r in adam) + " — see the Adam bullet below")
+            for r in adam))
     return ("* **The MLP (a teacher of the student's architecture fits the targets exactly: L* = mean "
-            "H(t), the excess is exact at any depth).** " + "; ".join(parts) + ".")
+            "H(t)).** " + "; ".join(parts) + ".")
 
 
 def _num(value) -> float:
@@ -503,8 +668,9 @@ def _num(value) -> float:
 
 MLP_COLUMNS = ["label", "optimizer", "state_format", "variant", "loss_freeze_iteration", "excess_at_loss_freeze",
                "predicted_excess_at_loss_freeze", "freeze_ratio", "decay_rate_at_freeze",
-               "rate_limited_freeze", "excess_floor", "floor_status", "floor_iteration",
-               "predicted_swamping_floor", "predicted_gradient_floor", "floor_ratio", "floor_over_u2",
+               "rate_limited_freeze", "excess_floor_shown", "floor_status", "floor_iteration",
+               "predicted_swamping_floor", "predicted_gradient_floor", "floor_ratio_shown",
+               "floor_over_u2_shown",
                "floor_over_Hu", "rounded_away_final", "grad_rel_error_final", "stop_message"]
 
 
@@ -638,16 +804,33 @@ def _adam_plot(results, plot_dir: Path) -> str | None:
 # --------------------------------------------------------------------------------------------------
 # the report
 
+def _main_cells(results) -> list:
+    """(params, result) of the main grid (no ``part``): the symptoms and mechanism cells have their
+    own sections."""
+    return [(p, r) for p, r in results if p.get("part", "main") == "main"]
+
+
 def report(results, out_dir) -> None:
     """Write report.md and plots/*.png for a run of the soft-target stall study."""
+    from . import symptoms_report
+
     out_dir = Path(out_dir)
+    everything = results
+    results = _main_cells(everything)
+    symptom_cells = [(p, r) for p, r in everything if p.get("part") == "symptoms"]
     rows = _rows(results)
+    mech_rows = _rows([(p, r) for p, r in everything if p.get("part") == "mechanisms"])
     plots = _plots(results, out_dir) if len(results) else []
+    ulp32_h = float(_formats.float32.ulp(_formats.float32.round(float(POST_QUOTED["entropy"]))))
+    symptom_md, symptom_lines, remedy_advice = symptoms_report.section(symptom_cells, out_dir / "plots",
+                                                                       ulp32_h)
+    mech_md, mech_lines = symptoms_report.mechanisms_section(mech_rows)
     parts = [
         "# Where soft-target training stalls in each format, and why",
         "",
-        f"{len(results)} cells finished"
-        + (f", {len(results.failures)} failed" if getattr(results, "failures", None) else "")
+        f"{len(everything)} cells finished ({len(results)} main, {len(symptom_cells)} symptoms, "
+        f"{len(mech_rows)} mechanisms)"
+        + (f", {len(everything.failures)} failed" if getattr(everything, "failures", None) else "")
         + ". Raw results: `raw/cells/*.json`; one row per cell: `summary.csv`; provenance: "
         "`provenance.json`. Every number below is computed from those files by "
         "`precision/studies/soft_target/report.py`.",
@@ -661,7 +844,9 @@ def report(results, out_dir) -> None:
         "of the log-spaced evaluations; `decreasing` = still falling at the end, `stopped` = where "
         "L-BFGS stopped, `blew_up` = parameters became NaN/inf).",
         "",
-        _verdict(rows),
+        _verdict(rows, symptom_lines, mech_lines, remedy_advice),
+        symptom_md,
+        mech_md,
         "## All runs: loss freeze and exact-excess floor, measured vs predicted",
         "",
         markdown_table([r for r in rows if r["problem"] != "linear-ill-conditioned"], MAIN_COLUMNS,
@@ -735,9 +920,9 @@ def report(results, out_dir) -> None:
             "## Conditioning sweep (linear, misspecified targets, features scaled to condition κ)",
             "",
             markdown_table(ill, ["condition", "hessian_condition", "label", "optimizer",
-                                 "loss_freeze_iteration", "excess_at_loss_freeze", "excess_floor",
-                                 "floor_status", "predicted_floor", "floor_ratio", "floor_over_u2",
-                                 "floor_vs_float64", "stop_message"],
+                                 "loss_freeze_iteration", "excess_at_loss_freeze", "excess_floor_shown",
+                                 "floor_status", "predicted_floor", "floor_ratio_shown",
+                                 "floor_over_u2_shown", "floor_vs_float64_shown", "stop_message"],
                            headers={**HEADERS, "hessian_condition": "κ(Hessian)"}),
             "",
         ]
@@ -786,6 +971,8 @@ def report(results, out_dir) -> None:
         "iterations `grad_error_iterations` in raw/cells/*.json; last value in summary.csv).",
         "",
     ]
+    if (out_dir / "plots" / "lbfgs_iterations.png").is_file() and symptom_cells:
+        plots.append("plots/lbfgs_iterations.png")
     if plots:
         parts += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     (out_dir / "report.md").write_text("\n".join(parts), encoding="utf-8")
@@ -825,6 +1012,10 @@ def _floor_cell(row) -> str:
 
 def verdict(results) -> str:
     """What `precision study soft-target-stall` prints when it ends. Every number is this run's."""
+    from . import symptoms_report
+
+    symptom_cells = [(p, r) for p, r in results if p.get("part") == "symptoms"]
+    results = _main_cells(results)
     rows = _rows(results)
     plain = [r for r in rows if r.get("variant", "plain") == "plain"]
     lines = ["Verdict (this run):"]
@@ -869,6 +1060,10 @@ def verdict(results) -> str:
             row.update({label.replace("+float32 acc", "+f32"): _floor_cell(cells[label]) if label in cells else ""
                         for label in labels})
             table.append(row)
+    if symptom_cells:
+        for sentence in symptoms_report.models_sentences(symptom_cells)[:1] + \
+                symptoms_report.lbfgs_sentences(symptom_cells):
+            lines.append("- " + sentence)
     import textwrap
     lines = [lines[0]] + [textwrap.fill(line, width=100, subsequent_indent="  ") for line in lines[1:]]
     if table:

@@ -48,15 +48,29 @@ grows until the gradient refills v̂. ``eps-stable`` keeps lr·λ_max/ε ≤ 4 <
 from __future__ import annotations
 
 import math
+import os
 import warnings
+
+# Cells run in parallel processes on problems of a few dozen parameters, and scipy's L-BFGS-B calls
+# its own OpenBLAS on tiny vectors thousands of times per cell: a BLAS thread pool only adds wake-ups
+# (and, on a busy machine, spinning). One BLAS thread per cell process unless the user set it; this
+# must run before scipy is first imported, which the study does lazily.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
 from precision import formats as _formats
-from precision.linalg import matmul
+from precision.linalg import matmul as _matmul
 from . import theory
 from .problems import make_problem, mlp_gradient64
 from precision.study.stall import floor, loss_freeze_iteration
+
+def matmul(a, b, *, accum=None):
+    """precision.linalg.matmul on one thread: a study runs its cells in parallel processes, and
+    these products are small (threads would only add OpenMP start-up and, on a busy machine,
+    spinning). Bit-identical for any thread count."""
+    return _matmul(a, b, accum=accum, num_threads=1)
+
 
 __all__ = ["run_cell", "summarize", "eval_schedule", "SUMMARY_COLUMNS", "hyperparameters",
            "DEFAULTS"]
@@ -87,6 +101,8 @@ SUMMARY_COLUMNS = [
     "rebound_iteration", "sharpness_at_rebound", "adam_unstable_iteration", "hessian_condition",
     "stop_message",
 ]
+BLOW_UP_COLUMNS = ["blow_up_nonfinite", "blow_up_x_over_0", "blow_up_0_over_0", "blow_up_other"]
+SUMMARY_COLUMNS += BLOW_UP_COLUMNS + ["lr_times_lambda_max", "adam_lr_lambda_over_eps"]
 REBOUND_FACTOR = 100.0   # a rebound: the excess rises above this × max(its running minimum, u²)
 
 
@@ -107,7 +123,7 @@ def _make_optimizer(name, hyper, fmt, state_format):
     if name in ("gd", "momentum"):
         return optim.SGD(lr=hyper["lr"], momentum=hyper["momentum"])
     if name == "adam":
-        return optim.Adam(lr=hyper["lr"], betas=DEFAULTS["adam_betas"], eps=hyper["eps"],
+        return optim.Adam(lr=hyper["lr"], betas=(DEFAULTS["adam_betas"][0], hyper["beta2"]), eps=hyper["eps"],
                           state_format=None if state_format == fmt.name else state_format)
     raise ValueError(f"unknown optimizer {name!r}")
 
@@ -195,7 +211,8 @@ def adam_stability_threshold(beta1: float | None = None) -> float:
     return 2.0 * (1.0 + beta1) / (1.0 - beta1)
 
 
-def hyperparameters(problem, optimizer: str, variant: str = "plain") -> dict:
+def hyperparameters(problem, optimizer: str, variant: str = "plain", *, lr_lambda=None, adam_lr=None,
+                    eps_ratio=None, adam_beta2=None) -> dict:
     """lr (a power of two, exact in every format), momentum and (Adam) ε for a problem and optimizer.
 
     gd and momentum: lr = 2^floor(log2(1/λ_max(H))) / 2 (λ_max: the Hessian's largest eigenvalue at
@@ -205,18 +222,27 @@ def hyperparameters(problem, optimizer: str, variant: str = "plain") -> dict:
     ~400, and the smaller step would need ~10^5 iterations to reach float32's floor.
     adam: DEFAULTS["adam_lr"], ε = DEFAULTS["adam_eps"] (variant ``eps-stable``:
     :func:`stable_adam_eps`); lbfgs: none.
+    Mechanism cells override them: ``lr_lambda`` sets GD's lr = lr_lambda/λ_max (the lr sweep);
+    ``adam_lr`` sets Adam's lr; ``eps_ratio`` sets ε = lr·λ_max/eps_ratio (Adam's stability sweep,
+    run with ``adam_beta2`` = 0.99 so that v̂ decays within the run: the limit depends on β1 only).
     """
+    lam = problem.info.get("hessian_max_eigenvalue", 1.0)
     if optimizer in ("gd", "momentum"):
-        lam = problem.info.get("hessian_max_eigenvalue", 1.0)
+        if lr_lambda is not None:
+            return {"lr": float(lr_lambda) / lam,
+                    "momentum": DEFAULTS["momentum"] if optimizer == "momentum" else 0.0}
         if problem.kind == "mlp":
             lr = 2.0 ** math.floor(math.log2(1.5 / lam))
         else:
             lr = 2.0 ** (math.floor(math.log2(1.0 / lam)) - 1)
         return {"lr": lr, "momentum": DEFAULTS["momentum"] if optimizer == "momentum" else 0.0}
     if optimizer == "adam":
-        lr = DEFAULTS["adam_lr"]
+        lr = DEFAULTS["adam_lr"] if adam_lr is None else float(adam_lr)
         eps = stable_adam_eps(problem, lr) if variant == "eps-stable" else DEFAULTS["adam_eps"]
-        return {"lr": lr, "momentum": 0.0, "eps": eps}
+        if eps_ratio is not None:
+            eps = lr * lam / float(eps_ratio)
+        beta2 = DEFAULTS["adam_betas"][1] if adam_beta2 is None else float(adam_beta2)
+        return {"lr": lr, "momentum": 0.0, "eps": eps, "beta2": beta2}
     return {"lr": math.nan, "momentum": 0.0}
 
 
@@ -255,6 +281,7 @@ def _train_first_order(model, optimizer, variant, iterations, hyper, state_forma
     sharpness = _AdamSharpness(model.problem, hyper, iterations) if optimizer == "adam" else None
     held, losses, rounded, grads = [], [], [], {}
     blew_up = None
+    anatomy = {}
     for i in range(iterations + 1):
         if master is not None:
             theta[:] = fmt.round(master)
@@ -276,13 +303,31 @@ def _train_first_order(model, optimizer, variant, iterations, hyper, state_forma
         opt.step(stepped, g.astype(stepped.dtype) if master is not None else g)
         if sharpness is not None:
             sharpness.record(i + 1, opt.state_of(stepped))
+        if optimizer == "adam" and "blow_up_anatomy" not in anatomy and not np.isfinite(stepped).all():
+            anatomy["blow_up_anatomy"] = _adam_blow_up_anatomy(before, stepped, opt.state_of(stepped))
         active = g != 0
         nonzero = int(active.sum())
         rounded.append(int((active & (stepped == before)).sum()) / nonzero if nonzero else 0.0)
-    extra = {"blew_up_iteration": blew_up}
+    extra = {"blew_up_iteration": blew_up, **anatomy.get("blow_up_anatomy", {})}
     if sharpness is not None:
         extra.update(sharpness.result())
     return held, losses, rounded, grads, extra
+
+
+def _adam_blow_up_anatomy(before, after, state) -> dict:
+    """How Adam's first non-finite step came about, per parameter that became non-finite:
+    ``blow_up_x_over_0``: v = 0 but m ≠ 0 (x/0 = ±inf: v underflowed while m did not),
+    ``blow_up_0_over_0``: m = v = 0 (0/0 = NaN: a zero gradient from the start),
+    ``blow_up_other``: anything else (an overflow, or a non-finite gradient), and
+    ``blow_up_nonfinite``: how many parameters became non-finite (previously finite)."""
+    bad = ~np.isfinite(np.asarray(after, dtype=np.float64)) & np.isfinite(np.asarray(before, np.float64))
+    m = np.asarray(state["exp_avg"]).astype(np.float64)
+    v = np.asarray(state["exp_avg_sq"]).astype(np.float64)
+    x_over_0 = bad & (v == 0) & (m != 0)
+    zero_over_0 = bad & (v == 0) & (m == 0)
+    return {"blow_up_nonfinite": int(bad.sum()), "blow_up_x_over_0": int(x_over_0.sum()),
+            "blow_up_0_over_0": int(zero_over_0.sum()),
+            "blow_up_other": int((bad & ~x_over_0 & ~zero_over_0).sum())}
 
 
 class _AdamSharpness:
@@ -291,7 +336,7 @@ class _AdamSharpness:
     def __init__(self, problem, hyper, iterations):
         self.hessian = problem.hessian
         self.lr, self.eps = float(hyper["lr"]), float(hyper["eps"])
-        self.beta2 = DEFAULTS["adam_betas"][1]
+        self.beta2 = hyper["beta2"]
         self.when = set(eval_schedule(iterations).tolist()) - {0}
         self.iterations, self.values = [], []
 
@@ -380,7 +425,12 @@ def _train_lbfgs(model, iterations):
 
 def run_cell(params: dict) -> dict:
     """One training run (module docstring). params: problem, condition, size, seed, format,
-    accumulate, optimizer, state_format, variant, iterations."""
+    accumulate, optimizer, state_format, variant, iterations. Cells with ``part = "symptoms"`` are
+    the question's experiments (:mod:`precision.studies.soft_target.symptoms`)."""
+    if params.get("part") == "symptoms":
+        from . import symptoms
+
+        return symptoms.run_cell(params)
     problem = make_problem(params["problem"], int(params.get("seed", 0)), params.get("condition"),
                            params.get("size", "quick"))
     fmt = _formats.format(params["format"])
@@ -395,7 +445,9 @@ def run_cell(params: dict) -> dict:
         raise ValueError("the eps-stable variant is for Adam only")
     if variant != "plain" and optimizer == "lbfgs":
         raise ValueError(f"the {variant} variant is for first-order optimizers only")
-    hyper = hyperparameters(problem, optimizer, variant)
+    hyper = hyperparameters(problem, optimizer, variant, lr_lambda=params.get("lr_lambda"),
+                            adam_lr=params.get("adam_lr"), eps_ratio=params.get("eps_ratio"),
+                            adam_beta2=params.get("adam_beta2"))
     model = _Model(problem, fmt, accum)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -461,6 +513,9 @@ def run_cell(params: dict) -> dict:
         "lr": hyper["lr"],
         "momentum": hyper["momentum"],
         "adam_eps": hyper.get("eps", math.nan),
+        "lr_times_lambda_max": hyper["lr"] * problem.info.get("hessian_max_eigenvalue", math.nan),
+        "adam_lr_lambda_over_eps": (hyper["lr"] * problem.info.get("hessian_max_eigenvalue", math.nan)
+                                    / hyper["eps"] if hyper.get("eps") else math.nan),
         "adam_stability_threshold": adam_stability_threshold() if optimizer == "adam" else math.nan,
         "adam_sharpness_iterations": extra.get("adam_sharpness_iterations", np.zeros(0, np.int64)),
         "adam_sharpness": extra.get("adam_sharpness", np.zeros(0)),
@@ -471,6 +526,7 @@ def run_cell(params: dict) -> dict:
         "warnings": messages,
         "stop_message": extra.get("stop_message", ""),
         "blew_up_iteration": extra.get("blew_up_iteration"),
+        **{k: extra.get(k) for k in BLOW_UP_COLUMNS},
         **predictions,
     }
 
@@ -578,6 +634,10 @@ def applicable_floor(params: dict, result: dict) -> float:
 
 def summarize(params: dict, result: dict) -> dict:
     """The summary.csv measurements of one cell (after the cell's parameters)."""
+    if params.get("part") == "symptoms":
+        from . import symptoms
+
+        return symptoms.summarize(params, result)
     row = {}
     for key in SUMMARY_COLUMNS:
         row[key] = result.get(key)
