@@ -24,43 +24,24 @@ import numpy as np
 # --------------------------------------------------------------------------------------------------
 # the unit in the last place of a format
 
-def _precision_and_emin(fmt: Any) -> tuple[int, int]:
-    """(p, emin) of a format: a precision Format, a name ("f16", "bfloat16", ...) or a float dtype."""
-    if isinstance(fmt, str):
-        from precision.formats import format as lookup
+def _format_of(fmt: Any):
+    """A precision Format from a Format, a name ("f16", "bfloat16", ...) or a float dtype."""
+    from precision import formats
 
-        fmt = lookup(fmt)
-    if hasattr(fmt, "p") and hasattr(fmt, "emin"):
-        return int(fmt.p), int(fmt.emin)
+    if isinstance(fmt, formats.Format):
+        return fmt
     try:
-        dtype = np.dtype(fmt)
-    except TypeError:
-        raise TypeError(f"{fmt!r} is not a floating-point format") from None
-    if dtype.kind == "f":
-        info = np.finfo(dtype)
-    else:
-        import ml_dtypes
-
-        try:
-            info = ml_dtypes.finfo(dtype)
-        except Exception:
-            raise TypeError(f"{fmt!r} is not a floating-point format (pass fmt= for a trace that "
-                            "is not stored in its format)") from None
-    # numpy's minexp is the exponent of the smallest normal, 2**minexp = tiny, i.e. emin.
-    return int(info.nmant) + 1, int(info.minexp)
+        return formats.format(fmt)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fmt!r} is not a floating-point format (pass fmt= for a trace that "
+                        "is not stored in its format)") from None
 
 
 def ulp(x: float, fmt: Any) -> float:
-    """ulp(x) = 2**(max(e, emin) - p + 1) with 2**e <= |x| < 2**(e+1): the gap above |x| in `fmt`.
-
-    For x = 0 this is the smallest subnormal 2**(emin - p + 1). Exact (computed with frexp/ldexp).
-    """
-    p, emin = _precision_and_emin(fmt)
-    x = abs(float(x))
-    if not math.isfinite(x):
-        return math.nan
-    exponent = math.frexp(x)[1] - 1 if x != 0 else emin  # frexp: x = m * 2**k with 0.5 <= m < 1
-    return math.ldexp(1.0, max(exponent, emin) - p + 1)
+    """ulp(x) = 2**(max(e, emin) - p + 1) with 2**e <= |x| < 2**(e+1): the gap above |x| in `fmt`
+    (:meth:`precision.Format.ulp`, the one place the spacing is computed). For x = 0 this is the
+    smallest subnormal; NaN for NaN and inf."""
+    return float(_format_of(fmt).ulp(float(x)))
 
 
 def _as_trace(values: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
