@@ -192,3 +192,20 @@ def test_a_single_plus_inf_logit_gives_the_documented_gradient(fmt):
         loss, grad = losses.softmax_cross_entropy(x, t0, reduction="sum", return_grad=True)
     assert np.isposinf(float(loss))
     assert np.array_equal(grad.astype(np.float64), [[-0.5, 1.0, -0.5, 0.0]])
+
+
+# ------------------------------------------------------------------------------ ISA cap
+def test_precision_isa_caps_the_build_the_loader_picks():
+    """PRECISION_ISA=v3 measures the AVX2 build on an AVX-512 CPU, baseline the SSE2 one; a
+    value that names no build is an error at import, not a silent fallback."""
+    import precision._kernels as k
+
+    code = "import precision._kernels as k; print(k.load('losses').__name__)"
+    for cap, suffix in (("baseline", ""), ("v3", "__v3" if k.uses_v3 else "")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, "PRECISION_ISA": cap, "PYTHONPATH": str(ROOT)}, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"precision._kernels.losses{suffix}"
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PRECISION_ISA": "avx9000", "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert bad.returncode != 0 and "PRECISION_ISA must be" in bad.stderr

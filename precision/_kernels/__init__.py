@@ -1,6 +1,7 @@
 """Compiled kernels.  Use :func:`load` rather than importing a module directly: it returns the
 widest build of a kernel module this CPU runs -- x86-64-v4 (AVX-512, built for some modules),
-x86-64-v3 (AVX2), else the baseline build.  Every build computes identical bits (no FMA
+x86-64-v3 (AVX2), else the baseline build.  ``PRECISION_ISA=v3`` (or ``baseline``) caps the choice,
+to measure what an AVX2-only (or older) CPU gets on a newer one; ``PRECISION_NO_V3`` = baseline.  Every build computes identical bits (no FMA
 contraction; see setup.py), which tests check through :func:`variants`."""
 import importlib
 import os
@@ -26,8 +27,11 @@ def _cpu_flags() -> set:
 
 
 _flags = _cpu_flags()
-uses_v3 = _V3_FLAGS <= _flags
-uses_v4 = _V4_FLAGS <= _flags
+_cap = os.environ.get("PRECISION_ISA", "v4").strip().lower()
+if _cap not in ("baseline", "v3", "v4"):
+    raise ImportError(f"PRECISION_ISA must be baseline, v3 or v4, got {_cap!r}")
+uses_v3 = _V3_FLAGS <= _flags and _cap in ("v3", "v4")
+uses_v4 = _V4_FLAGS <= _flags and _cap == "v4"
 _SUFFIXES = [s for s, usable in (("__v4", uses_v4), ("__v3", uses_v3)) if usable]
 _cache = {}
 
