@@ -265,6 +265,39 @@ def _median_and_span(values) -> str:
     return f"{format_number(_median(values), 2)} (range {_span(values)}, {len(values)})"
 
 
+def _over_seeds(values, unit="", digits=2, bound=False, total=None) -> str:
+    """One measurement repeated over seeds, as text: one value 'v<unit>'; several 'a median
+    v<unit> (range lo–hi, n seeds)', or 'v<unit> (all n seeds)' when they agree; '–' when none is
+    finite. bound: some value is an upper bound (a run still decreasing), so the median and the
+    range are too: marked '≤'. total: the number of seeds the setting ran, when the values come
+    from only some of them ('k of n seeds')."""
+    values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return "–"
+    mark = "≤" if bound else ""
+    lo, hi = min(values), max(values)
+    seeds = f"{len(values)} of {total} seeds" if total and total > 1 else f"{len(values)} seeds"
+    if len(values) == 1:
+        return f"{mark}{format_number(lo, digits)}{unit}" + (f" ({seeds})" if total and total > 1 else "")
+    if format_number(lo, digits) == format_number(hi, digits):
+        return f"{mark}{format_number(lo, digits)}{unit} ({'all ' if not total else ''}{seeds})"
+    return (f"a median {mark}{format_number(_median(values), digits)}{unit} (range {mark}"
+            f"{format_number(lo, digits)}–{format_number(hi, digits)}, {seeds})")
+
+
+def _seed_groups(rows, key) -> dict:
+    """rows grouped by key(row), a key that leaves the seed out; first-appearance order."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return groups
+
+
+def _of_seeds(count: int, total: int, several: bool) -> str:
+    """' (k of n seeds)' when the run has several seeds, else ''."""
+    return f" ({count} of {total} seeds)" if several else ""
+
+
 def _within(ratio, factor) -> bool:
     return math.isfinite(ratio) and 1 / factor <= ratio <= factor
 
@@ -407,18 +440,36 @@ def _lbfgs_bullets(plain, gd, evidence) -> list[str]:
     lb_ill = [r for r in ill if r["optimizer"] == "lbfgs"]
     if lb_ill:
         several = len({r.get("seed") for r in ill}) > 1
-        parts = [f"{r['label']} κ={format_number(r.get('condition'))}{_seed_tag(r, several)}: "
-                 + ("at the iteration limit, " if "ITERATIONS" in str(r.get("stop_message")) else "stopped at ")
-                 + f"{format_number(r['floor_over_Hu'], 2)}× L*·u" for r in lb_ill]
+
+        def setting(r):
+            return f"{r['label']} κ={format_number(r.get('condition'))}"
+
+        parts = []
+        for name, group in _seed_groups(lb_ill, setting).items():
+            limited = sum("ITERATIONS" in str(r.get("stop_message")) for r in group)
+            stop = _over_seeds([_num(r["floor_over_Hu"]) for r in group], "× L*·u")
+            if not limited:
+                parts.append(f"{name}: stopped at {stop}")
+            elif not several:
+                parts.append(f"{name}: at the iteration limit, {stop}")
+            else:
+                parts.append(f"{name}: {stop}, at the iteration limit in {limited} of {len(group)} seeds")
         far = [r for r in lb_ill if _num(r["floor_over_Hu"]) > 10]
         gd_ill = [r for r in ill if r["optimizer"] == "gd" and r["format"] != "float64"]
+        gd_parts = [f"{name} blew up" if all(r["floor_status"] == "blew_up" for r in group) else
+                    f"{name} " + _over_seeds([_num(r["floor_vs_float64"]) for r in group], digits=3,
+                                             bound=any(r["floor_status"] == "decreasing" for r in group))
+                    + (f" ({sum(r['floor_status'] == 'blew_up' for r in group)} blew up)"
+                       if any(r["floor_status"] == "blew_up" for r in group) else "")
+                    for name, group in _seed_groups(gd_ill, setting).items()]
         out.append(
             "* **Ill-conditioned features:** L-BFGS " + "; ".join(parts)
-            + (f" — {len(far)} of {len(lb_ill)} more than 10× above the loss-resolution level."
+            + (f" — {len(far)} of {_runs(len(lb_ill))} more than 10× above the loss-resolution level."
                if far else " — all within 10× of the loss-resolution level.")
-            + (" GD's excess ÷ float64's in the same run (≈ 1: the iterations, not the format, limit it): "
-               + ", ".join(f"{r['label']} κ={format_number(r.get('condition'))}{_seed_tag(r, several)} "
-                           f"{_bound(r, 'floor_vs_float64')}" for r in gd_ill) + "." if gd_ill else ""))
+            + (" GD's excess ÷ float64's in the same run (≈ 1: the iterations, not the format, limit it"
+               + ("; ≤: some seed still decreasing, an upper bound" if several and any(
+                   r["floor_status"] == "decreasing" for r in gd_ill) else "")
+               + "): " + ", ".join(gd_parts) + "." if gd_ill else ""))
     return out
 
 
@@ -438,8 +489,19 @@ def _adam_blow_up_bullet(adam) -> list[str]:
         x0 = sum(int(_num(r.get("blow_up_x_over_0")) or 0) for r in blown if math.isfinite(_num(r.get("blow_up_x_over_0"))))
         z0 = sum(int(_num(r.get("blow_up_0_over_0")) or 0) for r in blown if math.isfinite(_num(r.get("blow_up_0_over_0"))))
         other = sum(int(_num(r.get("blow_up_other")) or 0) for r in blown if math.isfinite(_num(r.get("blow_up_other"))))
-        where = "; ".join(f"{r['problem']} {r['label']} (state {r['state_format']}, iteration "
-                          f"{r.get('blew_up_iteration')})" for r in blown)
+        several = len({r.get("seed") for r in adam}) > 1
+
+        def setting(r):
+            return f"{r['problem']} {r['label']}"
+
+        def state(r):
+            return (setting(r), r["state_format"])
+
+        runs_of = _seed_groups(adam, state)
+        where = "; ".join(
+            f"{name} (state {st}, iteration {_span([_num(r.get('blew_up_iteration')) for r in group], 6)}"
+            + (f"; {len(group)} of {len(runs_of[(name, st)])} seeds" if several else "") + ")"
+            for (name, st), group in _seed_groups(blown, state).items())
         kinds = []
         if x0:
             kinds.append(f"{x0} were x/0 = ±inf (v̂ had underflowed to 0 while m̂ had not)")
@@ -453,7 +515,9 @@ def _adam_blow_up_bullet(adam) -> list[str]:
                      and r["state_format"] in {b["state_format"] for b in blown}]
         if survivors:
             text.append(" Not blown up with the same state format: "
-                        + ", ".join(f"{r['problem']} {r['label']}" for r in survivors) + ".")
+                        + ", ".join(name + (f" ({len(group)} of {len(runs_of[(name, st)])} seeds)"
+                                            if several else "")
+                                    for (name, st), group in _seed_groups(survivors, state).items()) + ".")
     eps_parts = []
     for state in states:
         fmt = fm.format(state)
@@ -519,6 +583,12 @@ ADAM_HEADERS = {"label": "format", "adam_eps": "ε", "min_excess": "min excess",
                 "min_excess_iteration": "at it", "adam_unstable_iteration": "sharpness > 38 from it",
                 "rebound_iteration": "rebound it", "sharpness_at_rebound": "sharpness at rebound",
                 "max_excess_after_min": "max excess after min", "excess_floor": "last-quarter excess"}
+def _sharpness(rows) -> str:
+    """The sharpness at the rebound of some runs: 'a' or 'a–b', or 'not recorded'."""
+    text = _span([_num(r.get("sharpness_at_rebound")) for r in rows])
+    return "not recorded" if text == "–" else text
+
+
 STABILITY_SHARE = 0.75   # a rebound at sharpness ≥ this × 38 is attributed to the stability limit
 
 
@@ -535,8 +605,12 @@ def _adam_verdict(rows, evidence=None) -> str:
     short = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
 
     def name(r):
-        return (f"{r['problem']} {short.get(r['format'], r['format'])} {r.get('variant', 'plain')}"
-                + (f" s{r.get('seed')}" if seeds else ""))
+        return f"{r['problem']} {short.get(r['format'], r['format'])} {r.get('variant', 'plain')}"
+
+    def at(group, variant_runs):
+        total = sum(name(r) == name(group[0]) for r in variant_runs) if seeds else None
+        return f"{name(group[0])} at it " + _over_seeds([_num(r["rebound_iteration"]) for r in group],
+                                                        digits=6, total=total)
 
     def runs(variant):
         return [r for r in table if r.get("variant", "plain") == variant and r.get("blew_up_iteration") is None]
@@ -565,7 +639,7 @@ def _adam_verdict(rows, evidence=None) -> str:
         lines.append(
             f" {len(stability)} of {len(rebounded)} rebounds began with the sharpness at "
             f"{_span([_num(r['sharpness_at_rebound']) for r in stability])} (≥ {STABILITY_SHARE:g}× the "
-            f"limit {limit:g}): " + ", ".join(f"{name(r)} at it {r['rebound_iteration']}" for r in stability)
+            f"limit {limit:g}): " + ", ".join(at(group, table) for group in _seed_groups(stability, name).values())
             + (f"; {len(clean)} of them in float64 or with exact or float64 gradients, so the stability "
                "limit, not rounding, starts them" if clean else
                "; none in float64 or with exact gradients, so rounding is not excluded") + ".")
@@ -576,8 +650,8 @@ def _adam_verdict(rows, evidence=None) -> str:
         lines.append(
             f" {len(noise)} rebound(s) began with the sharpness below {STABILITY_SHARE:g}× the limit "
             "(not explained by the stability model): "
-            + ", ".join(f"{name(r)} at it {r['rebound_iteration']} "
-                        f"({format_number(r['sharpness_at_rebound'], 2)})" for r in noise) + ".")
+            + ", ".join(f"{at(group, table)}, sharpness {_sharpness(group)}"
+                        for group in _seed_groups(noise, name).values()) + ".")
     stable = runs("eps-stable")
     if stable:
         plain_by = {(r["problem"], r["format"], r.get("seed")): r for r in runs("plain")}
@@ -588,8 +662,9 @@ def _adam_verdict(rows, evidence=None) -> str:
             " With ε raised so that lr·λ_max/ε ≤ 4 (`eps-stable`) "
             + (f"none of the {len(stable)} runs rebounded" if none_rebounded else
                f"{sum(r.get('rebound_iteration') is not None for r in stable)} of {len(stable)} runs still rebounded")
-            + ": " + ", ".join(f"{name(r)} min {format_number(r['min_excess'])}, largest after it "
-                               f"{format_number(r['max_excess_after_min'])}" for r in stable)
+            + ": " + "; ".join(f"{name(group[0])} min {_over_seeds([_num(r['min_excess']) for r in group], digits=3)}"
+                               f", largest after it {_over_seeds([_num(r['max_excess_after_min']) for r in group], digits=3)}"
+                               for group in _seed_groups(stable, name).values())
             + (f"; {len(slower)} of {len(compare)} reached a higher minimum than plain ε = 1e-8 within the "
                "iterations run (the last phase is GD with step lr/ε)" if slower else "") + ".")
         plain_rebound = [r for r in runs("plain") if r.get("rebound_iteration") is not None]
