@@ -254,8 +254,8 @@ def _span(values, digits=2) -> str:
     values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not values:
         return "–"
-    lo, hi = min(values), max(values)
-    return format_number(lo, digits) if lo == hi else f"{format_number(lo, digits)}–{format_number(hi, digits)}"
+    lo, hi = format_number(min(values), digits), format_number(max(values), digits)
+    return lo if lo == hi else f"{lo}–{hi}"
 
 
 def _median_and_span(values) -> str:
@@ -283,6 +283,12 @@ def _over_seeds(values, unit="", digits=2, bound=False, total=None) -> str:
         return f"{mark}{format_number(lo, digits)}{unit} ({'all ' if not total else ''}{seeds})"
     return (f"a median {mark}{format_number(_median(values), digits)}{unit} (range {mark}"
             f"{format_number(lo, digits)}–{format_number(hi, digits)}, {seeds})")
+
+
+def _median_text(values, bound=False, blown=0) -> str:
+    """The median of some floors as text ('≤' when one is an upper bound; blown-up runs counted)."""
+    text = ("≤" if bound else "") + format_number(_median(values), 3) if values else "–"
+    return text + (f" ({blown} blew up)" if blown else "")
 
 
 def _seed_groups(rows, key) -> dict:
@@ -395,8 +401,21 @@ def _verdict(rows, symptoms=(), mechanisms=(), remedy_advice="") -> str:
     if acc:
         ratios = [_ratio(s["excess_floor"], r["excess_floor"]) for r, s in acc]
         little = all(_within(x, 2) for x in ratios)
-        parts = [f"{r['problem']} {r['format']}{_seed_tag(r, several)}: {_bound(r)} → {_bound(s)}"
-                 for r, s in acc]
+        parts = []
+        for (problem, fmt), pairs in _seed_groups(acc, lambda pair: (pair[0]["problem"], pair[0]["format"])).items():
+            if not several:
+                r, s = pairs[0]
+                parts.append(f"{problem} {fmt}: {_bound(r)} → {_bound(s)}")
+                continue
+            floors = []
+            for side in (0, 1):
+                group = [pair[side] for pair in pairs]
+                finite = [_num(x["excess_floor"]) for x in group if x["floor_status"] != "blew_up"]
+                floors.append(_median_text(finite, any(x["floor_status"] == "decreasing" for x in group),
+                                           sum(x["floor_status"] == "blew_up" for x in group)))
+            parts.append(f"{problem} {fmt}: median floor {floors[0]} → {floors[1]} (ratio "
+                         f"{_span([_ratio(s['excess_floor'], r['excess_floor']) for r, s in pairs])}, "
+                         f"{len(pairs)} seeds)")
         lines.append("* **float32 accumulation** "
                      + ("changes the GD floors of the 16-bit formats by less than 2× (the floor is set "
                         "by the parameters' own ulp, not by the sums): " if little else
@@ -699,13 +718,29 @@ def _mlp_verdict(mlp) -> str:
                      + (": a slowly converging loss freezes above L*·u because it gains less than an "
                         "ulp per patience window" if explained else ": it does not account for the freeze"))
         parts.append(text)
-    floors = [f"{r['format']}{_seed_tag(r, several)} {_bound(r)} ({_bound(r, 'floor_over_Hu', 2)}× L*·u; "
-              f"predicted swamping {format_number(r['predicted_swamping_floor'])})" for r in gd]
+    floors = []
+    for fmt, group in _seed_groups(gd, lambda r: r["format"]).items():
+        if not several:
+            r = group[0]
+            floors.append(f"{fmt} {_bound(r)} ({_bound(r, 'floor_over_Hu', 2)}× L*·u; "
+                          f"predicted swamping {format_number(r['predicted_swamping_floor'])})")
+            continue
+        mark = "≤" if any(r["floor_status"] == "decreasing" for r in group) else ""
+        ok = [r for r in group if r["floor_status"] != "blew_up"]
+        blown = len(group) - len(ok)
+        floor = [_num(r["excess_floor"]) for r in ok]
+        over = [_num(r["floor_over_Hu"]) for r in ok]
+        floors.append(f"{fmt} a median {mark}{format_number(_median(floor), 3)} (range {mark}{_span(floor, 3)}; "
+                      f"{mark}{format_number(_median(over), 2)}× L*·u, range {mark}{_span(over)}; predicted "
+                      f"swamping {_span([_num(r['predicted_swamping_floor']) for r in group], 3)}; "
+                      f"{_runs(len(group)).replace('run', 'seed')}" + (f", {blown} blew up" if blown else "") + ")")
     parts.append("GD's exact excess went on to " + "; ".join(floors))
     near = [r for r in gd if r["format"] in ("float16", "bfloat16") and r["floor_status"] == "plateau"
             and _num(r["floor_over_Hu"]) > 0.01]
     if near:
-        parts.append("in " + ", ".join(r["format"] for r in near) + " that floor is within 100× of L*·u: "
+        parts.append("in " + ", ".join(fmt + _of_seeds(len(group), sum(r["format"] == fmt for r in gd), several)
+                                       for fmt, group in _seed_groups(near, lambda r: r["format"]).items())
+                     + " that floor is within 100× of L*·u: "
                      "little lies below the frozen loss there")
     swamp_over_grad = [_ratio(r["predicted_swamping_floor"], r["predicted_gradient_floor"]) for r in gd]
     if all(v > 10 for v in swamp_over_grad if math.isfinite(v)) and any(math.isfinite(v) for v in swamp_over_grad):
@@ -714,22 +749,29 @@ def _mlp_verdict(mlp) -> str:
     master = [r for r in mlp if r["optimizer"] == "gd" and r.get("variant") == "master-f64"]
     if master:
         parts.append("with float64 master weights (no swamping): " + ", ".join(
-            f"{r['format']}{_seed_tag(r, several)} {_bound(r)} (÷ predicted gradient floor "
-            f"{_bound({**r, 'ratio': _ratio(r['excess_floor'], r['predicted_gradient_floor'])}, 'ratio', 2)})"
-            for r in master))
+            f"{fmt} " + _over_seeds([_num(r["excess_floor"]) for r in group], digits=3,
+                                    bound=any(r["floor_status"] == "decreasing" for r in group))
+            + " (÷ predicted gradient floor "
+            + ("≤" if any(r["floor_status"] == "decreasing" for r in group) else "")
+            + _span([_ratio(r["excess_floor"], r["predicted_gradient_floor"]) for r in group]) + ")"
+            for fmt, group in _seed_groups(master, lambda r: r["format"]).items()))
     lb = [r for r in plain_runs if r["optimizer"] == "lbfgs"]
     if lb:
         stops = [_num(r["floor_over_Hu"]) for r in lb]
         parts.append("L-BFGS stopped at " + ", ".join(
-            f"{r['format']}{_seed_tag(r, several)} {format_number(r['floor_over_Hu'], 2)}×" for r in lb)
+            f"{fmt} " + _over_seeds([_num(r["floor_over_Hu"]) for r in group], "×")
+            for fmt, group in _seed_groups(lb, lambda r: r["label"]).items())
             + " L*·u" + (" (within 10× of the loss-resolution level)" if all(_near_one(v) for v in stops)
                          else ""))
     adam = [r for r in plain_runs if r["optimizer"] == "adam" and r["floor_status"] != "blew_up"]
     if adam:
         parts.append("Adam's lowest excess: " + ", ".join(
-            f"{r['format']}{_seed_tag(r, several)} (state {r['state_format']}) {format_number(r['min_excess'])} "
-            f"(iteration {r['min_excess_iteration']}; later up to {format_number(r['max_excess_after_min'])})"
-            for r in adam))
+            f"{label} (state {state}) {_over_seeds([_num(r['min_excess']) for r in group], digits=3)}"
+            + (f" (iteration {group[0]['min_excess_iteration']}; later up to "
+               f"{format_number(group[0]['max_excess_after_min'])})" if len(group) == 1 else
+               f"; at iterations {_span([_num(r['min_excess_iteration']) for r in group], 6)}, later up to "
+               f"{_span([_num(r['max_excess_after_min']) for r in group], 3)}")
+            for (label, state), group in _seed_groups(adam, lambda r: (r["label"], r["state_format"])).items()))
     return ("* **The MLP (a teacher of the student's architecture fits the targets exactly: L* = mean "
             "H(t)).** " + "; ".join(parts) + ".")
 
