@@ -770,3 +770,15 @@ def test_verdict_counts_adam_blow_ups_per_setting_over_seeds():
     assert "Not blown up with the same state format: linear float16 (1 of 3 seeds)" in text
     single = _verdict_text([adam(0, True)])
     assert "linear float16 (state float16, iteration 1)." in single and "seeds" not in single
+
+
+def test_tables_fold_seeds_into_median_and_range():
+    import importlib
+
+    report = importlib.import_module("precision.studies.soft_target.report")
+    rows = report._rows([_ill_lbfgs(0, 20), _ill_lbfgs(1, 60)])
+    folded, columns = report._fold_seeds(rows, ["label", "seed", "floor_over_Hu", "floor_status"], ["label"])
+    assert columns == ["label", "seeds", "floor_over_Hu", "floor_status"]
+    assert folded == [{"label": "float32", "seeds": 2, "floor_over_Hu": "40 [20–60]", "floor_status": "stopped"}]
+    single = report._rows([_ill_lbfgs(0, 20)])
+    assert report._fold_seeds(single, ["label", "floor_over_Hu"], ["label"]) == (single, ["label", "floor_over_Hu"])

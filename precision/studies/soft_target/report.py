@@ -304,6 +304,59 @@ def _of_seeds(count: int, total: int, several: bool) -> str:
     return f" ({count} of {total} seeds)" if several else ""
 
 
+def _fold_seeds(rows, columns, identity):
+    """A table's rows with the seeds folded: with one seed, (rows, columns) unchanged; with several,
+    one row per setting (the `identity` columns), a `seeds` column, and in every other column the
+    median over the seeds with its range, 'm [lo–hi]' ('≤' when a seed was still decreasing, blown-up
+    seeds counted), or the distinct texts with their counts."""
+    if len({r.get("seed") for r in rows}) <= 1:
+        return rows, columns
+    columns = [c for c in columns if c != "seed"]
+    out = []
+    for key, group in _seed_groups(rows, lambda r: tuple(r.get(k) for k in identity)).items():
+        entry = dict(zip(identity, key))
+        entry["seeds"] = len(group)
+        for column in columns:
+            if column not in identity:
+                entry[column] = _fold_cell(group, column)
+        out.append(entry)
+    at = max(columns.index(c) for c in identity if c in columns) + 1
+    return out, columns[:at] + ["seeds"] + columns[at:]
+
+
+def _fold_cell(group, column) -> str:
+    """One column of several seeds' rows as text (see _fold_seeds)."""
+    if column.endswith("_shown"):
+        blown = sum(r.get("floor_status") == "blew_up" for r in group)
+        if blown == len(group):
+            return "blew up"
+        values = [_num(r.get(column[:-len("_shown")])) for r in group if r.get("floor_status") != "blew_up"]
+        mark = "≤" if any(r.get("floor_status") == "decreasing" for r in group) else ""
+        return _median_range(values, 3, mark) + (f" ({blown} blew up)" if blown else "")
+    values = [r.get(column) for r in group]
+    if all(v is None or (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool))
+           for v in values):
+        integers = all(v is None or isinstance(v, (int, np.integer)) for v in values)
+        present = [_num(v) for v in values if v is not None]
+        text = _median_range(present, 6 if integers else 3)
+        return text + (f" ({len(present)} of {len(values)})" if text and len(present) < len(values) else "")
+    counts = {}
+    for v in values:
+        text = format_number(v)
+        counts[text] = counts.get(text, 0) + 1
+    return counts.popitem()[0] if len(counts) == 1 else ", ".join(f"{t} ×{n}" for t, n in counts.items())
+
+
+def _median_range(values, digits=3, mark="") -> str:
+    """'m [lo–hi]' of the finite values ('m' when they agree, '' when none is finite)."""
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return ""
+    med = mark + format_number(_median(values), digits)
+    span = _span(values, digits)
+    return med if "–" not in span else f"{med} [{mark}{span}]"
+
+
 def _within(ratio, factor) -> bool:
     return math.isfinite(ratio) and 1 / factor <= ratio <= factor
 
@@ -823,7 +876,8 @@ def _mlp_section(rows) -> str:
         "larger of swamping and gradient resolution; `master-f64`: gradient resolution; L-BFGS: "
         "L*·u; Adam: none).",
         "",
-        markdown_table(mlp, MLP_COLUMNS, headers={**HEADERS, "decay_rate_at_freeze": "rate r",
+        markdown_table(*_fold_seeds(mlp, MLP_COLUMNS, ["label", "optimizer", "state_format", "variant"]),
+                       headers={**HEADERS, "decay_rate_at_freeze": "rate r",
                                                   "rate_limited_freeze": "rate-limited freeze",
                                                   "predicted_swamping_floor": "pred. swamping",
                                                   "predicted_gradient_floor": "pred. gradient",
@@ -961,12 +1015,24 @@ def report(results, out_dir) -> None:
         "of the log-spaced evaluations; `decreasing` = still falling at the end, `stopped` = where "
         "L-BFGS stopped, `blew_up` = parameters became NaN/inf).",
         "",
+    ]
+    seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
+    if len(seeds) > 1:
+        parts += [
+            f"Seeds: {len(seeds)} ({', '.join(str(s) for s in seeds)}). The verdict and the tables give one "
+            "item or row per setting: *seeds* = how many seeds ran it; a number is the median over "
+            "those seeds with its range as `median [lowest–highest]` (`(k of n)`: only k seeds "
+            "recorded a value, e.g. only k rebounded); a text column counts each value (`×n`).",
+            "",
+        ]
+    parts += [
         _verdict(rows, symptom_lines, mech_lines, remedy_advice),
         symptom_md,
         mech_md,
         "## All runs: loss freeze and exact-excess floor, measured vs predicted",
         "",
-        markdown_table([r for r in rows if r["problem"] != "linear-ill-conditioned"], MAIN_COLUMNS,
+        markdown_table(*_fold_seeds([r for r in rows if r["problem"] != "linear-ill-conditioned"],
+                                    MAIN_COLUMNS, ["problem", "label", "optimizer", "state_format", "variant"]),
                        headers=HEADERS),
         "",
     ]
@@ -1010,9 +1076,10 @@ def report(results, out_dir) -> None:
             + " (errors shared within a group; ~10× less if rows were independent): the forward "
             "pass's rounding (hidden activations, logits) dominates the MLP's gradient error.",
             "",
-            markdown_table(table, ["problem", "format", "seed", "plain", "exact-gradient", "master-f64",
-                                   "master-f64 status", "predicted swamping", "predicted gradient",
-                                   "exact-gradient ÷ swamping", "master-f64 ÷ gradient"]),
+            markdown_table(*_fold_seeds(table, ["problem", "format", "seed", "plain", "exact-gradient",
+                                                "master-f64", "master-f64 status", "predicted swamping",
+                                                "predicted gradient", "exact-gradient ÷ swamping",
+                                                "master-f64 ÷ gradient"], ["problem", "format"])),
             "",
         ]
     adam_table = _adam_attribution_rows(rows)
@@ -1028,7 +1095,8 @@ def report(results, out_dir) -> None:
             f"Adam's stability limit on the quadratic model; *rebound it*: first iteration at which the "
             f"exact excess exceeds {REBOUND_FACTOR:g}× its running minimum (empty: never).",
             "",
-            markdown_table(adam_table, ADAM_COLUMNS, headers=ADAM_HEADERS),
+            markdown_table(*_fold_seeds(adam_table, ADAM_COLUMNS, ["problem", "label", "variant"]),
+                           headers=ADAM_HEADERS),
             "",
         ]
     ill = [r for r in rows if r["problem"] == "linear-ill-conditioned"]
@@ -1036,10 +1104,12 @@ def report(results, out_dir) -> None:
         parts += [
             "## Conditioning sweep (linear, misspecified targets, features scaled to condition κ)",
             "",
-            markdown_table(ill, ["condition", "hessian_condition", "label", "optimizer",
-                                 "loss_freeze_iteration", "excess_at_loss_freeze", "excess_floor_shown",
-                                 "floor_status", "predicted_floor", "floor_ratio_shown",
-                                 "floor_over_u2_shown", "floor_vs_float64_shown", "stop_message"],
+            markdown_table(*_fold_seeds(ill, ["condition", "hessian_condition", "label", "optimizer",
+                                              "loss_freeze_iteration", "excess_at_loss_freeze",
+                                              "excess_floor_shown", "floor_status", "predicted_floor",
+                                              "floor_ratio_shown", "floor_over_u2_shown",
+                                              "floor_vs_float64_shown", "stop_message"],
+                                        ["condition", "label", "optimizer"]),
                            headers={**HEADERS, "hessian_condition": "κ(Hessian)"}),
             "",
         ]
