@@ -631,11 +631,6 @@ def _what_to_do(evidence) -> str:
     return "What to do, from this run: " + "; ".join(advice) + "."
 
 
-def _seed_tag(row, several: bool) -> str:
-    """" s1" (the row's seed) when the run has several seeds, else ""."""
-    return f" s{row.get('seed')}" if several else ""
-
-
 def _adam_attribution_rows(rows) -> list[dict]:
     """The Adam runs (pure formats, state in the format) of every (problem, format) that has Adam
     attribution runs, plain first, then exact-gradient, master-f64, eps-stable."""
