@@ -730,3 +730,55 @@ def test_post_sentence_names_what_stops_above_the_posts_kl():
     assert "ill-conditioning comes closest" in low
     high = " ".join(sr.post_sentence([cell(10.0, 1e-8), cell(1e5, 3e-4)], ulp))
     assert "stopped at or above that excess in: scipy-default κ = 1e+05 (0.0003)" in high
+
+
+def _ill_lbfgs(seed, stop_over_Hu, fmt="float32"):
+    """An L-BFGS cell of the conditioning sweep that stopped at `stop_over_Hu` × L*·u."""
+    u = pr.format(fmt).u
+    params, result = _synthetic(problem="linear-ill-conditioned", fmt=fmt, optimizer="lbfgs",
+                                floor_value=stop_over_Hu * u, status="stopped", state="float64")
+    params.update(seed=seed, condition=1e4)
+    return params, result
+
+
+def test_verdict_folds_seeds_into_a_median_with_its_range():
+    one = _verdict_text([_ill_lbfgs(0, 20)])
+    assert "float32 κ=1e+04: stopped at 20× L*·u" in one
+    assert "median" not in one.split("Ill-conditioned")[1] and "range" not in one.split("Ill-conditioned")[1]
+    two = _verdict_text([_ill_lbfgs(0, 20), _ill_lbfgs(1, 60)])
+    assert "float32 κ=1e+04: stopped at a median 40× L*·u (range 20–60, 2 seeds)" in two
+    assert " s0" not in two and " s1" not in two                 # one item per setting, not per seed
+    moved = _verdict_text([_ill_lbfgs(0, 20), _ill_lbfgs(1, 100)])
+    assert "float32 κ=1e+04: stopped at a median 60× L*·u (range 20–1e+02, 2 seeds)" in moved
+    same = _verdict_text([_ill_lbfgs(0, 20), _ill_lbfgs(1, 20)])
+    assert "float32 κ=1e+04: stopped at 20× L*·u (all 2 seeds)" in same
+
+
+def test_verdict_counts_adam_blow_ups_per_setting_over_seeds():
+    def adam(seed, blown):
+        params, result = _synthetic(fmt="float16", optimizer="adam",
+                                    floor_value=math.inf if blown else 1e-6,
+                                    status="blew_up" if blown else "plateau",
+                                    blew_up_iteration=1 if blown else None, blow_up_x_over_0=1,
+                                    blow_up_0_over_0=0, blow_up_other=0)
+        params["seed"] = seed
+        return params, result
+
+    text = _verdict_text([adam(0, True), adam(1, True), adam(2, False)])
+    assert "2 of 3 runs blew up" in text
+    assert "linear float16 (state float16, iteration 1; 2 of 3 seeds)" in text
+    assert "Not blown up with the same state format: linear float16 (1 of 3 seeds)" in text
+    single = _verdict_text([adam(0, True)])
+    assert "linear float16 (state float16, iteration 1)." in single and "seeds" not in single
+
+
+def test_tables_fold_seeds_into_median_and_range():
+    import importlib
+
+    report = importlib.import_module("precision.studies.soft_target.report")
+    rows = report._rows([_ill_lbfgs(0, 20), _ill_lbfgs(1, 60)])
+    folded, columns = report._fold_seeds(rows, ["label", "seed", "floor_over_Hu", "floor_status"], ["label"])
+    assert columns == ["label", "seeds", "floor_over_Hu", "floor_status"]
+    assert folded == [{"label": "float32", "seeds": 2, "floor_over_Hu": "40 [20–60]", "floor_status": "stopped"}]
+    single = report._rows([_ill_lbfgs(0, 20)])
+    assert report._fold_seeds(single, ["label", "floor_over_Hu"], ["label"]) == (single, ["label", "floor_over_Hu"])

@@ -254,8 +254,8 @@ def _span(values, digits=2) -> str:
     values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not values:
         return "–"
-    lo, hi = min(values), max(values)
-    return format_number(lo, digits) if lo == hi else f"{format_number(lo, digits)}–{format_number(hi, digits)}"
+    lo, hi = format_number(min(values), digits), format_number(max(values), digits)
+    return lo if lo == hi else f"{lo}–{hi}"
 
 
 def _median_and_span(values) -> str:
@@ -263,6 +263,98 @@ def _median_and_span(values) -> str:
     if not values:
         return "–"
     return f"{format_number(_median(values), 2)} (range {_span(values)}, {len(values)})"
+
+
+def _over_seeds(values, unit="", digits=2, bound=False, total=None) -> str:
+    """One measurement repeated over seeds, as text: one value 'v<unit>'; several 'a median
+    v<unit> (range lo–hi, n seeds)', or 'v<unit> (all n seeds)' when they agree; '–' when none is
+    finite. bound: some value is an upper bound (a run still decreasing), so the median and the
+    range are too: marked '≤'. total: the number of seeds the setting ran, when the values come
+    from only some of them ('k of n seeds')."""
+    values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return "–"
+    mark = "≤" if bound else ""
+    lo, hi = min(values), max(values)
+    seeds = f"{len(values)} of {total} seeds" if total and total > 1 else f"{len(values)} seeds"
+    if len(values) == 1:
+        return f"{mark}{format_number(lo, digits)}{unit}" + (f" ({seeds})" if total and total > 1 else "")
+    if format_number(lo, digits) == format_number(hi, digits):
+        return f"{mark}{format_number(lo, digits)}{unit} ({'all ' if not total else ''}{seeds})"
+    return (f"a median {mark}{format_number(_median(values), digits)}{unit} (range {mark}"
+            f"{format_number(lo, digits)}–{format_number(hi, digits)}, {seeds})")
+
+
+def _median_text(values, bound=False, blown=0) -> str:
+    """The median of some floors as text ('≤' when one is an upper bound; blown-up runs counted)."""
+    text = ("≤" if bound else "") + format_number(_median(values), 3) if values else "–"
+    return text + (f" ({blown} blew up)" if blown else "")
+
+
+def _seed_groups(rows, key) -> dict:
+    """rows grouped by key(row), a key that leaves the seed out; first-appearance order."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return groups
+
+
+def _of_seeds(count: int, total: int, several: bool) -> str:
+    """' (k of n seeds)' when the run has several seeds, else ''."""
+    return f" ({count} of {total} seeds)" if several else ""
+
+
+def _fold_seeds(rows, columns, identity):
+    """A table's rows with the seeds folded: with one seed, (rows, columns) unchanged; with several,
+    one row per setting (the `identity` columns), a `seeds` column, and in every other column the
+    median over the seeds with its range, 'm [lo–hi]' ('≤' when a seed was still decreasing, blown-up
+    seeds counted), or the distinct texts with their counts."""
+    if len({r.get("seed") for r in rows}) <= 1:
+        return rows, columns
+    columns = [c for c in columns if c != "seed"]
+    out = []
+    for key, group in _seed_groups(rows, lambda r: tuple(r.get(k) for k in identity)).items():
+        entry = dict(zip(identity, key))
+        entry["seeds"] = len(group)
+        for column in columns:
+            if column not in identity:
+                entry[column] = _fold_cell(group, column)
+        out.append(entry)
+    at = max(columns.index(c) for c in identity if c in columns) + 1
+    return out, columns[:at] + ["seeds"] + columns[at:]
+
+
+def _fold_cell(group, column) -> str:
+    """One column of several seeds' rows as text (see _fold_seeds)."""
+    if column.endswith("_shown"):
+        blown = sum(r.get("floor_status") == "blew_up" for r in group)
+        if blown == len(group):
+            return "blew up"
+        values = [_num(r.get(column[:-len("_shown")])) for r in group if r.get("floor_status") != "blew_up"]
+        mark = "≤" if any(r.get("floor_status") == "decreasing" for r in group) else ""
+        return _median_range(values, 3, mark) + (f" ({blown} blew up)" if blown else "")
+    values = [r.get(column) for r in group]
+    if all(v is None or (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool))
+           for v in values):
+        integers = all(v is None or isinstance(v, (int, np.integer)) for v in values)
+        present = [_num(v) for v in values if v is not None]
+        text = _median_range(present, 6 if integers else 3)
+        return text + (f" ({len(present)} of {len(values)})" if text and len(present) < len(values) else "")
+    counts = {}
+    for v in values:
+        text = format_number(v)
+        counts[text] = counts.get(text, 0) + 1
+    return counts.popitem()[0] if len(counts) == 1 else ", ".join(f"{t} ×{n}" for t, n in counts.items())
+
+
+def _median_range(values, digits=3, mark="") -> str:
+    """'m [lo–hi]' of the finite values ('m' when they agree, '' when none is finite)."""
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return ""
+    med = mark + format_number(_median(values), digits)
+    span = _span(values, digits)
+    return med if "–" not in span else f"{med} [{mark}{span}]"
 
 
 def _within(ratio, factor) -> bool:
@@ -362,8 +454,21 @@ def _verdict(rows, symptoms=(), mechanisms=(), remedy_advice="") -> str:
     if acc:
         ratios = [_ratio(s["excess_floor"], r["excess_floor"]) for r, s in acc]
         little = all(_within(x, 2) for x in ratios)
-        parts = [f"{r['problem']} {r['format']}{_seed_tag(r, several)}: {_bound(r)} → {_bound(s)}"
-                 for r, s in acc]
+        parts = []
+        for (problem, fmt), pairs in _seed_groups(acc, lambda pair: (pair[0]["problem"], pair[0]["format"])).items():
+            if not several:
+                r, s = pairs[0]
+                parts.append(f"{problem} {fmt}: {_bound(r)} → {_bound(s)}")
+                continue
+            floors = []
+            for side in (0, 1):
+                group = [pair[side] for pair in pairs]
+                finite = [_num(x["excess_floor"]) for x in group if x["floor_status"] != "blew_up"]
+                floors.append(_median_text(finite, any(x["floor_status"] == "decreasing" for x in group),
+                                           sum(x["floor_status"] == "blew_up" for x in group)))
+            parts.append(f"{problem} {fmt}: median floor {floors[0]} → {floors[1]} (ratio "
+                         f"{_span([_ratio(s['excess_floor'], r['excess_floor']) for r, s in pairs])}, "
+                         f"{len(pairs)} seeds)")
         lines.append("* **float32 accumulation** "
                      + ("changes the GD floors of the 16-bit formats by less than 2× (the floor is set "
                         "by the parameters' own ulp, not by the sums): " if little else
@@ -407,18 +512,36 @@ def _lbfgs_bullets(plain, gd, evidence) -> list[str]:
     lb_ill = [r for r in ill if r["optimizer"] == "lbfgs"]
     if lb_ill:
         several = len({r.get("seed") for r in ill}) > 1
-        parts = [f"{r['label']} κ={format_number(r.get('condition'))}{_seed_tag(r, several)}: "
-                 + ("at the iteration limit, " if "ITERATIONS" in str(r.get("stop_message")) else "stopped at ")
-                 + f"{format_number(r['floor_over_Hu'], 2)}× L*·u" for r in lb_ill]
+
+        def setting(r):
+            return f"{r['label']} κ={format_number(r.get('condition'))}"
+
+        parts = []
+        for name, group in _seed_groups(lb_ill, setting).items():
+            limited = sum("ITERATIONS" in str(r.get("stop_message")) for r in group)
+            stop = _over_seeds([_num(r["floor_over_Hu"]) for r in group], "× L*·u")
+            if not limited:
+                parts.append(f"{name}: stopped at {stop}")
+            elif not several:
+                parts.append(f"{name}: at the iteration limit, {stop}")
+            else:
+                parts.append(f"{name}: {stop}, at the iteration limit in {limited} of {len(group)} seeds")
         far = [r for r in lb_ill if _num(r["floor_over_Hu"]) > 10]
         gd_ill = [r for r in ill if r["optimizer"] == "gd" and r["format"] != "float64"]
+        gd_parts = [f"{name} blew up" if all(r["floor_status"] == "blew_up" for r in group) else
+                    f"{name} " + _over_seeds([_num(r["floor_vs_float64"]) for r in group], digits=3,
+                                             bound=any(r["floor_status"] == "decreasing" for r in group))
+                    + (f" ({sum(r['floor_status'] == 'blew_up' for r in group)} blew up)"
+                       if any(r["floor_status"] == "blew_up" for r in group) else "")
+                    for name, group in _seed_groups(gd_ill, setting).items()]
         out.append(
             "* **Ill-conditioned features:** L-BFGS " + "; ".join(parts)
-            + (f" — {len(far)} of {len(lb_ill)} more than 10× above the loss-resolution level."
+            + (f" — {len(far)} of {_runs(len(lb_ill))} more than 10× above the loss-resolution level."
                if far else " — all within 10× of the loss-resolution level.")
-            + (" GD's excess ÷ float64's in the same run (≈ 1: the iterations, not the format, limit it): "
-               + ", ".join(f"{r['label']} κ={format_number(r.get('condition'))}{_seed_tag(r, several)} "
-                           f"{_bound(r, 'floor_vs_float64')}" for r in gd_ill) + "." if gd_ill else ""))
+            + (" GD's excess ÷ float64's in the same run (≈ 1: the iterations, not the format, limit it"
+               + ("; ≤: some seed still decreasing, an upper bound" if several and any(
+                   r["floor_status"] == "decreasing" for r in gd_ill) else "")
+               + "): " + ", ".join(gd_parts) + "." if gd_ill else ""))
     return out
 
 
@@ -438,8 +561,19 @@ def _adam_blow_up_bullet(adam) -> list[str]:
         x0 = sum(int(_num(r.get("blow_up_x_over_0")) or 0) for r in blown if math.isfinite(_num(r.get("blow_up_x_over_0"))))
         z0 = sum(int(_num(r.get("blow_up_0_over_0")) or 0) for r in blown if math.isfinite(_num(r.get("blow_up_0_over_0"))))
         other = sum(int(_num(r.get("blow_up_other")) or 0) for r in blown if math.isfinite(_num(r.get("blow_up_other"))))
-        where = "; ".join(f"{r['problem']} {r['label']} (state {r['state_format']}, iteration "
-                          f"{r.get('blew_up_iteration')})" for r in blown)
+        several = len({r.get("seed") for r in adam}) > 1
+
+        def setting(r):
+            return f"{r['problem']} {r['label']}"
+
+        def state(r):
+            return (setting(r), r["state_format"])
+
+        runs_of = _seed_groups(adam, state)
+        where = "; ".join(
+            f"{name} (state {st}, iteration {_span([_num(r.get('blew_up_iteration')) for r in group], 6)}"
+            + (f"; {len(group)} of {len(runs_of[(name, st)])} seeds" if several else "") + ")"
+            for (name, st), group in _seed_groups(blown, state).items())
         kinds = []
         if x0:
             kinds.append(f"{x0} were x/0 = ±inf (v̂ had underflowed to 0 while m̂ had not)")
@@ -453,7 +587,9 @@ def _adam_blow_up_bullet(adam) -> list[str]:
                      and r["state_format"] in {b["state_format"] for b in blown}]
         if survivors:
             text.append(" Not blown up with the same state format: "
-                        + ", ".join(f"{r['problem']} {r['label']}" for r in survivors) + ".")
+                        + ", ".join(name + (f" ({len(group)} of {len(runs_of[(name, st)])} seeds)"
+                                            if several else "")
+                                    for (name, st), group in _seed_groups(survivors, state).items()) + ".")
     eps_parts = []
     for state in states:
         fmt = fm.format(state)
@@ -495,11 +631,6 @@ def _what_to_do(evidence) -> str:
     return "What to do, from this run: " + "; ".join(advice) + "."
 
 
-def _seed_tag(row, several: bool) -> str:
-    """" s1" (the row's seed) when the run has several seeds, else ""."""
-    return f" s{row.get('seed')}" if several else ""
-
-
 def _adam_attribution_rows(rows) -> list[dict]:
     """The Adam runs (pure formats, state in the format) of every (problem, format) that has Adam
     attribution runs, plain first, then exact-gradient, master-f64, eps-stable."""
@@ -519,6 +650,12 @@ ADAM_HEADERS = {"label": "format", "adam_eps": "ε", "min_excess": "min excess",
                 "min_excess_iteration": "at it", "adam_unstable_iteration": "sharpness > 38 from it",
                 "rebound_iteration": "rebound it", "sharpness_at_rebound": "sharpness at rebound",
                 "max_excess_after_min": "max excess after min", "excess_floor": "last-quarter excess"}
+def _sharpness(rows) -> str:
+    """The sharpness at the rebound of some runs: 'a' or 'a–b', or 'not recorded'."""
+    text = _span([_num(r.get("sharpness_at_rebound")) for r in rows])
+    return "not recorded" if text == "–" else text
+
+
 STABILITY_SHARE = 0.75   # a rebound at sharpness ≥ this × 38 is attributed to the stability limit
 
 
@@ -535,8 +672,12 @@ def _adam_verdict(rows, evidence=None) -> str:
     short = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
 
     def name(r):
-        return (f"{r['problem']} {short.get(r['format'], r['format'])} {r.get('variant', 'plain')}"
-                + (f" s{r.get('seed')}" if seeds else ""))
+        return f"{r['problem']} {short.get(r['format'], r['format'])} {r.get('variant', 'plain')}"
+
+    def at(group, variant_runs):
+        total = sum(name(r) == name(group[0]) for r in variant_runs) if seeds else None
+        return f"{name(group[0])} at it " + _over_seeds([_num(r["rebound_iteration"]) for r in group],
+                                                        digits=6, total=total)
 
     def runs(variant):
         return [r for r in table if r.get("variant", "plain") == variant and r.get("blew_up_iteration") is None]
@@ -565,7 +706,7 @@ def _adam_verdict(rows, evidence=None) -> str:
         lines.append(
             f" {len(stability)} of {len(rebounded)} rebounds began with the sharpness at "
             f"{_span([_num(r['sharpness_at_rebound']) for r in stability])} (≥ {STABILITY_SHARE:g}× the "
-            f"limit {limit:g}): " + ", ".join(f"{name(r)} at it {r['rebound_iteration']}" for r in stability)
+            f"limit {limit:g}): " + ", ".join(at(group, table) for group in _seed_groups(stability, name).values())
             + (f"; {len(clean)} of them in float64 or with exact or float64 gradients, so the stability "
                "limit, not rounding, starts them" if clean else
                "; none in float64 or with exact gradients, so rounding is not excluded") + ".")
@@ -576,8 +717,8 @@ def _adam_verdict(rows, evidence=None) -> str:
         lines.append(
             f" {len(noise)} rebound(s) began with the sharpness below {STABILITY_SHARE:g}× the limit "
             "(not explained by the stability model): "
-            + ", ".join(f"{name(r)} at it {r['rebound_iteration']} "
-                        f"({format_number(r['sharpness_at_rebound'], 2)})" for r in noise) + ".")
+            + ", ".join(f"{at(group, table)}, sharpness {_sharpness(group)}"
+                        for group in _seed_groups(noise, name).values()) + ".")
     stable = runs("eps-stable")
     if stable:
         plain_by = {(r["problem"], r["format"], r.get("seed")): r for r in runs("plain")}
@@ -588,8 +729,9 @@ def _adam_verdict(rows, evidence=None) -> str:
             " With ε raised so that lr·λ_max/ε ≤ 4 (`eps-stable`) "
             + (f"none of the {len(stable)} runs rebounded" if none_rebounded else
                f"{sum(r.get('rebound_iteration') is not None for r in stable)} of {len(stable)} runs still rebounded")
-            + ": " + ", ".join(f"{name(r)} min {format_number(r['min_excess'])}, largest after it "
-                               f"{format_number(r['max_excess_after_min'])}" for r in stable)
+            + ": " + "; ".join(f"{name(group[0])} min {_over_seeds([_num(r['min_excess']) for r in group], digits=3)}"
+                               f", largest after it {_over_seeds([_num(r['max_excess_after_min']) for r in group], digits=3)}"
+                               for group in _seed_groups(stable, name).values())
             + (f"; {len(slower)} of {len(compare)} reached a higher minimum than plain ε = 1e-8 within the "
                "iterations run (the last phase is GD with step lr/ε)" if slower else "") + ".")
         plain_rebound = [r for r in runs("plain") if r.get("rebound_iteration") is not None]
@@ -624,13 +766,29 @@ def _mlp_verdict(mlp) -> str:
                      + (": a slowly converging loss freezes above L*·u because it gains less than an "
                         "ulp per patience window" if explained else ": it does not account for the freeze"))
         parts.append(text)
-    floors = [f"{r['format']}{_seed_tag(r, several)} {_bound(r)} ({_bound(r, 'floor_over_Hu', 2)}× L*·u; "
-              f"predicted swamping {format_number(r['predicted_swamping_floor'])})" for r in gd]
+    floors = []
+    for fmt, group in _seed_groups(gd, lambda r: r["format"]).items():
+        if not several:
+            r = group[0]
+            floors.append(f"{fmt} {_bound(r)} ({_bound(r, 'floor_over_Hu', 2)}× L*·u; "
+                          f"predicted swamping {format_number(r['predicted_swamping_floor'])})")
+            continue
+        mark = "≤" if any(r["floor_status"] == "decreasing" for r in group) else ""
+        ok = [r for r in group if r["floor_status"] != "blew_up"]
+        blown = len(group) - len(ok)
+        floor = [_num(r["excess_floor"]) for r in ok]
+        over = [_num(r["floor_over_Hu"]) for r in ok]
+        floors.append(f"{fmt} a median {mark}{format_number(_median(floor), 3)} (range {mark}{_span(floor, 3)}; "
+                      f"{mark}{format_number(_median(over), 2)}× L*·u, range {mark}{_span(over)}; predicted "
+                      f"swamping {_span([_num(r['predicted_swamping_floor']) for r in group], 3)}; "
+                      f"{_runs(len(group)).replace('run', 'seed')}" + (f", {blown} blew up" if blown else "") + ")")
     parts.append("GD's exact excess went on to " + "; ".join(floors))
     near = [r for r in gd if r["format"] in ("float16", "bfloat16") and r["floor_status"] == "plateau"
             and _num(r["floor_over_Hu"]) > 0.01]
     if near:
-        parts.append("in " + ", ".join(r["format"] for r in near) + " that floor is within 100× of L*·u: "
+        parts.append("in " + ", ".join(fmt + _of_seeds(len(group), sum(r["format"] == fmt for r in gd), several)
+                                       for fmt, group in _seed_groups(near, lambda r: r["format"]).items())
+                     + " that floor is within 100× of L*·u: "
                      "little lies below the frozen loss there")
     swamp_over_grad = [_ratio(r["predicted_swamping_floor"], r["predicted_gradient_floor"]) for r in gd]
     if all(v > 10 for v in swamp_over_grad if math.isfinite(v)) and any(math.isfinite(v) for v in swamp_over_grad):
@@ -639,22 +797,29 @@ def _mlp_verdict(mlp) -> str:
     master = [r for r in mlp if r["optimizer"] == "gd" and r.get("variant") == "master-f64"]
     if master:
         parts.append("with float64 master weights (no swamping): " + ", ".join(
-            f"{r['format']}{_seed_tag(r, several)} {_bound(r)} (÷ predicted gradient floor "
-            f"{_bound({**r, 'ratio': _ratio(r['excess_floor'], r['predicted_gradient_floor'])}, 'ratio', 2)})"
-            for r in master))
+            f"{fmt} " + _over_seeds([_num(r["excess_floor"]) for r in group], digits=3,
+                                    bound=any(r["floor_status"] == "decreasing" for r in group))
+            + " (÷ predicted gradient floor "
+            + ("≤" if any(r["floor_status"] == "decreasing" for r in group) else "")
+            + _span([_ratio(r["excess_floor"], r["predicted_gradient_floor"]) for r in group]) + ")"
+            for fmt, group in _seed_groups(master, lambda r: r["format"]).items()))
     lb = [r for r in plain_runs if r["optimizer"] == "lbfgs"]
     if lb:
         stops = [_num(r["floor_over_Hu"]) for r in lb]
         parts.append("L-BFGS stopped at " + ", ".join(
-            f"{r['format']}{_seed_tag(r, several)} {format_number(r['floor_over_Hu'], 2)}×" for r in lb)
+            f"{fmt} " + _over_seeds([_num(r["floor_over_Hu"]) for r in group], "×")
+            for fmt, group in _seed_groups(lb, lambda r: r["label"]).items())
             + " L*·u" + (" (within 10× of the loss-resolution level)" if all(_near_one(v) for v in stops)
                          else ""))
     adam = [r for r in plain_runs if r["optimizer"] == "adam" and r["floor_status"] != "blew_up"]
     if adam:
         parts.append("Adam's lowest excess: " + ", ".join(
-            f"{r['format']}{_seed_tag(r, several)} (state {r['state_format']}) {format_number(r['min_excess'])} "
-            f"(iteration {r['min_excess_iteration']}; later up to {format_number(r['max_excess_after_min'])})"
-            for r in adam))
+            f"{label} (state {state}) {_over_seeds([_num(r['min_excess']) for r in group], digits=3)}"
+            + (f" (iteration {group[0]['min_excess_iteration']}; later up to "
+               f"{format_number(group[0]['max_excess_after_min'])})" if len(group) == 1 else
+               f"; at iterations {_span([_num(r['min_excess_iteration']) for r in group], 6)}, later up to "
+               f"{_span([_num(r['max_excess_after_min']) for r in group], 3)}")
+            for (label, state), group in _seed_groups(adam, lambda r: (r["label"], r["state_format"])).items()))
     return ("* **The MLP (a teacher of the student's architecture fits the targets exactly: L* = mean "
             "H(t)).** " + "; ".join(parts) + ".")
 
@@ -706,7 +871,8 @@ def _mlp_section(rows) -> str:
         "larger of swamping and gradient resolution; `master-f64`: gradient resolution; L-BFGS: "
         "L*·u; Adam: none).",
         "",
-        markdown_table(mlp, MLP_COLUMNS, headers={**HEADERS, "decay_rate_at_freeze": "rate r",
+        markdown_table(*_fold_seeds(mlp, MLP_COLUMNS, ["label", "optimizer", "state_format", "variant"]),
+                       headers={**HEADERS, "decay_rate_at_freeze": "rate r",
                                                   "rate_limited_freeze": "rate-limited freeze",
                                                   "predicted_swamping_floor": "pred. swamping",
                                                   "predicted_gradient_floor": "pred. gradient",
@@ -844,12 +1010,24 @@ def report(results, out_dir) -> None:
         "of the log-spaced evaluations; `decreasing` = still falling at the end, `stopped` = where "
         "L-BFGS stopped, `blew_up` = parameters became NaN/inf).",
         "",
+    ]
+    seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
+    if len(seeds) > 1:
+        parts += [
+            f"Seeds: {len(seeds)} ({', '.join(str(s) for s in seeds)}). The verdict and the tables give one "
+            "item or row per setting: *seeds* = how many seeds ran it; a number is the median over "
+            "those seeds with its range as `median [lowest–highest]` (`(k of n)`: only k seeds "
+            "recorded a value, e.g. only k rebounded); a text column counts each value (`×n`).",
+            "",
+        ]
+    parts += [
         _verdict(rows, symptom_lines, mech_lines, remedy_advice),
         symptom_md,
         mech_md,
         "## All runs: loss freeze and exact-excess floor, measured vs predicted",
         "",
-        markdown_table([r for r in rows if r["problem"] != "linear-ill-conditioned"], MAIN_COLUMNS,
+        markdown_table(*_fold_seeds([r for r in rows if r["problem"] != "linear-ill-conditioned"],
+                                    MAIN_COLUMNS, ["problem", "label", "optimizer", "state_format", "variant"]),
                        headers=HEADERS),
         "",
     ]
@@ -893,9 +1071,10 @@ def report(results, out_dir) -> None:
             + " (errors shared within a group; ~10× less if rows were independent): the forward "
             "pass's rounding (hidden activations, logits) dominates the MLP's gradient error.",
             "",
-            markdown_table(table, ["problem", "format", "seed", "plain", "exact-gradient", "master-f64",
-                                   "master-f64 status", "predicted swamping", "predicted gradient",
-                                   "exact-gradient ÷ swamping", "master-f64 ÷ gradient"]),
+            markdown_table(*_fold_seeds(table, ["problem", "format", "seed", "plain", "exact-gradient",
+                                                "master-f64", "master-f64 status", "predicted swamping",
+                                                "predicted gradient", "exact-gradient ÷ swamping",
+                                                "master-f64 ÷ gradient"], ["problem", "format"])),
             "",
         ]
     adam_table = _adam_attribution_rows(rows)
@@ -911,7 +1090,8 @@ def report(results, out_dir) -> None:
             f"Adam's stability limit on the quadratic model; *rebound it*: first iteration at which the "
             f"exact excess exceeds {REBOUND_FACTOR:g}× its running minimum (empty: never).",
             "",
-            markdown_table(adam_table, ADAM_COLUMNS, headers=ADAM_HEADERS),
+            markdown_table(*_fold_seeds(adam_table, ADAM_COLUMNS, ["problem", "label", "variant"]),
+                           headers=ADAM_HEADERS),
             "",
         ]
     ill = [r for r in rows if r["problem"] == "linear-ill-conditioned"]
@@ -919,10 +1099,12 @@ def report(results, out_dir) -> None:
         parts += [
             "## Conditioning sweep (linear, misspecified targets, features scaled to condition κ)",
             "",
-            markdown_table(ill, ["condition", "hessian_condition", "label", "optimizer",
-                                 "loss_freeze_iteration", "excess_at_loss_freeze", "excess_floor_shown",
-                                 "floor_status", "predicted_floor", "floor_ratio_shown",
-                                 "floor_over_u2_shown", "floor_vs_float64_shown", "stop_message"],
+            markdown_table(*_fold_seeds(ill, ["condition", "hessian_condition", "label", "optimizer",
+                                              "loss_freeze_iteration", "excess_at_loss_freeze",
+                                              "excess_floor_shown", "floor_status", "predicted_floor",
+                                              "floor_ratio_shown", "floor_over_u2_shown",
+                                              "floor_vs_float64_shown", "stop_message"],
+                                        ["condition", "label", "optimizer"]),
                            headers={**HEADERS, "hessian_condition": "κ(Hessian)"}),
             "",
         ]
