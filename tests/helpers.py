@@ -13,3 +13,14 @@ def same_bits(a, b):
         nan_a = np.isnan(a.astype(np.float64))
         nan_b = np.isnan(b.astype(np.float64))
     return (ua == ub) | (nan_a & nan_b)
+
+
+def ulps_apart(a, b, before):
+    """|a - b| in ulps of b's format at the largest magnitude among a, b and ``before`` (so a
+    step that crosses a power of two is measured at the coarser spacing)."""
+    dtype = np.asarray(b).dtype
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    big = np.maximum(np.maximum(np.abs(a), np.abs(b)), np.abs(np.asarray(before, np.float64)))
+    ulp = np.spacing(big.astype(dtype)).astype(np.float64)
+    return np.where(a == b, 0.0, np.abs(a - b) / ulp)

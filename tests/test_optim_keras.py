@@ -27,6 +27,7 @@ if keras.backend.backend() != "jax":
     pytest.skip("these tests need Keras on the JAX backend", allow_module_level=True)
 
 from precision import optim  # noqa: E402
+from tests.helpers import ulps_apart
 
 pytestmark = [pytest.mark.peers,
               pytest.mark.filterwarnings("ignore::precision.formats.PrecisionWarning"),
@@ -78,14 +79,6 @@ def run_keras(name, kw, dtype):
         out.append(np.stack([np.asarray(v.value) for v in variables]))
     return np.stack(out), int(opt.iterations.value)
 
-
-def ulps_apart(a, b, before):
-    dtype = np.asarray(b).dtype
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    big = np.maximum(np.maximum(np.abs(a), np.abs(b)), np.abs(np.asarray(before, np.float64)))
-    ulp = np.spacing(big.astype(dtype)).astype(np.float64)
-    return np.where(a == b, 0.0, np.abs(a - b) / ulp)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

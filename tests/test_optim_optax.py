@@ -28,7 +28,6 @@ operands per step, and never accumulate beyond ``STEP_ULPS`` per step.  ``mu_dty
 float32 and float64 arithmetic with a bfloat16 first moment, against optax run op by op (see
 ``EAGER``: under jit XLA does not round the bfloat16 product).
 """
-import os
 
 import numpy as np
 import pytest
@@ -37,6 +36,7 @@ jax = pytest.importorskip("jax")
 optax = pytest.importorskip("optax")
 
 from precision import optim  # noqa: E402
+from tests.helpers import ulps_apart
 
 pytestmark = [pytest.mark.peers,
               pytest.mark.filterwarnings("ignore::precision.formats.PrecisionWarning")]
@@ -143,15 +143,6 @@ def optax_runs():
             runs[name, dtype] = {key: np.stack(v) for key, v in history.items()}
     return runs
 
-
-def ulps_apart(a, b, before):
-    """|a - b| in ulps of the largest magnitude among a, b and ``before``."""
-    dtype = np.asarray(b).dtype
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    big = np.maximum(np.maximum(np.abs(a), np.abs(b)), np.abs(np.asarray(before, np.float64)))
-    ulp = np.spacing(big.astype(dtype)).astype(np.float64)
-    return np.where(a == b, 0.0, np.abs(a - b) / ulp)
 
 
 def ours(c):

@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-from fractions import Fraction
 
 import mpmath
 import numpy as np
@@ -34,6 +33,7 @@ import pytest
 pytest.importorskip("torch")
 
 from precision import optim  # noqa: E402
+from tests.helpers import ulps_apart
 
 pytestmark = [pytest.mark.peers,
               pytest.mark.filterwarnings("ignore::precision.formats.PrecisionWarning")]
@@ -143,15 +143,6 @@ def torch_runs(tmp_path_factory):
     assert str(runs["default"]["capability"]) == "DEFAULT"
     return data, runs
 
-
-def ulps_apart(a, b, before):
-    """|a - b| in ulps of the largest magnitude among a, b and ``before``."""
-    dtype = np.asarray(b).dtype
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    big = np.maximum(np.maximum(np.abs(a), np.abs(b)), np.abs(np.asarray(before, np.float64)))
-    ulp = np.spacing(big.astype(dtype)).astype(np.float64)
-    return np.where(a == b, 0.0, np.abs(a - b) / ulp)
 
 
 def torch_scalar_error(kw, t):
