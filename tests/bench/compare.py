@@ -28,116 +28,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The timing harness every child runs: `setup` defines `call`; medians of `calls` calls in ms.
-HARNESS = r"""
-import json, sys, time, warnings
-warnings.simplefilter("ignore")
-{setup}
-for _ in range({warmup}):
-    call()
-times = []
-for _ in range({calls}):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-times.sort()
-print(json.dumps(1e3 * times[len(times) // 2]))
-"""
-
-LOSS_DATA = r"""
-import numpy as np
-rng = np.random.default_rng(0)
-n, c = {n}, {c}
-x64 = rng.standard_normal((n, c), dtype=np.float32) * 2
-t64 = rng.dirichlet(np.ones(c), size=n)
-"""
-
-LOSS_SETUPS = {
-    "precision": LOSS_DATA + r"""
-import precision as pr
-x = pr.format("{fmt}").round(x64); t = pr.format("{fmt}").round(t64)
-accum = {accum!r}
-def call():
-    pr.softmax_cross_entropy(x, t, return_grad=True, accum=accum, num_threads={threads})
-""",
-    "numpy": LOSS_DATA + r"""
-x = x64.astype("{fmt}"); t = t64.astype("{fmt}")
-def call():
-    n = x.shape[0]
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(axis=1, keepdims=True)
-    loss = (t * (np.log(s) - z)).sum() / n
-    grad = (e / s * t.sum(axis=1, keepdims=True) - t) / n
-    return loss, grad
-""",
-    "torch": LOSS_DATA + r"""
-import torch
-torch.set_num_threads({threads})
-xt = torch.from_numpy(x64.astype("{fmt}")); tt = torch.from_numpy(t64.astype("{fmt}"))
-def call():
-    leaf = xt.detach().requires_grad_(True)
-    torch.nn.functional.cross_entropy(leaf, tt).backward()
-""",
-}
-
-ADAM_DATA = r"""
-import numpy as np
-rng = np.random.default_rng(0)
-N = 10_000_000
-p = rng.standard_normal(N, dtype=np.float32)
-g = rng.standard_normal(N, dtype=np.float32) * 1e-2
-if "{fmt}" in ("float32", "float64"):
-    p, g = p.astype("{fmt}"), g.astype("{fmt}")
-"""
-
-ADAM_SETUPS = {
-    "precision": ADAM_DATA + r"""
-import precision as pr
-from precision import optim
-p = pr.format("{fmt}").round(p.astype("float32")); g = pr.format("{fmt}").round(g.astype("float32"))
-opt = optim.Adam(lr=1e-3, eps={eps}, state_format={state!r}, num_threads={threads})
-def call():
-    opt.step(p, g)
-""",
-    "torch": ADAM_DATA + r"""
-import torch
-torch.set_num_threads({threads})
-pt = torch.from_numpy(p).requires_grad_(False); pt.grad = torch.from_numpy(g)
-opt = torch.optim.Adam([pt], lr=1e-3, fused=True)
-def call():
-    opt.step()
-""",
-    "numpy": ADAM_DATA + r"""
-m = np.zeros_like(p); v = np.zeros_like(p); step = [0]
-def call():
-    step[0] += 1; t = step[0]
-    m[...] = 0.9 * m + 0.1 * g
-    v[...] = 0.999 * v + 0.001 * g * g
-    p[...] -= (1e-3 / (1 - 0.9 ** t)) * m / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
-""",
-}
-
-
 def rows(only: set[str], threads: list[int]) -> list[dict]:
-    """Every row of the table: {"group", "name", "setup"}, precision's first in each group."""
+    """Every row of the table: {"group", "name", "spec"} (the spec tests/bench/timed.py runs),
+    precision's first in each group."""
     out = []
+
+    def row(group, name, needs=None, **spec):
+        out.append(dict(group=group, name=name, needs=needs, spec=spec))
+
     if "losses" in only:
         for n, c in ((4096, 1000), (65536, 10)):
             for k in threads:
                 group = f"cross-entropy {n}x{c}, {k} thread{'s' if k > 1 else ''}"
                 for fmt in ("float32", "float64"):
-                    out.append(dict(group=group, name=f"precision {fmt}", setup=LOSS_SETUPS["precision"].format(
-                        n=n, c=c, fmt=fmt, accum=None, threads=k)))
+                    row(group, f"precision {fmt}", setup="loss_precision", n=n, c=c, fmt=fmt, threads=k)
                     if k == 1:
-                        out.append(dict(group=group, name=f"numpy {fmt}", setup=LOSS_SETUPS["numpy"].format(
-                            n=n, c=c, fmt=fmt)))
-                    out.append(dict(group=group, name=f"torch {fmt}", setup=LOSS_SETUPS["torch"].format(
-                        n=n, c=c, fmt=fmt, threads=k), needs="torch"))
+                        row(group, f"numpy {fmt}", setup="loss_numpy", n=n, c=c, fmt=fmt)
+                    row(group, f"torch {fmt}", "torch", setup="loss_torch", n=n, c=c, fmt=fmt, threads=k)
                 for fmt, accum in (("float16", None), ("bfloat16", None), ("bfloat16", "float32")):
                     label = f"precision {fmt}" + (f" accum={accum}" if accum else " (strict)")
-                    out.append(dict(group=group, name=label, setup=LOSS_SETUPS["precision"].format(
-                        n=n, c=c, fmt=fmt, accum=accum, threads=k)))
+                    row(group, label, setup="loss_precision", n=n, c=c, fmt=fmt, threads=k, accum=accum)
     if "optim" in only:
         group = "Adam step, 10M parameters, 1 thread"
         for fmt, state, label in (("float32", None, "float32"), ("float64", None, "float64"),
@@ -145,12 +55,11 @@ def rows(only: set[str], threads: list[int]) -> list[dict]:
                                   ("float16", "float32", "float16, float32 state"),
                                   ("bfloat16", None, "bfloat16 (strict)")):
             eps = 1e-4 if fmt in ("float16", "bfloat16") and state is None else 1e-8
-            out.append(dict(group=group, name=f"precision {label}", setup=ADAM_SETUPS["precision"].format(
-                fmt=fmt, state=state, eps=eps, threads=1)))
+            row(group, f"precision {label}", setup="adam_precision", fmt=fmt, threads=1, eps=eps,
+                state=state)
             if fmt in ("float32", "float64"):
-                out.append(dict(group=group, name=f"torch {fmt} (fused)", setup=ADAM_SETUPS["torch"].format(
-                    fmt=fmt, threads=1), needs="torch"))
-        out.append(dict(group=group, name="numpy float32", setup=ADAM_SETUPS["numpy"].format(fmt="float32")))
+                row(group, f"torch {fmt} (fused)", "torch", setup="adam_torch", fmt=fmt, threads=1)
+        row(group, "numpy float32", setup="adam_numpy", fmt="float32")
     return out
 
 
@@ -159,10 +68,10 @@ def available(module: str) -> bool:
 
 
 def time_row(row: dict, calls: int, warmup: int) -> float:
-    code = HARNESS.format(setup=row["setup"], calls=calls, warmup=warmup)
+    spec = json.dumps({**row["spec"], "calls": calls, "warmup": warmup})
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=900)
+    done = subprocess.run([sys.executable, "-m", "tests.bench.timed", spec], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"{row['name']} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,15 +1,15 @@
-"""Benchmarks: one optimizer step on 10M parameters, precision.optim against torch.optim and numpy.
+"""Benchmarks of precision's own optimizer kernels (regressions within precision): one Adam step
+on 10M parameters.
 
-    make bench                                  # or:
+    make bench-pytest                           # or:
     .venv/bin/python -m pytest tests/bench/test_bench_optim.py --benchmark-only \\
         --benchmark-columns=median,iqr,rounds --benchmark-group-by=group
 
-Everything runs on one thread (``num_threads=1``, ``torch.set_num_threads(1)``) in the same
-process.  Groups: ``adam-<format>`` (precision strict, precision with float32 state for 16-bit
-formats, torch default/foreach/fused, numpy) and ``copy`` (numpy copy of 10M float32: the memory
-bandwidth reference).  Adam moves 7 arrays per parameter (param, grad, m, v read; param, m, v
-written): 28 bytes per float32 parameter; ``extra_info["GB/s"]`` reports it.
-``PRECISION_BENCH_N`` changes the size.
+Groups: ``adam-<format>`` (strict, float32 state for 16-bit formats, all threads) and ``copy`` (numpy
+copy of 10M float32: the memory bandwidth reference). Adam moves 7 arrays per parameter (param,
+grad, m, v read; param, m, v written): 28 bytes per float32 parameter; ``extra_info["GB/s"]``
+reports it. ``PRECISION_BENCH_N`` changes the size. torch and numpy are compared by ``make bench``
+(tests/bench/compare.py), each timed in a fresh process.
 """
 import os
 
@@ -19,10 +19,6 @@ import pytest
 
 from precision import optim
 
-try:
-    import torch
-except ImportError:      # the torch rows are skipped
-    torch = None
 
 # strict bfloat16 rounds beta2 = 0.999 to 1 (a PrecisionWarning): that is what it computes
 pytestmark = pytest.mark.filterwarnings("ignore::precision.formats.PrecisionWarning")
@@ -87,68 +83,6 @@ def test_precision_adam_all_threads(benchmark, fmt):
     benchmark.group = f"adam-{fmt}"
     record(benchmark, fmt, adam_bytes(fmt))
     benchmark.pedantic(opt.step, args=(p, g), rounds=ROUNDS, warmup_rounds=1)
-    report_bandwidth(benchmark)
-
-
-@pytest.mark.skipif(torch is None, reason="torch is not installed")
-@pytest.mark.parametrize("impl", ["default", "foreach", "fused"])
-@pytest.mark.parametrize("fmt", list(FORMATS))
-def test_torch_adam(benchmark, fmt, impl):
-    torch.set_num_threads(1)
-    p, g = arrays(fmt)
-    dtype = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-             "bfloat16": torch.bfloat16}[fmt]
-    tp = torch.nn.Parameter(torch.from_numpy(p.astype(np.float32)).to(dtype))
-    tp.grad = torch.from_numpy(g.astype(np.float32)).to(dtype)
-    kw = {"default": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[impl]
-    opt = torch.optim.Adam([tp], lr=1e-3, eps=1e-3, **kw)
-    opt.step()
-    benchmark.group = f"adam-{fmt}"
-    record(benchmark, fmt, adam_bytes(fmt))
-    benchmark.pedantic(opt.step, rounds=ROUNDS, warmup_rounds=1)
-    report_bandwidth(benchmark)
-
-
-class NumpyAdam:
-    """torch's Adam update in numpy, in place, in the array's format (numpy rounds float16 per
-    operation; ml_dtypes does for bfloat16)."""
-
-    def __init__(self, p, lr=1e-3, betas=(0.9, 0.999), eps=1e-3):
-        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
-        self.m = np.zeros_like(p)
-        self.v = np.zeros_like(p)
-        self.tmp = np.empty_like(p)
-        self.den = np.empty_like(p)
-
-    def step(self, p, g):
-        b1, b2 = self.betas
-        dt = p.dtype.type
-        self.t += 1
-        m, v, tmp, den = self.m, self.v, self.tmp, self.den
-        np.subtract(g, m, out=tmp)                      # m += (1 - b1) (g - m)
-        np.multiply(tmp, dt(1 - b1), out=tmp)
-        np.add(m, tmp, out=m)
-        np.multiply(v, dt(b2), out=v)                   # v = b2 v + (1 - b2) g g
-        np.multiply(g, dt(1 - b2), out=tmp)
-        np.multiply(tmp, g, out=tmp)
-        np.add(v, tmp, out=v)
-        np.sqrt(v, out=den)                             # den = sqrt(v) / sqrt(bc2) + eps
-        np.divide(den, dt((1 - b2 ** self.t) ** 0.5), out=den)
-        np.add(den, dt(self.eps), out=den)
-        np.multiply(m, dt(-self.lr / (1 - b1 ** self.t)), out=tmp)
-        np.divide(tmp, den, out=tmp)
-        np.add(p, tmp, out=p)
-
-
-@pytest.mark.parametrize("fmt", list(FORMATS))
-def test_numpy_adam(benchmark, fmt):
-    p, g = arrays(fmt)
-    opt = NumpyAdam(p)
-    opt.step(p, g)
-    benchmark.group = f"adam-{fmt}"
-    record(benchmark, fmt, adam_bytes(fmt))
-    rounds = ROUNDS if fmt in ("float32", "float64") else 3
-    benchmark.pedantic(opt.step, args=(p, g), rounds=rounds, warmup_rounds=1)
     report_bandwidth(benchmark)
 
 
