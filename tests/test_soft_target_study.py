@@ -1,8 +1,6 @@
 """The soft-target stall study: exact-excess evaluator, theory, an end-to-end smoke run, determinism."""
 import csv
 import math
-import sys
-from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -14,7 +12,8 @@ import precision as pr
 from precision.study import SerialExecutor, Study, run_study
 from precision.study import store as study_store
 from precision.studies.soft_target import theory
-from precision.studies.soft_target.problems import excess_kl_rows, make_problem
+from precision.exact.double_double import excess_kl_rows
+from precision.studies.soft_target.problems import make_problem
 from precision.studies.soft_target.train import run_cell, summarize
 
 LINEAR_PROBLEMS = ["bias-only", "linear", "linear-noisy"]

@@ -88,10 +88,11 @@ __all__ = [
     "pairings",
 ]
 
-# the twins of precision.stats and precision.batchnorm, as submodules (pr.exact.stats.moments,
+# the twins of precision.stats, batchnorm, parallel and rl, and the double-double helpers
+# (pr.exact.double_double), as submodules (pr.exact.stats.moments,
 # pr.exact.batchnorm.emulated_batch_norm, ...); imported on first use
 def __getattr__(name):
-    if name in ("stats", "batchnorm", "parallel", "rl"):
+    if name in ("stats", "batchnorm", "parallel", "rl", "double_double"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
