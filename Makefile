@@ -29,8 +29,12 @@ $(STAMP): $(BIN)/python $(SOURCES)
 
 build: $(STAMP)
 
+# the tests run on every core (pytest-xdist; TEST_JOBS=0 runs them in this process); a module's tests
+# stay on one worker (--dist loadfile), so a module's fixtures (torch trajectories, study runs) are
+# computed once
+TEST_JOBS ?= auto
 test: build
-	$(BIN)/python -m pytest -q tests --ignore=tests/bench
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile tests --ignore=tests/bench
 
 study: build
 	$(BIN)/precision study soft-target-stall --quick
