@@ -23,7 +23,7 @@ $(BIN)/python:
 
 # The editable install compiles the kernels in place; it reruns whenever a kernel source changes.
 $(STAMP): $(BIN)/python $(SOURCES)
-	$(BIN)/python -m pip install -q "setuptools>=77" wheel "Cython>=3.0" "numpy>=2"
+	$(BIN)/python -m pip install -q "setuptools>=77" wheel "Cython>=3.1" "numpy>=2"
 	$(BIN)/python -m pip install -q --no-build-isolation -c .ci/constraints.txt -e ".[test,peers,rl,cluster]"
 	touch $(STAMP)
 
