@@ -150,9 +150,19 @@ def overlaps(a: np.ndarray, b) -> bool:
         return True
 
 
-def check_out(out, name: str, shape, dtype, inputs, *, contiguous: bool = True) -> np.ndarray:
+def _same_view(a: np.ndarray, b) -> bool:
+    """Whether b is a view of exactly a's elements (same first byte, shape and strides)."""
+    return (isinstance(b, np.ndarray) and a.shape == b.shape and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def check_out(out, name: str, shape, dtype, inputs, *, contiguous: bool = True,
+              aligned: bool = True, in_place: bool = False) -> np.ndarray:
     """A caller's output buffer: a writable numpy array of ``dtype`` and ``shape`` (C-contiguous
-    when ``contiguous``) that overlaps none of ``inputs`` ([(name, array or None), ...])."""
+    when ``contiguous``; aligned to its itemsize when ``aligned``, as a kernel writing through
+    typed pointers needs) that overlaps none of ``inputs`` ([(name, array or None), ...]).
+    ``in_place``: an input that is exactly ``out`` (the same elements, element for element) is
+    allowed -- an elementwise kernel may write over what it reads -- but a partial overlap is not."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
     if out.dtype != dtype:
@@ -163,13 +173,16 @@ def check_out(out, name: str, shape, dtype, inputs, *, contiguous: bool = True) 
         raise ValueError(f"{name} is read-only")
     if contiguous and not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
-    if not out.flags.aligned:
+    if aligned and not out.flags.aligned:
         raise ValueError(f"{name} is not aligned to its itemsize (flags.aligned is False): the "
                          f"kernels write elements through typed pointers; pass an aligned buffer")
     for other_name, other in inputs:
+        if in_place and _same_view(out, other):
+            continue
         if overlaps(out, other):
-            raise ValueError(f"{name} overlaps {other_name}: results cannot be written over "
-                             f"an input")
+            raise ValueError(f"{name} overlaps {other_name}"
+                             + (" without being it (in place is allowed)" if in_place else "")
+                             + ": results cannot be written over an input")
     return out
 
 

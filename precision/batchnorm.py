@@ -240,9 +240,7 @@ def _compute(values, arith):
 def _check_out(out, x, fmt):
     if out is None:
         return
-    _stats._check_out(out, x.shape, fmt, x)
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
+    _checks.check_out(out, "out", x.shape, fmt.dtype, [("x", x)])
 
 
 def batch_norm(x, weight=None, bias=None, *, running=None, training=True, eps=1e-5,

@@ -147,26 +147,6 @@ def gloo_ring_chunk_size(n: int, k: int, itemsize: int) -> int:
 
 
 # ------------------------------------------------------------------------- the all-reduce
-def _check_out(out, grads: np.ndarray, fmt) -> np.ndarray:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
-    if out.dtype != grads.dtype:
-        raise TypeError(f"out must have dtype {grads.dtype}, got {out.dtype}")
-    if out.shape != grads.shape:
-        raise ValueError(f"out must have shape {grads.shape}, got {out.shape}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
-    if not out.flags.aligned:
-        raise ValueError("out is not aligned to its itemsize (flags.aligned is False)")
-    same = (out.__array_interface__["data"][0] == grads.__array_interface__["data"][0]
-            and out.strides == grads.strides)
-    if not same and np.may_share_memory(out, grads):
-        raise ValueError("out overlaps grads without being grads itself (in place is allowed)")
-    return out
-
-
 def allreduce(grads, op: str = "mean", *, algorithm: str = "ring", direction: str = "ascending",
               chunk_size=None, divide=None, factor=None, scaling: str = "div",
               wire_format=None, accum=None, out=None, num_threads=None):
@@ -269,7 +249,7 @@ def allreduce(grads, op: str = "mean", *, algorithm: str = "ring", direction: st
     if out is None:
         out = np.empty(grads.shape, dtype=grads.dtype)
     else:
-        _check_out(out, grads, storage)
+        _checks.check_out(out, "out", grads.shape, grads.dtype, [("grads", grads)], in_place=True)
     g2 = grads.reshape(k, n)
     o2 = out.reshape(k, n)
     kern = _kernels()

@@ -241,16 +241,8 @@ def to_storage(values, fmt) -> np.ndarray:
 
 
 def _check_out(out, shape, fmt, x) -> None:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
-    if out.dtype != fmt.dtype:
-        raise TypeError(f"out must have x's dtype {fmt.dtype}, got {out.dtype}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out must have shape {tuple(shape)}, got {out.shape}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    if np.shares_memory(out, x):
-        raise ValueError("out overlaps x: results cannot be written over the input")
+    # the results are assigned by numpy (out[...] = values): any strides, any alignment
+    _checks.check_out(out, "out", shape, fmt.dtype, [("x", x)], contiguous=False, aligned=False)
 
 
 def _finish(values, fmt, layout: Layout, keepdims: bool, out):

@@ -153,6 +153,49 @@ def test_overlap_is_exact_not_a_bounds_guess():
     assert not _checks.overlaps(a, out) and _checks.overlaps(a, buf)
 
 
+
+def test_every_out_argument_goes_through_the_one_check():
+    """stats, batch norm and all-reduce use _checks.check_out: a partial overlap is refused
+    everywhere (in place is allowed for the all-reduce only, whose kernel is elementwise),
+    stats accepts any strides (numpy assigns its results), batch norm needs C order."""
+    from precision import batchnorm, parallel, stats
+
+    g = np.arange(24, dtype=np.float32).reshape(4, 6)
+    want = parallel.allreduce(g)
+    h = g.copy()
+    assert parallel.allreduce(h, out=h) is h and np.array_equal(h, want)
+    buf = np.zeros(30, dtype=np.float32)
+    buf[:24] = g.ravel()
+    shifted = buf[1:25].reshape(4, 6)
+    before = buf.copy()
+    with pytest.raises(ValueError, match="out overlaps grads without being it"):
+        parallel.allreduce(buf[:24].reshape(4, 6), out=shifted)
+    assert np.array_equal(buf, before)                    # nothing written
+
+    x = np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)
+    strided = np.zeros(12, dtype=np.float32)[::2]         # every other element
+    assert not strided.flags.c_contiguous
+    assert stats.mean(x, axis=0, out=strided) is strided
+    assert np.array_equal(strided, stats.mean(x, axis=0))
+    with pytest.raises(ValueError, match="out overlaps x"):
+        stats.sum(x, axis=1, out=x[:, 0])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        batchnorm.batch_norm(x, out=np.zeros((6, 8), dtype=np.float32).T)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        batchnorm.batch_norm(x, out=x)
+
+
+def test_in_place_is_exactly_the_same_elements():
+    a = np.zeros(10)
+    assert _checks.check_out(a, "out", (10,), a.dtype, [("a", a)], in_place=True) is a
+    assert _checks.check_out(a, "out", (10,), a.dtype, [("a", a[:])], in_place=True) is a
+    with pytest.raises(ValueError, match="overlaps"):
+        _checks.check_out(a[:5], "out", (5,), a.dtype, [("a", a[1:6])],
+                          in_place=True)
+    with pytest.raises(ValueError, match="overlaps"):      # without in_place, even itself
+        _checks.check_out(a, "out", (10,), a.dtype, [("a", a)])
+
+
 # ------------------------------------------------------------------------------ the package
 def test_star_import_works_and_offers_only_modules_that_exist():
     result = run_python("""
