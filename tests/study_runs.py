@@ -15,6 +15,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 TOY_NAME = "toy-faults"
@@ -198,3 +200,16 @@ def result_files(out: Path) -> dict[str, bytes]:
 def cell_files(out: Path) -> dict[str, bytes]:
     cells = out / "raw" / "cells"
     return {p.stem: p.read_bytes() for p in cells.glob("*.json")} if cells.is_dir() else {}
+
+
+# ------------------------------------------------------------------ shared by the fault and cluster tests
+
+def serial_reference(out, **variables) -> dict[str, bytes]:
+    """The files of a serial run (in this process) of the toy grid that `variables` select."""
+    from precision import cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in variables.items():
+            patch.setenv(name, value)
+        assert cli.main(["study", TOY_NAME, "--jobs", "1", "--out", str(out)]) == 0
+    return result_files(out)

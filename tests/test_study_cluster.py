@@ -18,29 +18,9 @@ import pytest
 from precision import cli
 from precision.study import Study, cell_id, run_study
 from precision.study.executors import THREAD_LIMIT_VARIABLES
-from tests.study_runs import (REPOSITORY, TOY_NAME, cell_files, computed, environment, kill_session,
-                              processes_left, result_files, run_study_command, start_study, stderr_after,
-                              write_toy)
-
-
-@pytest.fixture
-def toy(tmp_path, monkeypatch):
-    studies = write_toy(tmp_path / "studies")
-    monkeypatch.setenv(cli.STUDIES_ENV, str(studies))
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI puts the studies folder on sys.path
-    for name in [name for name in os.environ if name.startswith("TOY_")]:
-        monkeypatch.delenv(name)
-    yield studies
-    sys.modules.pop("toy_faults", None)
-
-
-def serial_reference(out, **variables) -> dict[str, bytes]:
-    """The files of a serial run (in this process) of the toy grid that `variables` select."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in variables.items():
-            patch.setenv(name, value)
-        assert cli.main(["study", TOY_NAME, "--jobs", "1", "--out", str(out)]) == 0
-    return result_files(out)
+from tests.study_runs import (REPOSITORY, TOY_NAME, cell_files, computed, environment,
+                              kill_session, processes_left, result_files, run_study_command,
+                              serial_reference, start_study, stderr_after)
 
 
 def grid_ids(out) -> list[str]:

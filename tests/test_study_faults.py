@@ -10,7 +10,6 @@ import os
 import random
 import shutil
 import signal
-import sys
 import time
 import warnings
 
@@ -21,30 +20,11 @@ from hypothesis import strategies as st
 from precision import cli
 from precision.study import load_results, run_study
 from precision.study import store as store_module
-from tests.study_runs import (TOY_NAME, cell_files, computed, environment, kill_session, processes_left,
-                              result_files, run_study_command, start_study, stderr_after, toy_args,
-                              write_toy)
+from tests.study_runs import (TOY_NAME, cell_files, computed, environment, kill_session,
+                              processes_left, result_files, run_study_command, serial_reference,
+                              start_study, stderr_after, toy_args)
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds processes in /proc (Linux)")
-
-
-@pytest.fixture
-def toy(tmp_path, monkeypatch):
-    studies = write_toy(tmp_path / "studies")
-    monkeypatch.setenv(cli.STUDIES_ENV, str(studies))
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI puts the studies folder on sys.path
-    for name in [name for name in os.environ if name.startswith("TOY_")]:
-        monkeypatch.delenv(name)
-    yield studies
-    sys.modules.pop("toy_faults", None)
-
-
-def serial_reference(out, **variables) -> dict[str, bytes]:
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in variables.items():
-            patch.setenv(name, value)
-        assert cli.main(["study", TOY_NAME, "--jobs", "1", "--out", str(out)]) == 0
-    return result_files(out)
 
 
 # --------------------------------------------------------------------------------------------------
