@@ -277,18 +277,19 @@ static int losses_ce_block_##P(                                                 
     } else {                                                                                       \
         LOSSES_BLOCK_GRADIENT(T, RND, RND(v / batch))                                              \
     }                                                                                              \
-    /* the refinement check of the row code, lane by lane: losses_cancels in the second, exact-Z \
-       form (the first, with Z at its cap, passes whenever this one does); with a tight check    \
-       (TIGHT: float32 arithmetic, 16-bit storage) the row code's two stages instead, the first \
-       (Z at its cap) in the lanes, the tight one on the lanes it flags */                        \
+    /* the refinement check of the row code (a conjunction of pure functions of the row, so     \
+       any order gives the same decision), lane by lane: losses_cancels with the row's own Z    \
+       (it flags only rows that the stage with Z at its cap flags too: the bound grows with Z); \
+       with a tight check (TIGHT: float32 arithmetic, 16-bit storage) that one too, on the     \
+       lanes still flagged */                                                                    \
     int refine[R];                                                                                 \
     if (check) {                                                                                   \
         double cu[R], abs_err[R], two_inv = 2.0 / (double)batch;                                   \
         T mk[R];                                                                                   \
         LOSSES_BLOCK_LANES({ T tks = RND(tk[r] * s[r]);                                            \
                              mk[r] = RND((Tk[r] < tks ? Tk[r] : tks) / D[r]);                      \
-                             cu[r] = losses_cancel_cu(TIGHT ? -LOSSES_ZCAP_##P : (double)zmin[r],  \
-                                                      LOSSES_ZCAP_##P, C, LOSSES_UA_##P);          \
+                             cu[r] = losses_cancel_cu((double)zmin[r], LOSSES_ZCAP_##P, C,           \
+                                                      LOSSES_UA_##P);                              \
                              abs_err[r] = (4.0 * (double)Tt[r] + 5.0) * LOSSES_ETAA_##P;           \
                              refine[r] = 0; })                                                     \
         LOSSES_BLOCK_FOR(C, { double gj = fabs((double)Z[i][r]);                                   \

@@ -220,9 +220,9 @@ class EmulatedLosses:
     def _refines(self, grad, t, z, T, batch, a, tight=None):
         """True if the kernel recomputes this row's gradient with more digits: A is wider
         than S and some entry's error bound in A reaches 1/8 ulp of S (the same doubles, the
-        same operations in the same order as the kernels' check); for A = float32 with 16-bit S
-        the second stage is losses_cancels_tight_S instead (half an ulp, replayed by
-        :meth:`_cancels_tight` from the row's values in ``tight``)."""
+        same operations in the same order as the kernels' check), with Z at its cap and with
+        the row's own Z; for A = float32 with 16-bit S also losses_cancels_tight_S (half an
+        ulp, replayed by :meth:`_cancels_tight` from the row's values in ``tight``)."""
         if self.A.p <= self.S.p or not math.isfinite(a):
             return False
         u_a, eta_a = 2.0 ** -self.A.p, float(self.A.smallest_subnormal)
@@ -242,9 +242,13 @@ class EmulatedLosses:
         C = len(grad)
         if not cancels(refine_cancel_cu(-zcap, zcap, C, u_a)):
             return False
+        # Z of the row: R(min finite x - a) (-inf if that overflows A: Z is then at its cap)
+        x = tight[0]
+        zmin = self.E.sub(min([v for v in x if math.isfinite(v)] + [a]), a)
         if self.A.short == "f32" and self.S.bits == 16:
-            return self._cancels_tight(grad, T, batch, a, abs_err, *tight)
-        zmin = min(zi for zi in z if math.isfinite(zi))
+            # a conjunction: refined iff the tight stage and the row's-Z stage both flag it
+            return (self._cancels_tight(grad, T, batch, a, abs_err, *tight)
+                    and cancels(refine_cancel_cu(zmin, zcap, C, u_a)))
         return cancels(refine_cancel_cu(zmin, zcap, C, u_a))
 
     def _cancels_tight(self, grad, T, batch, a, abs_err, x, k, e, t, s, D, Tk, tk, smoothed):
