@@ -213,6 +213,10 @@ LOSSES_REFINE_CONSTS(bf16_f32, 0x1p-24, 0x1p-149, 104.0, 0x1p-11, 0x1p-136)
 LOSSES_REFINE_CONSTS(f16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-14, 0x1p-27)
 LOSSES_REFINE_CONSTS(bf16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-11, 0x1p-136)
 LOSSES_REFINE_CONSTS(f32_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-27, 0x1p-152)
+/* rows of at least this many classes skip the first stage with Z at its cap (the row code of
+   losses.pyx.tp): on rows of random soft targets it flags most rows from about 100 classes on
+   (a filter that flags nearly everything only costs a pass); the decision is the same */
+#define LOSSES_TIGHT_FIRST_C 128
 /* the tight check's thresholds, u_S / 2 and eta_S / 2 */
 static const double LOSSES_US_HALF_f16 = 0x1p-12, LOSSES_ETAS_HALF_f16 = 0x1p-25,
                     LOSSES_US_HALF_bf16 = 0x1p-9, LOSSES_ETAS_HALF_bf16 = 0x1p-134;
