@@ -183,17 +183,22 @@ static inline double_double dd_add_err(double_double a, double_double b, double*
    constant c = 2 Z + 2 d + 17; two_inv = 2 / N (1 for "none"/"sum"); abs_err: the underflow
    term (4 T + 5) eta_A; us8, etas8: u_S / 8 and (smallest subnormal of S) / 8.  Every operation
    in double, in this order (tests/losses_reference.py replays it). */
+#define LOSSES_CANCELS_CHUNK 64  /* entries per chunk: the check returns after a chunk that flags */
 #define LOSSES_DEFINE_CANCELS(A, T)                                                           \
 static inline int losses_cancels_##A(const T* g, const T* t, ptrdiff_t n, double cu,          \
                                      double two_inv, double abs_err, double us8,              \
                                      double etas8) {                                          \
-    int flag = 0;                                                                             \
-    for (ptrdiff_t j = 0; j < n; j++) {                                                       \
-        double gj = fabs((double)g[j]);                                                       \
-        double bound = cu * (gj + two_inv * fabs((double)t[j])) + abs_err;                    \
-        flag |= (bound > us8 * gj) & (bound > etas8);                                         \
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += LOSSES_CANCELS_CHUNK) {                              \
+        ptrdiff_t j1 = n - j0 > LOSSES_CANCELS_CHUNK ? j0 + LOSSES_CANCELS_CHUNK : n;         \
+        int flag = 0;                                                                         \
+        for (ptrdiff_t j = j0; j < j1; j++) {                                                 \
+            double gj = fabs((double)g[j]);                                                   \
+            double bound = cu * (gj + two_inv * fabs((double)t[j])) + abs_err;                \
+            flag |= (bound > us8 * gj) & (bound > etas8);                                     \
+        }                                                                                     \
+        if (flag) return 1;                                                                   \
     }                                                                                         \
-    return flag;                                                                              \
+    return 0;                                                                                 \
 }
 LOSSES_DEFINE_CANCELS(f32, float)
 LOSSES_DEFINE_CANCELS(f64, double)
@@ -213,10 +218,6 @@ LOSSES_REFINE_CONSTS(bf16_f32, 0x1p-24, 0x1p-149, 104.0, 0x1p-11, 0x1p-136)
 LOSSES_REFINE_CONSTS(f16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-14, 0x1p-27)
 LOSSES_REFINE_CONSTS(bf16_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-11, 0x1p-136)
 LOSSES_REFINE_CONSTS(f32_f64, 0x1p-53, 0x1p-1074, 745.0, 0x1p-27, 0x1p-152)
-/* rows of at least this many classes skip the first stage with Z at its cap (the row code of
-   losses.pyx.tp): on rows of random soft targets it flags most rows from about 100 classes on
-   (a filter that flags nearly everything only costs a pass); the decision is the same */
-#define LOSSES_TIGHT_FIRST_C 128
 /* the tight check's thresholds, u_S / 2 and eta_S / 2 */
 static const double LOSSES_US_HALF_f16 = 0x1p-12, LOSSES_ETAS_HALF_f16 = 0x1p-25,
                     LOSSES_US_HALF_bf16 = 0x1p-9, LOSSES_ETAS_HALF_bf16 = 0x1p-134;
