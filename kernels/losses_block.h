@@ -277,25 +277,38 @@ static int losses_ce_block_##P(                                                 
     } else {                                                                                       \
         LOSSES_BLOCK_GRADIENT(T, RND, RND(v / batch))                                              \
     }                                                                                              \
-    /* the refinement check of the row code, lane by lane: losses_cancels in the second, exact-Z \
-       form (the first, with Z at its cap, passes whenever this one does); with a tight check    \
-       (TIGHT: float32 arithmetic, 16-bit storage) the row code's two stages instead, the first \
-       (Z at its cap) in the lanes, the tight one on the lanes it flags */                        \
+    /* the refinement check of the row code (a conjunction of pure functions of the row, so     \
+       any order gives the same decision), lane by lane: losses_cancels with the row's own Z    \
+       (it flags only rows that the stage with Z at its cap flags too: the bound grows with Z); \
+       with a tight check (TIGHT: float32 arithmetic, 16-bit storage) that one too, on the     \
+       lanes still flagged */                                                                    \
     int refine[R];                                                                                 \
     if (check) {                                                                                   \
         double cu[R], abs_err[R], two_inv = 2.0 / (double)batch;                                   \
         T mk[R];                                                                                   \
         LOSSES_BLOCK_LANES({ T tks = RND(tk[r] * s[r]);                                            \
                              mk[r] = RND((Tk[r] < tks ? Tk[r] : tks) / D[r]);                      \
-                             cu[r] = losses_cancel_cu(TIGHT ? -LOSSES_ZCAP_##P : (double)zmin[r],  \
-                                                      LOSSES_ZCAP_##P, C, LOSSES_UA_##P);          \
+                             cu[r] = losses_cancel_cu((double)zmin[r], LOSSES_ZCAP_##P, C,           \
+                                                      LOSSES_UA_##P);                              \
                              abs_err[r] = (4.0 * (double)Tt[r] + 5.0) * LOSSES_ETAA_##P;           \
                              refine[r] = 0; })                                                     \
-        LOSSES_BLOCK_FOR(C, { double gj = fabs((double)Z[i][r]);                                   \
-                              double tj = fabs((double)((T)i == kf[r] ? mk[r] : TT[i][r]));        \
-                              double bound = cu[r] * (gj + two_inv * tj) + abs_err[r];             \
-                              refine[r] |= (bound > LOSSES_US8_##P * gj)                           \
-                                           & (bound > LOSSES_ETAS8_##P); })                        \
+        if (TIGHT) {               /* A = float32: losses_cancels_f32's float test */              \
+            float cA[R], cB[R], cC0[R], cK[R], cE0[R];                                             \
+            for (int r = 0; r < R; r++) {                                                          \
+                losses_cancels_f32_consts k_ = losses_cancels_consts_f32(                          \
+                    cu[r], two_inv, abs_err[r], LOSSES_US8_##P, LOSSES_ETAS8_##P);                 \
+                cA[r] = k_.A; cB[r] = k_.B; cC0[r] = k_.C0; cK[r] = k_.K; cE0[r] = k_.E0;          \
+            }                                                                                      \
+            LOSSES_BLOCK_FOR(C, refine[r] |= losses_cancels_entry_f32(                             \
+                                     (float)Z[i][r], (float)((T)i == kf[r] ? mk[r] : TT[i][r]),    \
+                                     cA[r], cB[r], cC0[r], cK[r], cE0[r]))                         \
+        } else {                                                                                   \
+            LOSSES_BLOCK_FOR(C, { double gj = fabs((double)Z[i][r]);                               \
+                                  double tj = fabs((double)((T)i == kf[r] ? mk[r] : TT[i][r]));    \
+                                  double bound = cu[r] * (gj + two_inv * tj) + abs_err[r];         \
+                                  refine[r] |= (bound > LOSSES_US8_##P * gj)                       \
+                                               & (bound > LOSSES_ETAS8_##P); })                    \
+        }                                                                                          \
         if (TIGHT)                                                                                 \
             for (int r = 0; r < R; r++)                                                            \
                 if (refine[r])                                                                     \

@@ -182,21 +182,87 @@ static inline double_double dd_add_err(double_double a, double_double b, double*
    refined).  g_j, t_j: the gradient and the (smoothed) target in A; cu = c u_A with the row's
    constant c = 2 Z + 2 d + 17; two_inv = 2 / N (1 for "none"/"sum"); abs_err: the underflow
    term (4 T + 5) eta_A; us8, etas8: u_S / 8 and (smallest subnormal of S) / 8.  Every operation
-   in double, in this order (tests/losses_reference.py replays it). */
+   in double, in this order (precision/exact/losses.py replays it); for A = float32 in float,
+   below. */
+#define LOSSES_CANCELS_CHUNK 64  /* entries per chunk: the check returns after a chunk that flags */
 #define LOSSES_DEFINE_CANCELS(A, T)                                                           \
 static inline int losses_cancels_##A(const T* g, const T* t, ptrdiff_t n, double cu,          \
                                      double two_inv, double abs_err, double us8,              \
                                      double etas8) {                                          \
-    int flag = 0;                                                                             \
-    for (ptrdiff_t j = 0; j < n; j++) {                                                       \
-        double gj = fabs((double)g[j]);                                                       \
-        double bound = cu * (gj + two_inv * fabs((double)t[j])) + abs_err;                    \
-        flag |= (bound > us8 * gj) & (bound > etas8);                                         \
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += LOSSES_CANCELS_CHUNK) {                              \
+        ptrdiff_t j1 = n - j0 > LOSSES_CANCELS_CHUNK ? j0 + LOSSES_CANCELS_CHUNK : n;         \
+        int flag = 0;                                                                         \
+        for (ptrdiff_t j = j0; j < j1; j++) {                                                 \
+            double gj = fabs((double)g[j]);                                                   \
+            double bound = cu * (gj + two_inv * fabs((double)t[j])) + abs_err;                \
+            flag |= (bound > us8 * gj) & (bound > etas8);                                     \
+        }                                                                                     \
+        if (flag) return 1;                                                                   \
     }                                                                                         \
-    return flag;                                                                              \
+    return 0;                                                                                 \
 }
-LOSSES_DEFINE_CANCELS(f32, float)
 LOSSES_DEFINE_CANCELS(f64, double)
+
+/* The same check for A = float32 (16-bit S), in float: the stage runs on every row (in the
+   blocks on every lane), and a float test is half the work of the double one.  With
+   G = |g_j|, M = |t_j| (floats) and the row's doubles cu, two_inv, abs_err, us8, etas8:
+
+     A  = room(1 - 2^-16) rounded to float if room = us8 - cu > 2^-10 us8, else 0
+     B  = R(cu two_inv (1 + 2^-16)) + 2^-147      C0 = R(abs_err (1 + 2^-16)) + 2^-147
+     K  = R(cu (1 + 2^-16))                       E0 = R(y) if y > 0 else 0,
+                                                  y = (etas8 - abs_err)(1 - 2^-20) - 2^-147
+     entry j flags iff  fl(G A) < fl(fl(M B) + C0)  and  fl(fl(G K) + fl(M B)) >= E0
+
+   (R: double to float, nearest; fl: float operations; the additions of the constants' tails
+   are float additions).  Claim: an entry that does not flag has E = cu (G + (2/N) M) + abs_err
+   <= us8 G or E <= etas8, for the real E of the formula above (cu and us8 exact in double,
+   two_inv within 2^-53 of 2/N).  Each float product or sum is within 2^-24 relative plus
+   2^-150 absolute of its value (RN; an addition whose result is subnormal is exact).
+   * first test false: fl(G A) >= fl(fl(M B) + C0).  Left <= G A (1 + 2^-24) + 2^-150 and
+     A <= room (1 - 2^-16)(1 + 2^-24), so left <= room G (1 - 2^-17) + 2^-150.  Right >=
+     (M B (1 - 2^-24) - 2^-150 + C0)(1 - 2^-24) with B >= cu (2/N)(1 + 2^-17) and C0 >=
+     abs_err (1 + 2^-17) + 2^-148 (C0 < 2^-126: the 2^-147 tail and the rounding of abs_err
+     to a multiple of 2^-149 (error <= 2^-150) are exact float terms; above, abs_err 2^-17
+     >= 2^-143 covers the absolute terms), so right >= cu (2/N) M + abs_err + 2^-149 and
+     room G + 2^-150 > cu (2/N) M + abs_err: E < us8 G + 2^-150 - 2^-149 < us8 G.
+     (A = 0: the right side is >= C0 > 0 = the left, so the first test holds.)
+   * second test false: fl(fl(G K) + fl(M B)) < E0.  K >= cu (1 + 2^-17), so the left is
+     >= (cu G + cu (2/N) M)(1 + 2^-17)(1 - 2^-24)^2 - 2^-149 >= cu (G + (2/N) M) - 2^-149,
+     and E0 <= y (1 + 2^-24) + 2^-150 <= etas8 - abs_err - 2^-148: E < etas8.
+   (E0 = 0: the left is >= 0, the second test holds.)  With 2^-16 margins against relative
+   errors of a few 2^-24 the chain has room to spare; NaN entries do not flag (as in double).
+   Monotone in cu (A falls, B and K grow with it, every rounding is monotone): an entry that
+   flags with the row's own Z flags with Z at its cap too, so the two stages stay nested. */
+typedef struct { float A, B, C0, K, E0; } losses_cancels_f32_consts;
+static inline losses_cancels_f32_consts losses_cancels_consts_f32(double cu, double two_inv,
+                                                                  double abs_err, double us8,
+                                                                  double etas8) {
+    losses_cancels_f32_consts k;
+    double room = us8 - cu, y = (etas8 - abs_err) * (1.0 - 0x1p-20) - 0x1p-147;
+    k.A = room > us8 * 0x1p-10 ? (float)(room * (1.0 - 0x1p-16)) : 0.0f;
+    k.B = (float)(cu * two_inv * (1.0 + 0x1p-16)) + 0x1p-147f;
+    k.C0 = (float)(abs_err * (1.0 + 0x1p-16)) + 0x1p-147f;
+    k.K = (float)(cu * (1.0 + 0x1p-16));
+    k.E0 = y > 0 ? (float)y : 0.0f;
+    return k;
+}
+static inline int losses_cancels_entry_f32(float g, float m, float A, float B, float C0, float K,
+                                           float E0) {
+    float G = fabsf(g), MB = fabsf(m) * B;
+    return (G * A < MB + C0) & (G * K + MB >= E0);
+}
+static inline int losses_cancels_f32(const float* g, const float* t, ptrdiff_t n, double cu,
+                                     double two_inv, double abs_err, double us8, double etas8) {
+    losses_cancels_f32_consts k = losses_cancels_consts_f32(cu, two_inv, abs_err, us8, etas8);
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += LOSSES_CANCELS_CHUNK) {
+        ptrdiff_t j1 = n - j0 > LOSSES_CANCELS_CHUNK ? j0 + LOSSES_CANCELS_CHUNK : n;
+        int flag = 0;
+        for (ptrdiff_t j = j0; j < j1; j++)
+            flag |= losses_cancels_entry_f32(g[j], t[j], k.A, k.B, k.C0, k.K, k.E0);
+        if (flag) return 1;
+    }
+    return 0;
+}
 
 /* the check's constants per policy P = <S>_<A>: u and smallest subnormal of A, Zcap (beyond it
    exp(z) is 0 or subnormal in A), u_S / 8 and (smallest subnormal of S) / 8; one table for the

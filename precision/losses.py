@@ -48,15 +48,20 @@ formulas above; Z = min(a - min finite x, Zcap_A), d = the depth of a pairwise s
           m_j = t_j (j != k),  m_k = R(min(Tk, R(t_k s)) / D)      (|g_j| + 2 m_j >= the terms)
     the row is refined if some E_j > u_S |g_j| / 8 and E_j > eta_S / 8
 
-With float32 arithmetic and 16-bit storage the second stage (the row's own Z) is tighter and
-measured: with errS = |s - s_d| + gamma s_d + (u' + eps_z) s_d, relD = (errS + u D)/D,
+With float32 arithmetic this test is evaluated in float (fl(|g_j| A) < fl(fl(m_j B) + C0) and
+fl(fl(|g_j| K) + fl(m_j B)) >= E0, constants rounded outward from the doubles u_S/8 - c u_A,
+c u_A 2/N, c u_A, abs_err and eta_S/8 - abs_err: a superset of the entries above,
+kernels/losses_refine.h), and with 16-bit storage a row is refined only if a third, tight
+stage flags it too: with errS = |s - s_d| + gamma s_d + (u' + eps_z) s_d, relD = (errS + u D)/D,
 relQ = (|T - T_d| + (gamma + 2^-53) T_d + eps_t T_d)/T + u' + eps_z + relD + 2u (s_d, T_d: double
 pairwise sums of the same float terms, gamma = 1.01 d 2^-53, u' = u(1 + 2^-18) the exp's rounding,
 eps_z = 0 if every x_i - a is exact in float else u Z, eps_t = 3u with smoothing else 0),
 E_j = u G + relQ (1 + 4u)(G + t_j) + eps_t t_j (G = N |g_j|),
 E_k = (errT_k + t_k errS + (eps_t + u) t_k s + u G D)/D + G (relD + u), then
-(E_j / N + u |g_j| [N != 1])(1 + 2^-20) + (4T + 5) eta_A; the row is refined if some such
-E_j > u_S |g_j| / 2 and E_j > eta_S / 2 (half an ulp is enough for "within 1 ulp").
+(E_j / N + u |g_j| [N != 1])(1 + 2^-20) + (4T + 5) eta_A; it flags the row if some such
+E_j > u_S |g_j| / 2 and E_j > eta_S / 2 (half an ulp is enough for "within 1 ulp").  The
+a-priori test is applied with Z at its cap and with the row's own Z, and a row is refined iff
+every stage flags it (blocks and rows evaluate them in different orders: the same decision).
 
 (u, eta: unit roundoff and smallest subnormal; Zcap = 104 for float32, 745 for float64, beyond
 which exp is 0 or subnormal in A and counted by the eta_A term).  A refined row is recomputed

@@ -358,3 +358,49 @@ def test_every_build_gives_identical_softmax_bits_on_short_rows(s, a):
     for other in results[1:]:
         for u, v in zip(results[0], other):
             np.testing.assert_array_equal(u, v)
+
+
+@settings(deadline=None)
+@given(s=st.sampled_from(["f16", "bf16"]),
+       c=st.one_of(st.integers(2, 40), st.integers(100, 200)),
+       scale=st.sampled_from([0.03, 0.3, 2.0, 8.0]),
+       depth=st.integers(3, 24),
+       smoothing=st.sampled_from([0.0, 0.1]),
+       reduction=st.sampled_from(["mean", "sum", "none"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_refinement_stages_agree_in_blocks_rows_and_emulation(s, c, scale, depth, smoothing,
+                                                              reduction, seed):
+    """float32 arithmetic with 16-bit storage: a row is refined iff the first stage with Z at
+    its cap, the one with the row's own Z and the tight stage all flag it; the blocks evaluate
+    that conjunction in another order than the row code.  Targets = the model's own softmax
+    perturbed by a relative 2^-depth (so the cancellation in T p_j - t_j spans every stage's
+    threshold): the blocks and the row code give the same bits, the rows the emulation keeps are
+    its bits, the rows it refines are within 1 ulp of exact."""
+    S = FMT[s]
+    rng = np.random.default_rng(seed)
+    n = 2 * BLOCK_ROWS + 1
+    x = S.round(rng.standard_normal((n, c)) * scale)
+    p = np.exp(x - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    t = S.round(p * (1 + rng.uniform(-1, 1, (n, c)) * 2.0 ** -depth))
+    em = emulation("f32")
+
+    def call():
+        return losses.softmax_cross_entropy(x, t, reduction=reduction, return_grad=True,
+                                            label_smoothing=smoothing, accum="float32",
+                                            target_tolerance=0.5)
+    blocked, rows = both_paths(quiet(call))
+    assert_same(blocked, rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pr.PrecisionWarning)
+        want_loss, want_grad = em.softmax_cross_entropy(x, t, reduction=reduction,
+                                                        label_smoothing=smoothing,
+                                                        return_grad=True)
+    loss, grad = rows
+    np.testing.assert_array_equal(raw_bits(loss), raw_bits(want_loss))
+    refined = np.array(em.refined_rows)
+    np.testing.assert_array_equal(raw_bits(grad[~refined]), raw_bits(want_grad[~refined]))
+    if refined.any():
+        _, exact = pr.exact.softmax_cross_entropy(x, t, reduction=reduction, return_grad=True,
+                                                  label_smoothing=smoothing)
+        assert np.abs(pr.errors.ulp_error(grad[refined], exact[refined], S)).max() <= 1

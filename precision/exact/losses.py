@@ -220,8 +220,9 @@ class EmulatedLosses:
     def _refines(self, grad, t, z, T, batch, a, tight=None):
         """True if the kernel recomputes this row's gradient with more digits: A is wider
         than S and some entry's error bound in A reaches 1/8 ulp of S (the same doubles, the
-        same operations in the same order as the kernels' check); for A = float32 with 16-bit S
-        the second stage is losses_cancels_tight_S instead (half an ulp, replayed by
+        same operations in the same order as the kernels' check; for A = float32 its float
+        form, :meth:`_cancels_f32`), with Z at its cap and with the row's own Z; for A =
+        float32 with 16-bit S also losses_cancels_tight_S (half an ulp, replayed by
         :meth:`_cancels_tight` from the row's values in ``tight``)."""
         if self.A.p <= self.S.p or not math.isfinite(a):
             return False
@@ -239,13 +240,40 @@ class EmulatedLosses:
                     return True
             return False
 
+        if self.A.short == "f32":
+            cancels = self._cancels_f32(grad, t, two_inv, abs_err, us8, etas8)
         C = len(grad)
         if not cancels(refine_cancel_cu(-zcap, zcap, C, u_a)):
             return False
+        # Z of the row: R(min finite x - a) (-inf if that overflows A: Z is then at its cap)
+        x = tight[0]
+        zmin = self.E.sub(min([v for v in x if math.isfinite(v)] + [a]), a)
         if self.A.short == "f32" and self.S.bits == 16:
-            return self._cancels_tight(grad, T, batch, a, abs_err, *tight)
-        zmin = min(zi for zi in z if math.isfinite(zi))
+            # a conjunction: refined iff the tight stage and the row's-Z stage both flag it
+            return (self._cancels_tight(grad, T, batch, a, abs_err, *tight)
+                    and cancels(refine_cancel_cu(zmin, zcap, C, u_a)))
         return cancels(refine_cancel_cu(zmin, zcap, C, u_a))
+
+    @staticmethod
+    def _cancels_f32(grad, t, two_inv, abs_err, us8, etas8):
+        """losses_cancels_f32 (kernels/losses_refine.h), the check for A = float32 in float:
+        the constants from the same doubles, then per entry the same float32 operations."""
+        f32 = np.float32
+
+        def cancels(cu):
+            room = us8 - cu
+            y = (etas8 - abs_err) * (1.0 - 2.0 ** -20) - 2.0 ** -147
+            A = f32(room * (1.0 - 2.0 ** -16)) if room > us8 * 2.0 ** -10 else f32(0.0)
+            B = f32(cu * two_inv * (1.0 + 2.0 ** -16)) + f32(2.0 ** -147)
+            C0 = f32(abs_err * (1.0 + 2.0 ** -16)) + f32(2.0 ** -147)
+            K = f32(cu * (1.0 + 2.0 ** -16))
+            E0 = f32(y) if y > 0 else f32(0.0)
+            for gj, tj in zip(grad, t):
+                G, MB = abs(f32(gj)), abs(f32(tj)) * B
+                if G * A < MB + C0 and G * K + MB >= E0:
+                    return True
+            return False
+        return cancels
 
     def _cancels_tight(self, grad, T, batch, a, abs_err, x, k, e, t, s, D, Tk, tk, smoothed):
         """losses_cancels_tight_S (kernels/losses_refine.h), the same doubles in the same

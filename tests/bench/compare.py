@@ -12,8 +12,10 @@ warms up, and reports the median of its calls; rounds repeat every row, round-ro
 shared machine hits all rows alike, and the table shows the median over rounds.
 
 Rows: soft-target cross-entropy, loss and gradient, reduction "mean" (4096x1000 and 65536x10, float32
-and float64; precision's 16-bit policies too); one Adam step on 10M parameters (float32). Ratios are
-precision's time over the peer's: below 1 is faster. Peers absent from the environment are skipped.
+and float64; precision's 16-bit policies too, strict and with accum="float32"); one Adam step on 10M
+parameters (float32). Ratios are precision's time over the peer's: below 1 is faster; a 16-bit row's
+time over precision float32's, and an accum= row's over the strict row of its format. Peers absent
+from the environment are skipped.
 """
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ def rows(only: set[str], threads: list[int]) -> list[dict]:
                     if k == 1:
                         row(group, f"numpy {fmt}", setup="loss_numpy", n=n, c=c, fmt=fmt)
                     row(group, f"torch {fmt}", "torch", setup="loss_torch", n=n, c=c, fmt=fmt, threads=k)
-                for fmt, accum in (("float16", None), ("bfloat16", None), ("bfloat16", "float32")):
+                for fmt, accum in (("float16", None), ("float16", "float32"), ("bfloat16", None),
+                                   ("bfloat16", "float32")):
                     label = f"precision {fmt}" + (f" accum={accum}" if accum else " (strict)")
                     row(group, label, setup="loss_precision", n=n, c=c, fmt=fmt, threads=k, accum=accum)
     if "optim" in only:
@@ -112,26 +115,28 @@ def main(argv=None) -> int:
     print(file=sys.stderr)
     print(f"Measured on {versions()}; each row a fresh process, median of {args.calls} calls, "
           f"median over {args.rounds} round-robin rounds.\n")
-    print("| | ms | precision ÷ this | ÷ precision float32 |")
-    print("|---|---|---|---|")
+    print("| | ms | precision ÷ this | ÷ precision float32 | ÷ strict |")
+    print("|---|---|---|---|---|")
     group = None
     for row in table:
         if row["group"] != group:
             group = row["group"]
-            print(f"| **{group}** | | | |")
+            print(f"| **{group}** | | | | |")
         ms = statistics.median(times[id(row)])
         fmt = row["name"].split()[1]
-        ours = next((statistics.median(times[id(r)]) for r in table if r["group"] == group
-                     and r["name"] == f"precision {fmt}"), None)
-        f32 = next((statistics.median(times[id(r)]) for r in table if r["group"] == group
-                    and r["name"] == "precision float32"), None)
+
+        def ours(name):
+            return next((statistics.median(times[id(r)]) for r in table if r["group"] == group
+                         and r["name"] == name), None)
+        mine, f32 = ours(f"precision {fmt}"), ours("precision float32")
+        strict = ours(f"precision {fmt} (strict)") if "accum=" in row["name"] else None
         if not row["name"].startswith("precision"):
-            ratio = f"{ours / ms:.2f}" if ours is not None else ""
+            ratio = f"{mine / ms:.2f}" if mine is not None else ""
             cost = ""
         else:
             ratio = ""
             cost = f"{ms / f32:.2f}" if f32 and fmt not in ("float32", "float64") else ""
-        print(f"| {row['name']} | {ms:.1f} | {ratio} | {cost} |")
+        print(f"| {row['name']} | {ms:.1f} | {ratio} | {cost} | {f'{ms / strict:.2f}' if strict else ''} |")
     return 0
 
 
