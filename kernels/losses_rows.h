@@ -5,7 +5,7 @@
  *
  *   ptrdiff_t losses_find_<S>(const T_S* x, ptrdiff_t n, <bits> target, int any_zero)
  *       the first index whose bits equal target (any_zero: whose magnitude bits are 0, +0 or
- *       -0); it must exist.  Blocks of 8 are tested at once (GCC makes that a vector compare).
+ *       -0); it must exist.  Runs of 64 are tested at once (GCC makes that vector compares).
  *   double losses_check_row_<S>(const T_S* t, ptrdiff_t n, int* flags)
  *       *flags = PROBS_FLAG_NONFINITE if some value is NaN or infinite, | PROBS_FLAG_NEGATIVE
  *       if some value is < 0 (not -0); returns the row's sum in 8 lanes (lane j adds elements
@@ -64,9 +64,12 @@ static inline ptrdiff_t losses_find_##S(const T* x, ptrdiff_t n, B target, int a
     B mask = any_zero ? (B)(MAG) : (B)~(B)0;                                                  \
     B want = any_zero ? (B)0 : target;                                                        \
     ptrdiff_t k = 0;                                                                          \
-    for (; k + 8 <= n; k += 8) {                                                              \
+    for (; k < n; k += 64) {                                                                  \
+        /* a run of up to 64 tested in one loop without a break: GCC vectorises it (an inner  \
+           loop of constant length it unrolls and leaves scalar) */                           \
+        ptrdiff_t m = n - k < 64 ? n - k : 64;                                                \
         B hit = 0;                                                                            \
-        for (int j = 0; j < 8; j++) hit |= (B)((TOBITS(x[k + j]) & mask) == want);            \
+        for (ptrdiff_t j = 0; j < m; j++) hit |= (B)((TOBITS(x[k + j]) & mask) == want);      \
         if (hit) break;                                                                       \
     }                                                                                         \
     while ((TOBITS(x[k]) & mask) != want) k++;                                                \
