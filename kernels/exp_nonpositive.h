@@ -14,7 +14,9 @@
  *       z is clamped at -110 (exp(-110) is below half of float's smallest subnormal: 0 either
  *       way); 2^m >= 2^-159 scales exactly.  Every build computes the same bits: the AVX-512
  *       loops below do the same operations, the lookup as a permute of the table held in two
- *       registers and the (exact) scaling as a scalef.
+ *       registers and the (exact) scaling as a scalef; the AVX2 loops look the table up with
+ *       permutes of its 32-bit halves held in four registers and scale the entry T_j instead of
+ *       the product (exact either way).
  *   exp_nonpositive_f64  z = (64 m + j) ln2/64 + r with |r| <= ln2/128 (Cody-Waite, ln2/64 in
  *       two parts, k*hi exact for |k| < 2^20), 2^(j/64) = TH + TL to twice double precision;
  *       e^r - 1 = q by its Taylor polynomial of degree 6 (truncation < 2^-65),
@@ -78,6 +80,7 @@ static const double EXP2_J64_LO_INIT[64] = {
 };
 static double EXP2_J64_HI[64], EXP2_J64_LO[64];
 static double EXP2_J16[16];
+static uint32_t EXP2_J16_HI32[16], EXP2_J16_LO32[16];   /* EXP2_J16's words (the AVX2 lookup) */
 
 static void exp_nonpositive_init(void)
 {
@@ -85,7 +88,11 @@ static void exp_nonpositive_init(void)
         EXP2_J64_HI[j] = EXP2_J64_HI_INIT[j];
         EXP2_J64_LO[j] = EXP2_J64_LO_INIT[j];
     }
-    for (int j = 0; j < 16; j++) EXP2_J16[j] = EXP2_J64_HI_INIT[4 * j];
+    for (int j = 0; j < 16; j++) {
+        EXP2_J16[j] = EXP2_J64_HI_INIT[4 * j];
+        EXP2_J16_HI32[j] = (uint32_t)(fp_f64_bits(EXP2_J16[j]) >> 32);
+        EXP2_J16_LO32[j] = (uint32_t)fp_f64_bits(EXP2_J16[j]);
+    }
 }
 
 static inline float exp_nonpositive_f32(float zf) {
@@ -145,6 +152,66 @@ static inline __m512 exp_nonpositive_f32_x16(__m512 z, __m512d tab0, __m512d tab
 }
 #endif
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+#include <immintrin.h>
+/* exp_nonpositive_f32 for the AVX2 build, 8 floats at a time as two vectors of 4 doubles: the
+   reduction and the polynomial are the scalar code's operations in its order.  GCC vectorises
+   the scalar table lookup into one load and insert per element; here it is done in registers:
+   the table is held as its 16 high and 16 low 32-bit words (EXP2_J16_HI32 / EXP2_J16_LO32, two
+   registers each), the 8 k's (the low words of t's bits) are packed into one vector, a
+   lane-crossing permute per register picks word k & 7, a blend on bit 3 of k picks the
+   register, and unpacking the low and high words gives the doubles back in the order of the two
+   vectors.  2^m is added to the entry's exponent before the multiply (same bits: see there). */
+static inline __m256d exp_nonpositive_f32_poly_avx2(__m256d z, __m256d* t_out) {
+    const __m256d SHIFT = _mm256_set1_pd(0x1.8p52);
+    z = _mm256_max_pd(_mm256_set1_pd(-110.0), z);        /* -110 > z ? -110 : z (NaN: z) */
+    __m256d t = _mm256_add_pd(_mm256_mul_pd(z, _mm256_set1_pd(0x1.71547652b82fep+4)), SHIFT);
+    __m256d kd = _mm256_sub_pd(t, SHIFT);
+    __m256d r = _mm256_sub_pd(z, _mm256_mul_pd(kd, _mm256_set1_pd(0x1.62e42fefa39efp-5)));
+    __m256d q = _mm256_set1_pd(1.0 / 720.0);
+    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(1.0 / 120.0));
+    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(1.0 / 24.0));
+    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(1.0 / 6.0));
+    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(0.5));
+    *t_out = t;
+    return _mm256_add_pd(_mm256_set1_pd(1.0),
+                         _mm256_add_pd(r, _mm256_mul_pd(_mm256_mul_pd(r, r), q)));
+}
+
+/* exp of 8 floats z0, z1 (<= 0, -inf, NaN) into out[0..7]; tab: EXP2_J16_HI32[0..7], [8..15],
+   EXP2_J16_LO32[0..7], [8..15] */
+static inline void exp_nonpositive_f32_x8_avx2(__m128 z0, __m128 z1, const __m256 tab[4],
+                                               float* out) {
+    __m256d t0, t1;
+    __m256d p0 = exp_nonpositive_f32_poly_avx2(_mm256_cvtps_pd(z0), &t0);
+    __m256d p1 = exp_nonpositive_f32_poly_avx2(_mm256_cvtps_pd(z1), &t1);
+    /* low words of t0, t1 (k's, as 32-bit integers: SHIFT's low word is 0), in the order
+       (t0[0], t0[1], t1[0], t1[1] | t0[2], t0[3], t1[2], t1[3]) */
+    __m256i k = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castpd_ps(t0), _mm256_castpd_ps(t1),
+                                                      _MM_SHUFFLE(2, 0, 2, 0)));
+    __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(k, 28));   /* blends read the sign */
+    __asm__("" : "+x"(bit3));   /* else GCC rebuilds the sign mask with a compare */
+    __m256i hi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[0], k),
+                                                      _mm256_permutevar8x32_ps(tab[1], k), bit3));
+    __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[2], k),
+                                 _mm256_permutevar8x32_ps(tab[3], k), bit3);
+    /* T_j 2^m, m = k >> 4, by adding m to T_j's exponent field (no overflow or underflow:
+       |m| <= 176): R(p (T_j 2^m)) is the scalar R(R(T_j p) 2^m), since a double product that
+       is normal scales exactly by a power of 2; with p first, a NaN p gives p's NaN as there */
+    hi = _mm256_add_epi32(hi, _mm256_slli_epi32(_mm256_srai_epi32(k, 4), 20));
+    /* within each 128-bit lane: unpacklo pairs slots 0, 1 (t0's), unpackhi slots 2, 3 (t1's) */
+    __m256d T0 = _mm256_castps_pd(_mm256_unpacklo_ps(lo, _mm256_castsi256_ps(hi)));
+    __m256d T1 = _mm256_castps_pd(_mm256_unpackhi_ps(lo, _mm256_castsi256_ps(hi)));
+    _mm_storeu_ps(out, _mm256_cvtpd_ps(_mm256_mul_pd(p0, T0)));
+    _mm_storeu_ps(out + 4, _mm256_cvtpd_ps(_mm256_mul_pd(p1, T1)));
+}
+#define EXP_NONPOSITIVE_AVX2_TAB(tab)                                                          \
+    __m256 tab[4] = {_mm256_loadu_ps((const float*)EXP2_J16_HI32),                            \
+                     _mm256_loadu_ps((const float*)EXP2_J16_HI32 + 8),                        \
+                     _mm256_loadu_ps((const float*)EXP2_J16_LO32),                            \
+                     _mm256_loadu_ps((const float*)EXP2_J16_LO32 + 8)}
+#endif
+
 static inline double exp_nonpositive_f64(double z) {
     const double SHIFT = 0x1.8p52;
     const double SIXTYFOUR_OVER_LN2 = 0x1.71547652b82fep+6;
@@ -179,6 +246,10 @@ PRECISION_NOINLINE static void exp_nonpositive_inplace_f32(float* restrict e, pt
     __m512d tab0 = _mm512_loadu_pd(EXP2_J16), tab1 = _mm512_loadu_pd(EXP2_J16 + 8);
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_loadu_ps(e + i), tab0, tab1));
+#elif defined(__AVX2__)
+    EXP_NONPOSITIVE_AVX2_TAB(tab);
+    for (; i + 8 <= n; i += 8)
+        exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(e + i), _mm_loadu_ps(e + i + 4), tab, e + i);
 #endif
     for (; i < n; i++) e[i] = exp_nonpositive_f32(e[i]);
 }
@@ -189,6 +260,10 @@ PRECISION_NOINLINE static void exp_nonpositive_array_f32(const float* restrict z
     __m512d tab0 = _mm512_loadu_pd(EXP2_J16), tab1 = _mm512_loadu_pd(EXP2_J16 + 8);
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_loadu_ps(z + i), tab0, tab1));
+#elif defined(__AVX2__)
+    EXP_NONPOSITIVE_AVX2_TAB(tab);
+    for (; i + 8 <= n; i += 8)
+        exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(z + i), _mm_loadu_ps(z + i + 4), tab, e + i);
 #endif
     for (; i < n; i++) e[i] = exp_nonpositive_f32(z[i]);
 }
@@ -204,6 +279,12 @@ PRECISION_NOINLINE static void exp_nonpositive_shifted_f32(const float* restrict
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_sub_ps(_mm512_loadu_ps(x + i), av),
                                                         tab0, tab1));
+#elif defined(__AVX2__)
+    EXP_NONPOSITIVE_AVX2_TAB(tab);
+    __m128 av = _mm_set1_ps(a);
+    for (; i + 8 <= n; i += 8)
+        exp_nonpositive_f32_x8_avx2(_mm_sub_ps(_mm_loadu_ps(x + i), av),
+                                    _mm_sub_ps(_mm_loadu_ps(x + i + 4), av), tab, e + i);
 #endif
     for (; i < n; i++) e[i] = exp_nonpositive_f32(x[i] - a);
 }

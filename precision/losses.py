@@ -244,10 +244,13 @@ def _tolerance(value, name: str, c: int) -> float:
 
 
 def _check_sum_error(fmt, c: int) -> float:
-    """A bound on the relative error of the kernels' check sum of a row (8 lanes of up to
-    ceil(C/8) additions, then 3 levels; in float for 16-bit storage, else double)."""
+    """A bound on the relative error of the kernels' check sum of a row of non-negative values
+    (the pairwise order: at most pairwise_depth(C) additions on any value's path; in float for
+    16-bit storage, else double)."""
+    from .exact.emulate import pairwise_depth
+
     unit = 2.0 ** -24 if fmt.bits == 16 else 2.0 ** -53
-    k = -(-c // 8) + 3
+    k = pairwise_depth(int(c))
     return k * unit / (1 - k * unit) if k * unit < 0.5 else math.inf
 
 

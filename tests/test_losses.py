@@ -206,10 +206,11 @@ def test_exp_of_nonpositive_values_within_one_ulp(fmt):
 
 def test_float32_exp_row_loops_equal_the_scalar_exp_in_every_build():
     """The float32 exp's row loops (in the AVX-512 build: a permute for the table lookup and a
-    scalef for 2^m) compute the bits of the scalar exp_nonpositive_f32 that the twin calls, in
-    every build this CPU runs: on all of k = round(16 z / ln 2)'s table slots and roundings (z
-    on and between the grid k ln2/16), the clamp at -110, underflow to subnormals and 0, -0, -inf
-    and NaN, with lengths that leave tails for the scalar loop."""
+    scalef for 2^m; in the AVX2 build: permutes of the table's 32-bit halves and 2^m added to
+    the entry's exponent) compute the bits of the scalar exp_nonpositive_f32 that the twin
+    calls, in every build this CPU runs: on all of k = round(16 z / ln 2)'s table slots and
+    roundings (z on and between the grid k ln2/16), the clamp at -110, underflow to subnormals
+    and 0, -0, -inf and NaN, with lengths that leave tails for the scalar loop."""
     rng = np.random.default_rng(21)
     step = math.log(2) / 16
     k = np.arange(-2600, 1)
@@ -226,12 +227,14 @@ def test_float32_exp_row_loops_equal_the_scalar_exp_in_every_build():
     for module in variants("losses").values():
         for n in (len(z), len(z) - 7, 15, 1):
             shifted, array = np.empty(n, np.float32), np.empty(n, np.float32)
-            module.exp_nonpositive_loops_f32(z[:n], np.float32(0), shifted, array)
+            inplace = z[:n].copy()
+            module.exp_nonpositive_loops_f32(z[:n], np.float32(0), shifted, array, inplace)
             assert same_bits(array, want[:n]).all()
             assert same_bits(shifted, want[:n]).all()
+            assert same_bits(inplace, want[:n]).all()
         a = np.float32(1.5)                             # the shifted loop's R(z_i - a)
         shifted, array = np.empty(len(z), np.float32), np.empty(len(z), np.float32)
-        module.exp_nonpositive_loops_f32(z, a, shifted, array)
+        module.exp_nonpositive_loops_f32(z, a, shifted, array, np.empty(0, np.float32))
         moved = np.empty(z.shape, np.float64)
         K.exp_nonpositive("f32", (z - a).astype(np.float64), moved)
         assert same_bits(shifted, moved.astype(np.float32)).all()
