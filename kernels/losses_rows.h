@@ -46,23 +46,24 @@ static inline unsigned char losses_probs_code(int flags, double total, double to
 static const uint64_t LOSSES_MAG64 = 0x7FFFFFFFFFFFFFFFull;
 static const uint64_t LOSSES_EXP64 = 0x7FF0000000000000ull;
 
-/* the flags and the sum leaf by leaf: each leaf is read from memory once (by the flags loop,
-   which also copies it when asked), then from cache by the lanes */
+/* one pass for the flags (and the copy), which reads the row from memory, then the sum from
+   cache (in one loop with the flags, GCC unrolls a leaf and spills the lanes) */
 #define LOSSES_DEFINE_CHECK(S, T, LD, B, TOBITS, EXP, SIGN, MAG, ACC)                         \
 static inline __attribute__((always_inline)) double losses_check_row_impl_##S(                \
         const T* restrict t, ptrdiff_t n, int* flags, T* restrict out, const int copy) {      \
     B special = 0, negative = 0;                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                       \
+        B u = TOBITS(t[i]);                                                                   \
+        special |= (B)((u & EXP) == EXP);                                                     \
+        negative |= (B)(((u & SIGN) != 0) & ((u & MAG) != 0));                                \
+        if (copy) out[i] = t[i];                                                              \
+    }                                                                                         \
+    *flags = (special ? PROBS_FLAG_NONFINITE : 0) | (negative ? PROBS_FLAG_NEGATIVE : 0);     \
     SUMMATION_TREE_DECLARE(ACC);                                                              \
     ACC total;                                                                                \
     for (ptrdiff_t start = 0; start < n; start += SUMMATION_LEAF) {                           \
         ptrdiff_t m = n - start < SUMMATION_LEAF ? n - start : SUMMATION_LEAF;                \
         const T* b = t + start;                                                               \
-        for (ptrdiff_t i = 0; i < m; i++) {                                                   \
-            B u = TOBITS(b[i]);                                                               \
-            special |= (B)((u & EXP) == EXP);                                                 \
-            negative |= (B)(((u & SIGN) != 0) & ((u & MAG) != 0));                            \
-            if (copy) out[start + i] = b[i];                                                  \
-        }                                                                                     \
         ACC acc[8] = {0};                                                                     \
         ptrdiff_t i = 0;                                                                      \
         for (; i + 8 <= m; i += 8) {                                                          \
@@ -75,7 +76,6 @@ static inline __attribute__((always_inline)) double losses_check_row_impl_##S(  
                             + ((acc[4] + acc[5]) + (acc[6] + acc[7])));                       \
     }                                                                                         \
     SUMMATION_TREE_FINISH(ACC, LOSSES_SAME_BITS, total);                                      \
-    *flags = (special ? PROBS_FLAG_NONFINITE : 0) | (negative ? PROBS_FLAG_NEGATIVE : 0);     \
     return total;                                                                             \
 }                                                                                             \
 static inline double losses_check_row_##S(const T* t, ptrdiff_t n, int* flags) {              \
