@@ -253,8 +253,9 @@ PRECISION_NOINLINE static void exp_nonpositive_inplace_f32(float* restrict e, pt
 #endif
     for (; i < n; i++) e[i] = exp_nonpositive_f32(e[i]);
 }
-PRECISION_NOINLINE static void exp_nonpositive_array_f32(const float* restrict z,
-                                                         float* restrict e, ptrdiff_t n) {
+/* e[i] = exp(z[i]) for the first multiple of the vector width of n (0 in the baseline build,
+   whose loops GCC vectorises); returns how many */
+static inline ptrdiff_t exp_nonpositive_vectors_f32(const float* z, float* e, ptrdiff_t n) {
     ptrdiff_t i = 0;
 #ifdef __AVX512F__
     __m512d tab0 = _mm512_loadu_pd(EXP2_J16), tab1 = _mm512_loadu_pd(EXP2_J16 + 8);
@@ -264,9 +265,28 @@ PRECISION_NOINLINE static void exp_nonpositive_array_f32(const float* restrict z
     EXP_NONPOSITIVE_AVX2_TAB(tab);
     for (; i + 8 <= n; i += 8)
         exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(z + i), _mm_loadu_ps(z + i + 4), tab, e + i);
+#else
+    (void)z; (void)e; (void)n;
 #endif
+    return i;
+}
+PRECISION_NOINLINE static void exp_nonpositive_array_f32(const float* restrict z,
+                                                         float* restrict e, ptrdiff_t n) {
+    ptrdiff_t i = exp_nonpositive_vectors_f32(z, e, n);
     for (; i < n; i++) e[i] = exp_nonpositive_f32(z[i]);
 }
+/* the same for losses_block.h's tiles: inline in the AVX2 build (the block code keeps vector
+   registers live across it, which a call spills); a call in the baseline build (its loop needs
+   the restrict) and in the AVX-512 build (with 32 registers, the block code inlined around it
+   came out slower) */
+#if defined(__AVX2__) && !defined(__AVX512F__)
+static inline void exp_nonpositive_tile_f32(const float* z, float* e, ptrdiff_t n) {
+    ptrdiff_t i = exp_nonpositive_vectors_f32(z, e, n);
+    for (; i < n; i++) e[i] = exp_nonpositive_f32(z[i]);
+}
+#else
+#define exp_nonpositive_tile_f32 exp_nonpositive_array_f32
+#endif
 PRECISION_NOINLINE static void exp_nonpositive_inplace_f64(double* restrict e, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; i++) e[i] = exp_nonpositive_f64(e[i]);
 }

@@ -66,15 +66,15 @@ static inline double losses_block_exp_f64(double z, const float* restrict table)
     (void)table;
     return exp_nonpositive_f64(z);
 }
-/* E[i][r] = exp_A(Z[i][r]) over the tile: float32 through exp_nonpositive.h's array function
-   (the tile is contiguous; its AVX-512 loop looks the table up with a permute, where GCC's
-   vectorisation of the per-element exp loads table entries one by one) */
+/* E[i][r] = exp_A(Z[i][r]) over the tile: float32 through exp_nonpositive.h's tile function
+   (the tile is contiguous; its AVX-512 and AVX2 loops look the table up in registers, where
+   GCC's vectorisation of the per-element exp loads table entries one by one) */
 #define losses_block_exp_f16_tile(Z, E, C, table)                                                  \
     LOSSES_BLOCK_FOR(C, (E)[i][r] = losses_block_exp_f16((Z)[i][r], table))
 #define losses_block_exp_bf16_tile(Z, E, C, table)                                                 \
     LOSSES_BLOCK_FOR(C, (E)[i][r] = losses_block_exp_bf16((Z)[i][r], table))
 #define losses_block_exp_f32_tile(Z, E, C, table)                                                  \
-    exp_nonpositive_array_f32(&(Z)[0][0], &(E)[0][0], (C) * LOSSES_BLOCK_ROWS)
+    exp_nonpositive_tile_f32(&(Z)[0][0], &(E)[0][0], (C) * LOSSES_BLOCK_ROWS)
 #define losses_block_exp_f64_tile(Z, E, C, table)                                                  \
     LOSSES_BLOCK_FOR(C, (E)[i][r] = losses_block_exp_f64((Z)[i][r], table))
 

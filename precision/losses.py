@@ -115,8 +115,8 @@ that are not distributions do not, at every C and in every format: tau stays bel
 C below 2^40, so a row of zeros (T = 0) or of several ones (T >= 2) is refused.  Pass
 ``target_tolerance=`` (``probs_tolerance=`` for entropy) to tighten it (e.g. 1e-12 for float64
 rows normalised in float64) or loosen it (``math.inf`` keeps only the finiteness and sign
-checks); the rows' sums are computed in float for 16-bit storage and double otherwise, and their
-own rounding error is allowed for on top of tau.  (When no ``out``/``grad_out`` is given,
+checks); the rows' sums are computed in the pairwise order, in float for 16-bit storage and
+double otherwise, and their own rounding error (gamma_d) is allowed for on top of tau.  (When no ``out``/``grad_out`` is given,
 softmax_cross_entropy checks each target row inside the kernel, while the row is in cache, and a
 bad row voids the call: only buffers of its own were written.)
 
