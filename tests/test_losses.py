@@ -240,6 +240,39 @@ def test_float32_exp_row_loops_equal_the_scalar_exp_in_every_build():
         assert same_bits(shifted, moved.astype(np.float32)).all()
 
 
+def test_float64_exp_row_loops_equal_the_scalar_exp_in_every_build():
+    """The float64 exp's row loops (vectorised by GCC, the table lookups element by element)
+    compute the bits of the scalar exp_nonpositive_f64 that the twin calls, in every build this
+    CPU runs: on all of k = round(64 z / ln 2)'s table slots and
+    roundings, the clamp at -746, results in the subnormal range and 0, -0, -inf and NaN, with
+    lengths that leave tails for the scalar loop."""
+    rng = np.random.default_rng(22)
+    step = math.log(2) / 64
+    k = np.arange(-34500, 1, 7)
+    z = np.concatenate([
+        k * step, (k + 0.5) * step, (k + 0.4999) * step, (k - 0.4999) * step,
+        -rng.uniform(0, 760, 20000), -rng.uniform(0, 1e-3, 2000), -rng.exponential(1, 4000),
+        -rng.uniform(700, 750, 4000),
+        [0.0, -0.0, -746.0, -745.13, -745.14, -744.44, -708.4, -708.3, -np.inf, np.nan, -1e300],
+    ])
+    z = np.minimum(z, 0)
+    z = np.concatenate([z, -z[z < 0][:500]])            # and some z > 0 (not the kernels')
+    want = np.empty(z.shape, np.float64)
+    K.exp_nonpositive("f64", z, want)
+    for module in variants("losses").values():
+        for n in (len(z), len(z) - 5, 7, 1):
+            shifted, inplace = np.empty(n), z[:n].copy()
+            module.exp_nonpositive_loops_f64(z[:n], 0.0, shifted, inplace)
+            assert same_bits(shifted, want[:n]).all()
+            assert same_bits(inplace, want[:n]).all()
+        a = 1.5                                         # the shifted loop's R(z_i - a)
+        shifted = np.empty(len(z))
+        module.exp_nonpositive_loops_f64(z, a, shifted, np.empty(0))
+        moved = np.empty(z.shape)
+        K.exp_nonpositive("f64", z - a, moved)
+        assert same_bits(shifted, moved).all()
+
+
 def test_float16_loads_and_stores_equal_fp_h_on_every_pattern():
     """The kernels load and store float16 with an integer exponent rebias (fp.h's multiplies by
     2^-112 take a microcode assist on float16 subnormals): the same bits as fp.h's ld16_f16 and
