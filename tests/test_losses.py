@@ -210,7 +210,7 @@ def test_float32_exp_row_loops_equal_the_scalar_exp_in_every_build():
     the entry's exponent) compute the bits of the scalar exp_nonpositive_f32 that the twin
     calls, in every build this CPU runs: on all of k = round(16 z / ln 2)'s table slots and
     roundings (z on and between the grid k ln2/16), the clamp at -110, underflow to subnormals
-    and 0, -0, -inf and NaN, with lengths that leave tails for the scalar loop."""
+    and 0, -0, -inf and NaNs with payloads, with lengths that leave tails for the scalar loop."""
     rng = np.random.default_rng(21)
     step = math.log(2) / 16
     k = np.arange(-2600, 1)
@@ -220,7 +220,8 @@ def test_float32_exp_row_loops_equal_the_scalar_exp_in_every_build():
         [0.0, -0.0, -110.0, -109.99999, -110.00001, -103.97, -87.33, -np.inf, np.nan, -1e30],
     ])
     z = np.minimum(z, 0).astype(np.float32)
-    z = np.concatenate([z, -z[z < 0][:500]])            # and some z > 0 (not the kernels')
+    nans = np.array([0x7FC12345, 0xFFC00001, 0x7FFFFFFF], np.uint32).view(np.float32)
+    z = np.concatenate([nans, z, -z[z < 0][:500], nans])  # and some z > 0 (not the kernels')
     want = np.empty(z.shape, np.float64)
     K.exp_nonpositive("f32", z.astype(np.float64), want)
     want = want.astype(np.float32)
@@ -244,8 +245,8 @@ def test_float64_exp_row_loops_equal_the_scalar_exp_in_every_build():
     """The float64 exp's row loops (vectorised by GCC, the table lookups element by element)
     compute the bits of the scalar exp_nonpositive_f64 that the twin calls, in every build this
     CPU runs: on all of k = round(64 z / ln 2)'s table slots and
-    roundings, the clamp at -746, results in the subnormal range and 0, -0, -inf and NaN, with
-    lengths that leave tails for the scalar loop."""
+    roundings, the clamp at -746, results in the subnormal range and 0, -0, -inf and NaNs with
+    payloads, with lengths that leave tails for the scalar loop."""
     rng = np.random.default_rng(22)
     step = math.log(2) / 64
     k = np.arange(-34500, 1, 7)
@@ -256,7 +257,8 @@ def test_float64_exp_row_loops_equal_the_scalar_exp_in_every_build():
         [0.0, -0.0, -746.0, -745.13, -745.14, -744.44, -708.4, -708.3, -np.inf, np.nan, -1e300],
     ])
     z = np.minimum(z, 0)
-    z = np.concatenate([z, -z[z < 0][:500]])            # and some z > 0 (not the kernels')
+    nans = np.array([0x7FF8000000012345, 0xFFF8000000000001], np.uint64).view(np.float64)
+    z = np.concatenate([nans, z, -z[z < 0][:500], nans])  # and some z > 0 (not the kernels')
     want = np.empty(z.shape, np.float64)
     K.exp_nonpositive("f64", z, want)
     for module in variants("losses").values():
