@@ -3,26 +3,36 @@
  * for the kernels' e_i = exp(z_i) with z_i = x_i - max x.  Faster than fp.h's general exp_A on
  * this domain, with the same contract (rounded once from a double within a stated error):
  *
- *   exp_nonpositive_f32  z = (64 m + j) ln2/64 + r with |r| <= ln2/128 (Cody-Waite, ln2/64 in
- *       two parts, k*hi exact for |k| < 2^20), e^z = 2^m * 2^(j/64) * e^r with 2^(j/64)
- *       correctly rounded from a table and e^r by its Taylor polynomial of degree 4 (truncation
- *       < 2^-44.5).  The double has a relative error below 2^-44, so the float is within
- *       0.5 + 2^-20 ulp (tests: against mpmath).  z is clamped at -110 (exp(-110) is below half
- *       of float's smallest subnormal: 0 either way); 2^m >= 2^-160 scales exactly.
- *   exp_nonpositive_f64  the same reduction with 2^(j/64) = TH + TL to twice double precision;
+ *   exp_nonpositive_f32  z = (16 m + j) ln2/16 + r with k = 16 m + j = round(16 z / ln 2),
+ *       r = R(z - R(k * C)), C = ln2/16 rounded to double (one constant: |k| <= 2540, so the
+ *       error of r is below 2^-47 + 2^-46.7 < 2^-45.8 absolute), e^z = 2^m * 2^(j/16) * e^r
+ *       with 2^(j/16) correctly rounded from a 16-entry table and e^r by its Taylor polynomial
+ *       of degree 6 (|r| <= ln2/32: truncation < 2^-50.9), evaluated as
+ *       1 + (r + r^2 q(r)), then (T_j p) 2^m.  The double has a relative error below
+ *       2^-45.7 + 2^-50.1 < 2^-45.5 (r, then truncation, the table, the last add and multiply;
+ *       sampled: 2^-46.3), so the float is within 0.5 + 2^-21 ulp (tests: against mpmath).
+ *       z is clamped at -110 (exp(-110) is below half of float's smallest subnormal: 0 either
+ *       way); 2^m >= 2^-159 scales exactly.  Every build computes the same bits: the AVX-512
+ *       loops below do the same operations, the lookup as a permute of the table held in two
+ *       registers and the (exact) scaling as a scalef; the AVX2 loops look the table up with
+ *       permutes of its 32-bit halves held in four registers and scale the entry T_j instead of
+ *       the product (exact either way).
+ *   exp_nonpositive_f64  z = (64 m + j) ln2/64 + r with |r| <= ln2/128 (Cody-Waite, ln2/64 in
+ *       two parts, k*hi exact for |k| < 2^20), 2^(j/64) = TH + TL to twice double precision;
  *       e^r - 1 = q by its Taylor polynomial of degree 6 (truncation < 2^-65),
  *       e^z = 2^m (TH + (TL + TH q)): one final rounding of a sum whose other terms are 2^-6 ulp
  *       accurate, so within 0.5 + 2^-6 ulp for normal results.  2^m is applied as two normal
  *       factors 2^m1 2^m2, so results in the subnormal range are rounded once more (within
  *       1 ulp).  z is clamped at -746 (exp(-746) rounds to 0).
- *   NaN z: k is garbage but k & 63 still indexes the table and NaN * anything is NaN, so no
- *   select is needed (a select makes GCC turn the lookup into a masked gather, which it does
+ *   NaN z: k is garbage but k & 63 (k & 15) still indexes the table and NaN * anything is NaN,
+ *   so no select is needed (a select makes GCC turn the lookup into a masked gather, which it does
  *   not vectorise).
  *
  * EXP2_J64_HI_INIT / EXP2_J64_LO_INIT: 2^(j/64), j = 0..63, as the correctly rounded double
  * (HI) and the rounding error of it (LO); also used by the double-double exp of
- * losses_refine.h.  Call exp_nonpositive_init() once (at module import) before any exp: it
- * copies the tables into EXP2_J64_HI / EXP2_J64_LO, because GCC 12 does not vectorise a loop
+ * losses_refine.h; EXP2_J16[j] = EXP2_J64_HI_INIT[4 j] is the float32 exp's table.  Call
+ * exp_nonpositive_init() once (at module import) before any exp: it copies the tables into
+ * EXP2_J64_HI / EXP2_J64_LO / EXP2_J16, because GCC 12 does not vectorise a loop
  * that gathers from a statically initialised table.
  */
 #ifndef PRECISION_EXP_NONPOSITIVE_H
@@ -69,6 +79,8 @@ static const double EXP2_J64_LO_INIT[64] = {
     -0x1.e9c23179c2893p-54, 0x1.dc7f486a4b6b0p-54, 0x1.9d3e12dd8a18bp-54, 0x1.74853f3a5931ep-55
 };
 static double EXP2_J64_HI[64], EXP2_J64_LO[64];
+static double EXP2_J16[16];
+static uint32_t EXP2_J16_HI32[16], EXP2_J16_LO32[16];   /* EXP2_J16's words (the AVX2 lookup) */
 
 static void exp_nonpositive_init(void)
 {
@@ -76,31 +88,129 @@ static void exp_nonpositive_init(void)
         EXP2_J64_HI[j] = EXP2_J64_HI_INIT[j];
         EXP2_J64_LO[j] = EXP2_J64_LO_INIT[j];
     }
+    for (int j = 0; j < 16; j++) {
+        EXP2_J16[j] = EXP2_J64_HI_INIT[4 * j];
+        EXP2_J16_HI32[j] = (uint32_t)(fp_f64_bits(EXP2_J16[j]) >> 32);
+        EXP2_J16_LO32[j] = (uint32_t)fp_f64_bits(EXP2_J16[j]);
+    }
 }
 
 static inline float exp_nonpositive_f32(float zf) {
     const double SHIFT = 0x1.8p52;
-    const double SIXTYFOUR_OVER_LN2 = 0x1.71547652b82fep+6;       /* 64 / ln 2 */
-    const double LN2_64_HI = 6.93147180369123816490e-01 / 64;       /* 32 significant bits */
-    const double LN2_64_LO = 1.90821492927058770002e-10 / 64;
+    const double SIXTEEN_OVER_LN2 = 0x1.71547652b82fep+4;       /* 16 / ln 2 */
+    const double LN2_OVER_16 = 0x1.62e42fefa39efp-5;              /* ln 2 / 16, rounded */
     double z = (double)zf;
     z = z < -110.0 ? -110.0 : z;
-    double kd = (z * SIXTYFOUR_OVER_LN2 + SHIFT) - SHIFT;          /* k = round(64 z / ln 2) */
-    double r = (z - kd * LN2_64_HI) - kd * LN2_64_LO;
-    int64_t k = (int64_t)(fp_f64_bits(kd + SHIFT) - fp_f64_bits(SHIFT));
-    double p = 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = 1.0 + (r + (r * r) * p);
-    /* 2^m, m = k >> 6 >= -159: the bias 64 * 1023 makes k non-negative, so a logical
+    double t = z * SIXTEEN_OVER_LN2 + SHIFT;                     /* k = round(16 z / ln 2) */
+    double kd = t - SHIFT;
+    double r = z - kd * LN2_OVER_16;
+    int64_t k = (int64_t)(fp_f64_bits(t) - fp_f64_bits(SHIFT));
+    double q = 1.0 / 720.0;
+    q = q * r + 1.0 / 120.0;
+    q = q * r + 1.0 / 24.0;
+    q = q * r + 1.0 / 6.0;
+    q = q * r + 0.5;
+    double p = 1.0 + (r + (r * r) * q);
+    /* 2^m, m = k >> 4 >= -159: the bias 16 * 1023 makes k non-negative, so a logical
        shift does it (AVX2 has no 64-bit arithmetic shift; with one, nothing vectorises) */
-    double scale = fp_bits_f64((((uint64_t)(k + 64 * 1023)) >> 6) << 52);
-    double y = (EXP2_J64_HI[k & 63] * p) * scale;               /* the power of 2: exact */
-    /* NaN z: k is garbage but k & 63 still indexes the table, and NaN * anything is NaN,
-       so no select is needed (a select here makes GCC turn the lookup into a masked
-       gather, which it cannot vectorise) */
-    return (float)y;
+    double scale = fp_bits_f64((((uint64_t)(k + 16 * 1023)) >> 4) << 52);
+    /* NaN z: k is garbage but k & 15 still indexes the table, and NaN * anything is NaN */
+    return (float)((EXP2_J16[k & 15] * p) * scale);             /* the power of 2: exact */
 }
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+/* exp_nonpositive_f32 of 8 doubles (exact conversions of floats): the same operations in the
+   same order, but the table lookup is a two-register permute (its index is the low 4 bits of
+   t's bits, which are k's: SHIFT's low bits are 0) and the scaling by 2^m a scalef by
+   floor(kd / 16) = m (exact either way: T p * 2^m is a normal double) */
+static inline __m512d exp_nonpositive_f32_x8(__m512d z, __m512d tab0, __m512d tab1) {
+    const __m512d SHIFT = _mm512_set1_pd(0x1.8p52);
+    z = _mm512_max_pd(_mm512_set1_pd(-110.0), z);        /* -110 > z ? -110 : z (NaN: z) */
+    __m512d t = _mm512_add_pd(_mm512_mul_pd(z, _mm512_set1_pd(0x1.71547652b82fep+4)), SHIFT);
+    __m512d kd = _mm512_sub_pd(t, SHIFT);
+    __m512d r = _mm512_sub_pd(z, _mm512_mul_pd(kd, _mm512_set1_pd(0x1.62e42fefa39efp-5)));
+    __m512d q = _mm512_set1_pd(1.0 / 720.0);
+    q = _mm512_add_pd(_mm512_mul_pd(q, r), _mm512_set1_pd(1.0 / 120.0));
+    q = _mm512_add_pd(_mm512_mul_pd(q, r), _mm512_set1_pd(1.0 / 24.0));
+    q = _mm512_add_pd(_mm512_mul_pd(q, r), _mm512_set1_pd(1.0 / 6.0));
+    q = _mm512_add_pd(_mm512_mul_pd(q, r), _mm512_set1_pd(0.5));
+    __m512d p = _mm512_add_pd(_mm512_set1_pd(1.0),
+                              _mm512_add_pd(r, _mm512_mul_pd(_mm512_mul_pd(r, r), q)));
+    __m512d T = _mm512_permutex2var_pd(tab0, _mm512_castpd_si512(t), tab1);
+    return _mm512_scalef_pd(_mm512_mul_pd(T, p), _mm512_mul_pd(kd, _mm512_set1_pd(0.0625)));
+}
+
+/* exp of 16 floats z (<= 0, -inf, NaN) */
+static inline __m512 exp_nonpositive_f32_x16(__m512 z, __m512d tab0, __m512d tab1) {
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(z));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1)));
+    __m256 elo = _mm512_cvtpd_ps(exp_nonpositive_f32_x8(lo, tab0, tab1));
+    __m256 ehi = _mm512_cvtpd_ps(exp_nonpositive_f32_x8(hi, tab0, tab1));
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(elo)),
+                                               _mm256_castps_pd(ehi), 1));
+}
+#endif
+
+#if defined(__AVX2__) && !defined(__AVX512F__)
+#include <immintrin.h>
+/* exp_nonpositive_f32 for the AVX2 build, 8 floats at a time as two vectors of 4 doubles: the
+   reduction and the polynomial are the scalar code's operations in its order.  GCC vectorises
+   the scalar table lookup into one load and insert per element; here it is done in registers:
+   the table is held as its 16 high and 16 low 32-bit words (EXP2_J16_HI32 / EXP2_J16_LO32, two
+   registers each), the 8 k's (the low words of t's bits) are packed into one vector, a
+   lane-crossing permute per register picks word k & 7, a blend on bit 3 of k picks the
+   register, and unpacking the low and high words gives the doubles back in the order of the two
+   vectors.  2^m is added to the entry's exponent before the multiply (same bits: see there). */
+static inline __m256d exp_nonpositive_f32_poly_avx2(__m256d z, __m256d* t_out) {
+    const __m256d SHIFT = _mm256_set1_pd(0x1.8p52);
+    z = _mm256_max_pd(_mm256_set1_pd(-110.0), z);        /* -110 > z ? -110 : z (NaN: z) */
+    __m256d t = _mm256_add_pd(_mm256_mul_pd(z, _mm256_set1_pd(0x1.71547652b82fep+4)), SHIFT);
+    __m256d kd = _mm256_sub_pd(t, SHIFT);
+    __m256d r = _mm256_sub_pd(z, _mm256_mul_pd(kd, _mm256_set1_pd(0x1.62e42fefa39efp-5)));
+    __m256d q = _mm256_set1_pd(1.0 / 720.0);
+    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(1.0 / 120.0));
+    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(1.0 / 24.0));
+    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(1.0 / 6.0));
+    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(0.5));
+    *t_out = t;
+    return _mm256_add_pd(_mm256_set1_pd(1.0),
+                         _mm256_add_pd(r, _mm256_mul_pd(_mm256_mul_pd(r, r), q)));
+}
+
+/* exp of 8 floats z0, z1 (<= 0, -inf, NaN) into out[0..7]; tab: EXP2_J16_HI32[0..7], [8..15],
+   EXP2_J16_LO32[0..7], [8..15] */
+static inline void exp_nonpositive_f32_x8_avx2(__m128 z0, __m128 z1, const __m256 tab[4],
+                                               float* out) {
+    __m256d t0, t1;
+    __m256d p0 = exp_nonpositive_f32_poly_avx2(_mm256_cvtps_pd(z0), &t0);
+    __m256d p1 = exp_nonpositive_f32_poly_avx2(_mm256_cvtps_pd(z1), &t1);
+    /* low words of t0, t1 (k's, as 32-bit integers: SHIFT's low word is 0), in the order
+       (t0[0], t0[1], t1[0], t1[1] | t0[2], t0[3], t1[2], t1[3]) */
+    __m256i k = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castpd_ps(t0), _mm256_castpd_ps(t1),
+                                                      _MM_SHUFFLE(2, 0, 2, 0)));
+    __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(k, 28));   /* blends read the sign */
+    __asm__("" : "+x"(bit3));   /* else GCC rebuilds the sign mask with a compare */
+    __m256i hi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[0], k),
+                                                      _mm256_permutevar8x32_ps(tab[1], k), bit3));
+    __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[2], k),
+                                 _mm256_permutevar8x32_ps(tab[3], k), bit3);
+    /* T_j 2^m, m = k >> 4, by adding m to T_j's exponent field (no overflow or underflow:
+       |m| <= 176): R(p (T_j 2^m)) is the scalar R(R(T_j p) 2^m), since a double product that
+       is normal scales exactly by a power of 2; with p first, a NaN p gives p's NaN as there */
+    hi = _mm256_add_epi32(hi, _mm256_slli_epi32(_mm256_srai_epi32(k, 4), 20));
+    /* within each 128-bit lane: unpacklo pairs slots 0, 1 (t0's), unpackhi slots 2, 3 (t1's) */
+    __m256d T0 = _mm256_castps_pd(_mm256_unpacklo_ps(lo, _mm256_castsi256_ps(hi)));
+    __m256d T1 = _mm256_castps_pd(_mm256_unpackhi_ps(lo, _mm256_castsi256_ps(hi)));
+    _mm_storeu_ps(out, _mm256_cvtpd_ps(_mm256_mul_pd(p0, T0)));
+    _mm_storeu_ps(out + 4, _mm256_cvtpd_ps(_mm256_mul_pd(p1, T1)));
+}
+#define EXP_NONPOSITIVE_AVX2_TAB(tab)                                                          \
+    __m256 tab[4] = {_mm256_loadu_ps((const float*)EXP2_J16_HI32),                            \
+                     _mm256_loadu_ps((const float*)EXP2_J16_HI32 + 8),                        \
+                     _mm256_loadu_ps((const float*)EXP2_J16_LO32),                            \
+                     _mm256_loadu_ps((const float*)EXP2_J16_LO32 + 8)}
+#endif
 
 static inline double exp_nonpositive_f64(double z) {
     const double SHIFT = 0x1.8p52;
@@ -131,14 +241,72 @@ static inline double exp_nonpositive_f64(double z) {
    tables, without which it does not vectorise the gathers; inlined, the restrict is lost:
    hence noinline (one call per row). */
 PRECISION_NOINLINE static void exp_nonpositive_inplace_f32(float* restrict e, ptrdiff_t n) {
-    for (ptrdiff_t i = 0; i < n; i++) e[i] = exp_nonpositive_f32(e[i]);
+    ptrdiff_t i = 0;
+#ifdef __AVX512F__
+    __m512d tab0 = _mm512_loadu_pd(EXP2_J16), tab1 = _mm512_loadu_pd(EXP2_J16 + 8);
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_loadu_ps(e + i), tab0, tab1));
+#elif defined(__AVX2__)
+    EXP_NONPOSITIVE_AVX2_TAB(tab);
+    for (; i + 8 <= n; i += 8)
+        exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(e + i), _mm_loadu_ps(e + i + 4), tab, e + i);
+#endif
+    for (; i < n; i++) e[i] = exp_nonpositive_f32(e[i]);
 }
+/* e[i] = exp(z[i]) for the first multiple of the vector width of n (0 in the baseline build,
+   whose loops GCC vectorises); returns how many */
+static inline ptrdiff_t exp_nonpositive_vectors_f32(const float* z, float* e, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+#ifdef __AVX512F__
+    __m512d tab0 = _mm512_loadu_pd(EXP2_J16), tab1 = _mm512_loadu_pd(EXP2_J16 + 8);
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_loadu_ps(z + i), tab0, tab1));
+#elif defined(__AVX2__)
+    EXP_NONPOSITIVE_AVX2_TAB(tab);
+    for (; i + 8 <= n; i += 8)
+        exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(z + i), _mm_loadu_ps(z + i + 4), tab, e + i);
+#else
+    (void)z; (void)e; (void)n;
+#endif
+    return i;
+}
+PRECISION_NOINLINE static void exp_nonpositive_array_f32(const float* restrict z,
+                                                         float* restrict e, ptrdiff_t n) {
+    ptrdiff_t i = exp_nonpositive_vectors_f32(z, e, n);
+    for (; i < n; i++) e[i] = exp_nonpositive_f32(z[i]);
+}
+/* the same for losses_block.h's tiles: inline in the AVX2 build (the block code keeps vector
+   registers live across it, which a call spills); a call in the baseline build (its loop needs
+   the restrict) and in the AVX-512 build (with 32 registers, the block code inlined around it
+   came out slower) */
+#if defined(__AVX2__) && !defined(__AVX512F__)
+static inline void exp_nonpositive_tile_f32(const float* z, float* e, ptrdiff_t n) {
+    ptrdiff_t i = exp_nonpositive_vectors_f32(z, e, n);
+    for (; i < n; i++) e[i] = exp_nonpositive_f32(z[i]);
+}
+#else
+#define exp_nonpositive_tile_f32 exp_nonpositive_array_f32
+#endif
 PRECISION_NOINLINE static void exp_nonpositive_inplace_f64(double* restrict e, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; i++) e[i] = exp_nonpositive_f64(e[i]);
 }
 PRECISION_NOINLINE static void exp_nonpositive_shifted_f32(const float* restrict x, float a,
                                                            float* restrict e, ptrdiff_t n) {
-    for (ptrdiff_t i = 0; i < n; i++) e[i] = exp_nonpositive_f32(x[i] - a);
+    ptrdiff_t i = 0;
+#ifdef __AVX512F__
+    __m512d tab0 = _mm512_loadu_pd(EXP2_J16), tab1 = _mm512_loadu_pd(EXP2_J16 + 8);
+    __m512 av = _mm512_set1_ps(a);
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_sub_ps(_mm512_loadu_ps(x + i), av),
+                                                        tab0, tab1));
+#elif defined(__AVX2__)
+    EXP_NONPOSITIVE_AVX2_TAB(tab);
+    __m128 av = _mm_set1_ps(a);
+    for (; i + 8 <= n; i += 8)
+        exp_nonpositive_f32_x8_avx2(_mm_sub_ps(_mm_loadu_ps(x + i), av),
+                                    _mm_sub_ps(_mm_loadu_ps(x + i + 4), av), tab, e + i);
+#endif
+    for (; i < n; i++) e[i] = exp_nonpositive_f32(x[i] - a);
 }
 PRECISION_NOINLINE static void exp_nonpositive_shifted_f64(const double* restrict x, double a,
                                                            double* restrict e, ptrdiff_t n) {

@@ -66,6 +66,17 @@ static inline double losses_block_exp_f64(double z, const float* restrict table)
     (void)table;
     return exp_nonpositive_f64(z);
 }
+/* E[i][r] = exp_A(Z[i][r]) over the tile: float32 through exp_nonpositive.h's tile function
+   (the tile is contiguous; its AVX-512 and AVX2 loops look the table up in registers, where
+   GCC's vectorisation of the per-element exp loads table entries one by one) */
+#define losses_block_exp_f16_tile(Z, E, C, table)                                                  \
+    LOSSES_BLOCK_FOR(C, (E)[i][r] = losses_block_exp_f16((Z)[i][r], table))
+#define losses_block_exp_bf16_tile(Z, E, C, table)                                                 \
+    LOSSES_BLOCK_FOR(C, (E)[i][r] = losses_block_exp_bf16((Z)[i][r], table))
+#define losses_block_exp_f32_tile(Z, E, C, table)                                                  \
+    exp_nonpositive_tile_f32(&(Z)[0][0], &(E)[0][0], (C) * LOSSES_BLOCK_ROWS)
+#define losses_block_exp_f64_tile(Z, E, C, table)                                                  \
+    LOSSES_BLOCK_FOR(C, (E)[i][r] = losses_block_exp_f64((Z)[i][r], table))
 
 /* log1p_A(s) for A = float16 / bfloat16: fp.h's own log1p_f16 / log1p_bf16 of every value
    s >= +0 of A, tabulated by losses_block_init (at import) and looked up by s's bits.  In a
@@ -149,7 +160,7 @@ static inline double losses_block_select_f64(int c, double x, double y) {
 /* e = exp_A(z) into E (the exp in a loop of its own: the table lookups of the 16-bit formats
    vectorise only there), s = pairwise(e with e_k -> 0) into s, with the caller's acc lanes */
 #define LOSSES_BLOCK_EXPS(T, RND, EXP, SEL)                                                        \
-    LOSSES_BLOCK_FOR(C, E[i][r] = EXP(Z[i][r], table))                                             \
+    EXP##_tile(Z, E, C, table);                                                                    \
     LOSSES_BLOCK_LEAF_START(acc);                                                                  \
     LOSSES_BLOCK_FOR(C, acc[i & 7][r] = RND(acc[i & 7][r] + SEL((T)i == kf[r], (T)0, E[i][r])))    \
     LOSSES_BLOCK_LEAF_END(RND, acc, s);

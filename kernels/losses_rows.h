@@ -5,12 +5,17 @@
  *
  *   ptrdiff_t losses_find_<S>(const T_S* x, ptrdiff_t n, <bits> target, int any_zero)
  *       the first index whose bits equal target (any_zero: whose magnitude bits are 0, +0 or
- *       -0); it must exist.  Blocks of 8 are tested at once (GCC makes that a vector compare).
+ *       -0); it must exist.  Runs of 64 are tested at once (GCC makes that vector compares).
  *   double losses_check_row_<S>(const T_S* t, ptrdiff_t n, int* flags)
  *       *flags = PROBS_FLAG_NONFINITE if some value is NaN or infinite, | PROBS_FLAG_NEGATIVE
- *       if some value is < 0 (not -0); returns the row's sum in 8 lanes (lane j adds elements
- *       j, j+8, ...; lanes combined ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))) in float for the
- *       16-bit formats (its rounding error is far below their tolerance), double otherwise.
+ *       if some value is < 0 (not -0); returns the row's sum in summation.h's pairwise order
+ *       (leaves of 128 in 8 lanes: lane j adds elements j, j+8, ...; lanes combined
+ *       ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); leaves level by level), in float for the 16-bit
+ *       formats (its rounding error is far below their tolerance), double otherwise.  A row of
+ *       up to 128 values is one leaf: the order of losses_block.h's check.  Several leaves
+ *       are independent chains of additions, so a long row's sum is not bound by their latency.
+ *   double losses_check_copy_row_<S>(const T_S* t, ptrdiff_t n, int* flags, T_S* out)
+ *       the same, and out[i] = t[i] (the kernels' copy of the targets, in the same pass).
  *   unsigned char losses_probs_code(int flags, double total, double tolerance)
  *       the row's check code: PROBS_OK, PROBS_NONFINITE, PROBS_NEGATIVE, PROBS_SUM_OFF (the
  *       first that applies; precision.losses turns a code into its error message).
@@ -22,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "fp.h"
+#include "summation.h"
 
 enum { PROBS_FLAG_NONFINITE = 1, PROBS_FLAG_NEGATIVE = 2 };
 /* the codes precision.losses reads (check_probabilities_S, target_codes=) */
@@ -40,23 +46,43 @@ static inline unsigned char losses_probs_code(int flags, double total, double to
 static const uint64_t LOSSES_MAG64 = 0x7FFFFFFFFFFFFFFFull;
 static const uint64_t LOSSES_EXP64 = 0x7FF0000000000000ull;
 
+/* one pass for the flags (and the copy), which reads the row from memory, then the sum from
+   cache (in one loop with the flags, GCC unrolls a leaf and spills the lanes) */
 #define LOSSES_DEFINE_CHECK(S, T, LD, B, TOBITS, EXP, SIGN, MAG, ACC)                         \
-static inline double losses_check_row_##S(const T* t, ptrdiff_t n, int* flags) {              \
+static inline __attribute__((always_inline)) double losses_check_row_impl_##S(                \
+        const T* restrict t, ptrdiff_t n, int* flags, T* restrict out, const int copy) {      \
     B special = 0, negative = 0;                                                              \
     for (ptrdiff_t i = 0; i < n; i++) {                                                       \
-        B b = TOBITS(t[i]);                                                                   \
-        special |= (B)((b & EXP) == EXP);                                                     \
-        negative |= (B)(((b & SIGN) != 0) & ((b & MAG) != 0));                                \
+        B u = TOBITS(t[i]);                                                                   \
+        special |= (B)((u & EXP) == EXP);                                                     \
+        negative |= (B)(((u & SIGN) != 0) & ((u & MAG) != 0));                                \
+        if (copy) out[i] = t[i];                                                              \
     }                                                                                         \
-    ACC acc[8] = {0};                                                                         \
-    ptrdiff_t i = 0;                                                                          \
-    for (; i + 8 <= n; i += 8) {                                                              \
-        _Pragma("GCC unroll 1")                                                               \
-        for (int j = 0; j < 8; j++) acc[j] += (ACC)LD(t[i + j]);                              \
-    }                                                                                         \
-    for (int j = 0; j < n - i; j++) acc[j] += (ACC)LD(t[i + j]);                              \
     *flags = (special ? PROBS_FLAG_NONFINITE : 0) | (negative ? PROBS_FLAG_NEGATIVE : 0);     \
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
+    SUMMATION_TREE_DECLARE(ACC);                                                              \
+    ACC total;                                                                                \
+    for (ptrdiff_t start = 0; start < n; start += SUMMATION_LEAF) {                           \
+        ptrdiff_t m = n - start < SUMMATION_LEAF ? n - start : SUMMATION_LEAF;                \
+        const T* b = t + start;                                                               \
+        ACC acc[8] = {0};                                                                     \
+        ptrdiff_t i = 0;                                                                      \
+        for (; i + 8 <= m; i += 8) {                                                          \
+            _Pragma("GCC unroll 1")                                                           \
+            for (int j = 0; j < 8; j++) acc[j] += (ACC)LD(b[i + j]);                          \
+        }                                                                                     \
+        for (int j = 0; j < m - i; j++) acc[j] += (ACC)LD(b[i + j]);                          \
+        SUMMATION_TREE_PUSH(ACC, LOSSES_SAME_BITS,                                            \
+                            ((acc[0] + acc[1]) + (acc[2] + acc[3]))                           \
+                            + ((acc[4] + acc[5]) + (acc[6] + acc[7])));                       \
+    }                                                                                         \
+    SUMMATION_TREE_FINISH(ACC, LOSSES_SAME_BITS, total);                                      \
+    return total;                                                                             \
+}                                                                                             \
+static inline double losses_check_row_##S(const T* t, ptrdiff_t n, int* flags) {              \
+    return losses_check_row_impl_##S(t, n, flags, NULL, 0);                                   \
+}                                                                                             \
+static inline double losses_check_copy_row_##S(const T* t, ptrdiff_t n, int* flags, T* out) { \
+    return losses_check_row_impl_##S(t, n, flags, out, 1);                                    \
 }
 
 #define LOSSES_DEFINE_FIND(S, T, B, TOBITS, MAG)                                              \
@@ -64,9 +90,12 @@ static inline ptrdiff_t losses_find_##S(const T* x, ptrdiff_t n, B target, int a
     B mask = any_zero ? (B)(MAG) : (B)~(B)0;                                                  \
     B want = any_zero ? (B)0 : target;                                                        \
     ptrdiff_t k = 0;                                                                          \
-    for (; k + 8 <= n; k += 8) {                                                              \
+    for (; k < n; k += 64) {                                                                  \
+        /* a run of up to 64 tested in one loop without a break: GCC vectorises it (an inner  \
+           loop of constant length it unrolls and leaves scalar) */                           \
+        ptrdiff_t m = n - k < 64 ? n - k : 64;                                                \
         B hit = 0;                                                                            \
-        for (int j = 0; j < 8; j++) hit |= (B)((TOBITS(x[k + j]) & mask) == want);            \
+        for (ptrdiff_t j = 0; j < m; j++) hit |= (B)((TOBITS(x[k + j]) & mask) == want);      \
         if (hit) break;                                                                       \
     }                                                                                         \
     while ((TOBITS(x[k]) & mask) != want) k++;                                                \

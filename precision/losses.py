@@ -120,10 +120,11 @@ that are not distributions do not, at every C and in every format: tau stays bel
 C below 2^40, so a row of zeros (T = 0) or of several ones (T >= 2) is refused.  Pass
 ``target_tolerance=`` (``probs_tolerance=`` for entropy) to tighten it (e.g. 1e-12 for float64
 rows normalised in float64) or loosen it (``math.inf`` keeps only the finiteness and sign
-checks); the rows' sums are computed in float for 16-bit storage and double otherwise, and their
-own rounding error is allowed for on top of tau.  (When no ``out``/``grad_out`` is given,
-softmax_cross_entropy checks each target row inside the kernel, while the row is in cache, and a
-bad row voids the call: only buffers of its own were written.)
+checks); the rows' sums are computed in the pairwise order, in float for 16-bit storage and
+double otherwise, and their own rounding error (gamma_d) is allowed for on top of tau.  (When
+no ``out``/``grad_out`` is given, softmax_cross_entropy checks each target row inside the
+kernel, while the row is in cache, and a bad row voids the call: only buffers of its own were
+written.)
 
 Rows of mass T != 1 are used as given, never renormalised: the formulas above carry T, so
 
@@ -249,10 +250,13 @@ def _tolerance(value, name: str, c: int) -> float:
 
 
 def _check_sum_error(fmt, c: int) -> float:
-    """A bound on the relative error of the kernels' check sum of a row (8 lanes of up to
-    ceil(C/8) additions, then 3 levels; in float for 16-bit storage, else double)."""
+    """A bound on the relative error of the kernels' check sum of a row of non-negative values
+    (the pairwise order: at most pairwise_depth(C) additions on any value's path; in float for
+    16-bit storage, else double)."""
+    from .exact.emulate import pairwise_depth
+
     unit = 2.0 ** -24 if fmt.bits == 16 else 2.0 ** -53
-    k = -(-c // 8) + 3
+    k = pairwise_depth(int(c))
     return k * unit / (1 - k * unit) if k * unit < 0.5 else math.inf
 
 
@@ -303,16 +307,18 @@ def _exact_sum_text(values: np.ndarray) -> str:
 
 
 def _check_rows_in_float64(rows: np.ndarray, tol: float) -> np.ndarray:
-    """check_probabilities_* for rows too long for the kernels' check: sums in float64."""
+    """check_probabilities_* for rows too long for the kernels' check: sums in float64, by
+    math.fsum (correctly rounded, whatever numpy's summation order; the allowance 4 u (1 + tol)
+    also covers the roundings of |sum - 1| and of the bound)."""
     codes = np.zeros(rows.shape[0], dtype=np.uint8)
-    bound = tol + _check_sum_error(_formats.float64, rows.shape[1]) * (1 + tol)
+    bound = tol + 4 * 2.0 ** -53 * (1 + tol)
     for r in range(rows.shape[0]):
         v = rows[r].astype(np.float64)
         if not np.isfinite(v).all():
             codes[r] = 1
         elif (v < 0).any():
             codes[r] = 2
-        elif not abs(float(np.sum(v)) - 1) <= bound:
+        elif not abs(math.fsum(v) - 1) <= bound:
             codes[r] = 3
     return codes
 

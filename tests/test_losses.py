@@ -179,10 +179,10 @@ def test_exp_tables_equal_fp_h_exp_on_every_nonpositive_16_bit_value(fmt):
 
 @pytest.mark.parametrize("fmt", [pr.float32, pr.float64], ids=lambda f: f.name)
 def test_exp_of_nonpositive_values_within_one_ulp(fmt):
-    """The float32/float64 exp of z <= 0 the kernels use (a 2^(j/64) table and a short
-    polynomial, evaluated in double): within 1 ulp of the exact value everywhere sampled,
+    """The float32/float64 exp of z <= 0 the kernels use (a 2^(j/16) resp. 2^(j/64) table and
+    a short polynomial, evaluated in double): within 1 ulp of the exact value everywhere sampled,
     including subnormal results and the underflow edge, and correctly rounded almost always
-    (the analysis gives < 0.5 + 2^-20 ulp in float32, < 0.5 + 2^-6 ulp for normal float64)."""
+    (the analysis gives < 0.5 + 2^-21 ulp in float32, < 0.5 + 2^-6 ulp for normal float64)."""
     rng = np.random.default_rng(12)
     lo = math.log(fmt.smallest_subnormal) - 2
     z = np.concatenate([
@@ -202,6 +202,77 @@ def test_exp_of_nonpositive_values_within_one_ulp(fmt):
     out = np.empty_like(special)
     K.exp_nonpositive(fmt.short, special, out)
     assert out[0] == 0 and np.isnan(out[1]) and out[2] == 0
+
+
+def test_float32_exp_row_loops_equal_the_scalar_exp_in_every_build():
+    """The float32 exp's row loops (in the AVX-512 build: a permute for the table lookup and a
+    scalef for 2^m; in the AVX2 build: permutes of the table's 32-bit halves and 2^m added to
+    the entry's exponent) compute the bits of the scalar exp_nonpositive_f32 that the twin
+    calls, in every build this CPU runs: on all of k = round(16 z / ln 2)'s table slots and
+    roundings (z on and between the grid k ln2/16), the clamp at -110, underflow to subnormals
+    and 0, -0, -inf and NaNs with payloads, with lengths that leave tails for the scalar loop."""
+    rng = np.random.default_rng(21)
+    step = math.log(2) / 16
+    k = np.arange(-2600, 1)
+    z = np.concatenate([
+        k * step, (k + 0.5) * step, (k + 0.4999) * step, (k - 0.4999) * step,
+        -rng.uniform(0, 120, 20000), -rng.uniform(0, 1e-3, 2000), -rng.exponential(1, 4000),
+        [0.0, -0.0, -110.0, -109.99999, -110.00001, -103.97, -87.33, -np.inf, np.nan, -1e30],
+    ])
+    z = np.minimum(z, 0).astype(np.float32)
+    nans = np.array([0x7FC12345, 0xFFC00001, 0x7FFFFFFF], np.uint32).view(np.float32)
+    z = np.concatenate([nans, z, -z[z < 0][:500], nans])  # and some z > 0 (not the kernels')
+    want = np.empty(z.shape, np.float64)
+    K.exp_nonpositive("f32", z.astype(np.float64), want)
+    want = want.astype(np.float32)
+    for module in variants("losses").values():
+        for n in (len(z), len(z) - 7, 15, 1):
+            shifted, array = np.empty(n, np.float32), np.empty(n, np.float32)
+            inplace = z[:n].copy()
+            module.exp_nonpositive_loops_f32(z[:n], np.float32(0), shifted, array, inplace)
+            assert same_bits(array, want[:n]).all()
+            assert same_bits(shifted, want[:n]).all()
+            assert same_bits(inplace, want[:n]).all()
+        a = np.float32(1.5)                             # the shifted loop's R(z_i - a)
+        shifted, array = np.empty(len(z), np.float32), np.empty(len(z), np.float32)
+        module.exp_nonpositive_loops_f32(z, a, shifted, array, np.empty(0, np.float32))
+        moved = np.empty(z.shape, np.float64)
+        K.exp_nonpositive("f32", (z - a).astype(np.float64), moved)
+        assert same_bits(shifted, moved.astype(np.float32)).all()
+
+
+def test_float64_exp_row_loops_equal_the_scalar_exp_in_every_build():
+    """The float64 exp's row loops (vectorised by GCC, the table lookups element by element)
+    compute the bits of the scalar exp_nonpositive_f64 that the twin calls, in every build this
+    CPU runs: on all of k = round(64 z / ln 2)'s table slots and
+    roundings, the clamp at -746, results in the subnormal range and 0, -0, -inf and NaNs with
+    payloads, with lengths that leave tails for the scalar loop."""
+    rng = np.random.default_rng(22)
+    step = math.log(2) / 64
+    k = np.arange(-34500, 1, 7)
+    z = np.concatenate([
+        k * step, (k + 0.5) * step, (k + 0.4999) * step, (k - 0.4999) * step,
+        -rng.uniform(0, 760, 20000), -rng.uniform(0, 1e-3, 2000), -rng.exponential(1, 4000),
+        -rng.uniform(700, 750, 4000),
+        [0.0, -0.0, -746.0, -745.13, -745.14, -744.44, -708.4, -708.3, -np.inf, np.nan, -1e300],
+    ])
+    z = np.minimum(z, 0)
+    nans = np.array([0x7FF8000000012345, 0xFFF8000000000001], np.uint64).view(np.float64)
+    z = np.concatenate([nans, z, -z[z < 0][:500], nans])  # and some z > 0 (not the kernels')
+    want = np.empty(z.shape, np.float64)
+    K.exp_nonpositive("f64", z, want)
+    for module in variants("losses").values():
+        for n in (len(z), len(z) - 5, 7, 1):
+            shifted, inplace = np.empty(n), z[:n].copy()
+            module.exp_nonpositive_loops_f64(z[:n], 0.0, shifted, inplace)
+            assert same_bits(shifted, want[:n]).all()
+            assert same_bits(inplace, want[:n]).all()
+        a = 1.5                                         # the shifted loop's R(z_i - a)
+        shifted = np.empty(len(z))
+        module.exp_nonpositive_loops_f64(z, a, shifted, np.empty(0))
+        moved = np.empty(z.shape)
+        K.exp_nonpositive("f64", z - a, moved)
+        assert same_bits(shifted, moved).all()
 
 
 def test_float16_loads_and_stores_equal_fp_h_on_every_pattern():
