@@ -55,6 +55,20 @@ static inline float losses_block_exp_f16(float z, const float* restrict table) {
     au = au < 0x47800000u ? au : 0x47800000u;
     return table[(au - (112u << 23)) >> 13];
 }
+/* The row code's float16 exp over a row in place, any z of the float16 grid (NaN included):
+   the clamp above, plus 1 for a NaN (au > infinity's bits), which moves the index from 0x7C00 to
+   the table's NaN entry 0x7C01: the entries _exp_nonpositive_f16 reads, in a loop GCC
+   vectorises (a gather; the restrict pointers, lost if inlined, tell it the row is not the
+   table). */
+PRECISION_NOINLINE static void losses_exp_row_f16(float* restrict e, ptrdiff_t n,
+                                                  const float* restrict table) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint32_t au = fp_f32_bits(e[i]) & 0x7FFFFFFFu;
+        uint32_t c = au > (112u << 23) ? au : (112u << 23);
+        c = c < 0x47800000u ? c : 0x47800000u;
+        e[i] = table[((c - (112u << 23)) >> 13) + (uint32_t)(au > 0x7F800000u)];
+    }
+}
 static inline float losses_block_exp_bf16(float z, const float* restrict table) {
     return table[(fp_f32_bits(z) & 0x7FFFFFFFu) >> 16];
 }

@@ -83,7 +83,7 @@ static inline int pairwise_depth(ptrdiff_t n)
 /* Contiguous values of A.  Written so that GCC vectorises the lanes: "GCC unroll 1" keeps
  * the 8-lane update a loop (fully unrolled, it is left scalar), and four leaves are summed
  * interleaved so that their dependency chains overlap; the operations are exactly steps 2-3. */
-#define SUMMATION_DEFINE_CONTIGUOUS(A, T, RND)                                                 \
+#define SUMMATION_DEFINE_LEAVES(A, T, RND)                                                     \
 static inline T sum_leaf_##A(const T* b, ptrdiff_t m)                                          \
 {                                                                                              \
     T acc[SUMMATION_LANES] = {0};                                                              \
@@ -113,7 +113,8 @@ static inline void sum_leaves4_##A(const T* b, T* out)                          
         out[L] = RND(RND(RND(a[0] + a[1]) + RND(a[2] + a[3]))                                  \
                      + RND(RND(a[4] + a[5]) + RND(a[6] + a[7])));                              \
     }                                                                                          \
-}                                                                                              \
+}
+#define SUMMATION_DEFINE_TREE(A, T, RND)                                                       \
 static T sum_pairwise_tree_##A(const T* v, ptrdiff_t n)                                        \
 {                                                                                              \
     SUMMATION_TREE_DECLARE(T);                                                                 \
@@ -141,10 +142,61 @@ static inline T sum_pairwise_##A(const T* v, ptrdiff_t n)                       
     return sum_pairwise_tree_##A(v, n);                                                        \
 }
 
-SUMMATION_DEFINE_CONTIGUOUS(f16, float, rnd_f16)
-SUMMATION_DEFINE_CONTIGUOUS(bf16, float, rnd_bf16)
-SUMMATION_DEFINE_CONTIGUOUS(f32, float, rnd_f32)
-SUMMATION_DEFINE_CONTIGUOUS(f64, double, rnd_f64)
+#if defined(__F16C__) && defined(__AVX__)
+/* float16 arithmetic where the build targets F16C (x86-64-v3/v4): a leaf's 8 lanes are one
+ * vector and each lane's sum is rounded by vcvtps2ph/vcvtph2ps, which round float -> float16 to
+ * nearest-even with subnormals and overflow exactly as rnd_f16 does; a NaN lane keeps its value
+ * (rnd_f16 returns a NaN unchanged; the conversion would drop low payload bits).  The same
+ * additions in the same order as the scalar leaves: the same bits (tests compare the builds).
+ * rnd_f16 itself stays scalar code: GCC vectorises it in the kernels' loops, not a conversion. */
+#include <immintrin.h>
+static inline __m256 summation_rnd8_f16(__m256 x)
+{
+    __m256 r = _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+    return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+static inline float summation_lanes_f16(const float* a)
+{
+    return rnd_f16(rnd_f16(rnd_f16(a[0] + a[1]) + rnd_f16(a[2] + a[3]))
+                   + rnd_f16(rnd_f16(a[4] + a[5]) + rnd_f16(a[6] + a[7])));
+}
+static inline float sum_leaf_f16(const float* b, ptrdiff_t m)
+{
+    __m256 acc = _mm256_setzero_ps();
+    ptrdiff_t i = 0;
+    for (; i + SUMMATION_LANES <= m; i += SUMMATION_LANES)
+        acc = summation_rnd8_f16(_mm256_add_ps(acc, _mm256_loadu_ps(b + i)));
+    float a[SUMMATION_LANES];
+    _mm256_storeu_ps(a, acc);
+    for (int j = 0; j < m - i; j++) a[j] = rnd_f16(a[j] + b[i + j]);
+    return summation_lanes_f16(a);
+}
+static inline void sum_leaves4_f16(const float* b, float* out)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int r = 0; r < SUMMATION_LEAF; r += SUMMATION_LANES) {
+        acc0 = summation_rnd8_f16(_mm256_add_ps(acc0, _mm256_loadu_ps(b + r)));
+        acc1 = summation_rnd8_f16(_mm256_add_ps(acc1, _mm256_loadu_ps(b + SUMMATION_LEAF + r)));
+        acc2 = summation_rnd8_f16(_mm256_add_ps(acc2, _mm256_loadu_ps(b + 2 * SUMMATION_LEAF + r)));
+        acc3 = summation_rnd8_f16(_mm256_add_ps(acc3, _mm256_loadu_ps(b + 3 * SUMMATION_LEAF + r)));
+    }
+    float a[4][SUMMATION_LANES];
+    _mm256_storeu_ps(a[0], acc0);
+    _mm256_storeu_ps(a[1], acc1);
+    _mm256_storeu_ps(a[2], acc2);
+    _mm256_storeu_ps(a[3], acc3);
+    for (int L = 0; L < 4; L++) out[L] = summation_lanes_f16(a[L]);
+}
+#else
+SUMMATION_DEFINE_LEAVES(f16, float, rnd_f16)
+#endif
+SUMMATION_DEFINE_TREE(f16, float, rnd_f16)
+SUMMATION_DEFINE_LEAVES(bf16, float, rnd_bf16)
+SUMMATION_DEFINE_TREE(bf16, float, rnd_bf16)
+SUMMATION_DEFINE_LEAVES(f32, float, rnd_f32)
+SUMMATION_DEFINE_TREE(f32, float, rnd_f32)
+SUMMATION_DEFINE_LEAVES(f64, double, rnd_f64)
+SUMMATION_DEFINE_TREE(f64, double, rnd_f64)
 
 /* A strided run of S values in policy P: each leaf is loaded into A (exact) and summed by the
  * contiguous leaf above, so both paths add in the same order. */

@@ -997,3 +997,29 @@ def test_long_rows_with_float32_arithmetic_are_within_one_ulp(s, kind):
         _, exact = pr.exact.softmax_cross_entropy(x.astype(np.float64), t.astype(np.float64),
                                                   reduction=red, return_grad=True)
         assert np.abs(pr.errors.ulp_error(grad, exact, S)).max() <= 1
+
+
+@settings(max_examples=max(10, settings().max_examples // 4))
+@given(st.integers(1, 700), st.integers(0, 2**32 - 1), st.sampled_from(
+    ["normal", "spread", "specials", "subnormal"]))
+def test_float16_lookups_and_lane_sums_give_every_build_the_same_bits(C, seed, kind):
+    """Strict float16: the row exp (a gathered table lookup, NaN and infinity included) and the
+    pairwise sums (F16C lanes in the AVX2/AVX-512 builds, the integer rounding in the baseline)
+    give the same bits in every build, on rows with NaN, +-inf, huge spreads and subnormals."""
+    rng = np.random.default_rng(seed)
+    S = pr.float16
+    scale = {"normal": 2.0, "spread": 3000.0, "specials": 10.0, "subnormal": 2.0 ** -20}[kind]
+    x = np.asarray(S.round(rng.standard_normal((3, C)) * scale))
+    if kind == "specials":
+        flat = x.reshape(-1)
+        flat[rng.integers(0, flat.size, size=4)] = [np.nan, np.inf, -np.inf, 65504]
+    sv = S.storage_view
+    results = []
+    for module in variants("losses").values():
+        lse = np.empty(3, S.dtype)
+        module.logsumexp_f16_f16(sv(x), sv(lse), 1)
+        out = np.empty(x.shape, S.dtype)
+        module.softmax_f16_f16(sv(x), sv(out), False, 1)
+        results.append((lse, out))
+    for lse, out in results[1:]:
+        assert same_bits(lse, results[0][0]).all() and same_bits(out, results[0][1]).all()
