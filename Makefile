@@ -21,10 +21,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# The editable install compiles the kernels in place; it reruns whenever a kernel source changes.
-$(STAMP): $(BIN)/python $(SOURCES)
+# The kernels compile in place on every core while pip installs the dependencies, test extras and
+# peers in the background (the build's numpy, setuptools and Cython pinned, so nothing the compiler
+# reads changes under it); then the editable install registers the package without compiling again
+# (PRECISION_PREBUILT=1).  Reruns whenever a kernel source changes (the build is incremental).
+EXTRAS := test peers rl cluster
+$(STAMP): $(BIN)/python $(SOURCES) .ci/requirements.py
 	$(BIN)/python -m pip install -q "setuptools>=77" wheel "Cython>=3.1" "numpy>=2"
-	$(BIN)/python -m pip install -q --no-build-isolation -c .ci/constraints.txt -e ".[test,peers,rl,cluster]"
+	$(BIN)/python .ci/requirements.py $(EXTRAS) > $(VENV)/requirements.txt
+	$(BIN)/python -m pip freeze | grep -iE '^(numpy|setuptools|cython)==' > $(VENV)/build-pins.txt
+	$(BIN)/python -m pip install -q -c .ci/constraints.txt -c $(VENV)/build-pins.txt \
+		-r $(VENV)/requirements.txt > $(VENV)/pip.log 2>&1 & deps=$$!; \
+	$(BIN)/python setup.py -q build_ext --inplace > $(VENV)/build.log 2>&1 || { cat $(VENV)/build.log; kill $$deps; exit 1; }; \
+	wait $$deps || { cat $(VENV)/pip.log; exit 1; }
+	PRECISION_PREBUILT=1 $(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 build: $(STAMP)

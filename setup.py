@@ -19,7 +19,8 @@ Cython's own support code (memoryviews, type conversions: about 1 MB of C per mo
 generated once, into the shared module ``precision._kernels._cyutility`` (Cython >= 3.1), instead
 of into every module and every ISA variant of it.
 
-Set PRECISION_ONLY=name1,name2 to build a subset while developing.
+Set PRECISION_ONLY=name1,name2 to build a subset while developing.  PRECISION_PREBUILT=1 builds
+nothing (the Makefile compiles in place first, then registers the package: see there).
 
 Set PRECISION_SANITIZE=1 to build the baseline modules with AddressSanitizer and
 UndefinedBehaviorSanitizer (for `make sanitize`, which builds them into a separate tree).
@@ -147,4 +148,9 @@ class ParallelBuildExt(build_ext):
             self.parallel = int(os.environ.get("PRECISION_BUILD_JOBS", "2"))
 
 
-setup(ext_modules=cythonized(), cmdclass={"build_ext": ParallelBuildExt})
+# PRECISION_PREBUILT=1: the kernels are already built in place (`make` compiles them while pip
+# installs the dependencies); the editable install then only registers the package.
+if os.environ.get("PRECISION_PREBUILT"):
+    setup()
+else:
+    setup(ext_modules=cythonized(), cmdclass={"build_ext": ParallelBuildExt})
