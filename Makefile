@@ -29,7 +29,7 @@ EXTRAS := test peers rl cluster
 $(STAMP): $(BIN)/python $(SOURCES) .ci/requirements.py
 	$(BIN)/python -m pip install -q "setuptools>=77" wheel "Cython>=3.1" "numpy>=2"
 	$(BIN)/python .ci/requirements.py $(EXTRAS) > $(VENV)/requirements.txt
-	$(BIN)/python -m pip freeze | grep -iE '^(numpy|setuptools|cython)==' > $(VENV)/build-pins.txt
+	$(BIN)/python -m pip freeze --all | grep -iE '^(numpy|setuptools|cython)==' > $(VENV)/build-pins.txt
 	$(BIN)/python -m pip install -q -c .ci/constraints.txt -c $(VENV)/build-pins.txt \
 		-r $(VENV)/requirements.txt > $(VENV)/pip.log 2>&1 & deps=$$!; \
 	$(BIN)/python setup.py -q build_ext --inplace > $(VENV)/build.log 2>&1 || { cat $(VENV)/build.log; kill $$deps; exit 1; }; \
