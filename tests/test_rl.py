@@ -507,6 +507,18 @@ def test_every_build_computes_the_same_bits():
         terms = np.empty(ls.shape, np.float32)
         mod.gaussian_kl_terms_f32_f32(ls, ls[::-1].copy(), ls * 0, ls, terms, 2)
         out.append(terms.view(np.uint32).ravel().copy())
+        # categorical KL: near-equal rows, wide spreads (subnormal p, the fallback), 16-bit A
+        for xp, xq, name, view in (
+                (ls, (ls + x[:200].reshape(50, 4)).astype(np.float32), "f32_f32", np.uint32),
+                (ls * 40, ls[::-1] * 40, "f32_f32", np.uint32),
+                (ls.astype(np.float16), (ls * 1e3).astype(np.float16), "f16_f16", np.uint16),
+                (ls.astype(np.float16), (ls + 1e-2).astype(np.float16), "f16_f32", np.uint32)):
+            work = [np.empty(xp.shape, np.float32) for _ in range(3)]    # A: float32 compute
+            kl = np.empty(xp.shape[0], np.float32)
+            kin = [v.view(np.uint16) if v.dtype == np.float16 else np.ascontiguousarray(v)
+                   for v in (xp, xq)]
+            getattr(mod, f"categorical_kl_rows_{name}")(*kin, *work, kl, 2)
+            out.append(kl.view(np.uint32).copy())
         results.append(np.concatenate(out))
     for other in results[1:]:
         assert np.array_equal(results[0], other)
@@ -647,6 +659,32 @@ def test_categorical_kl_edges():
     small = np.float16([[0.0, -2e4]])
     got = float(rl.categorical_kl(small, small[:, ::-1].copy(), reduction="sum"))
     assert abs(got - 2e4) <= 2 * float(pr.float16.ulp(2e4))
+
+
+@given(st.floats(-0.999, 1e6, allow_nan=False) | st.floats(-1e-20, 1e-20) |
+       st.floats(-0.3, 0.3))
+def test_log1pmx_double_within_18u(s):
+    """rl.h's proof: log1p(s) - s in double with relative error < 18 * 2^-53."""
+    got = load("rl").log1pmx_double(s)
+    exact = xrl._log1pmx_mpf(s, 40)
+    if exact == 0:
+        assert got == 0
+        return
+    if abs(exact) < pr.float64.tiny:
+        assert abs(got - float(exact)) <= 5e-324
+        return
+    assert abs((mpmath.mpf(got) - exact) / exact) < 18 * U53
+
+
+@pytest.mark.parametrize("fmt", [pr.float16, pr.bfloat16], ids=lambda f: f.name)
+def test_log1pmx_16bit_every_input_within_one_ulp(fmt):
+    """phi_A on every value of A in (-1, 1e4]: within 1 ulp of the exact log1p(s) - s."""
+    s = fmt.all_finite_values().astype(np.float64)
+    s = s[(s > -1) & (s <= 1e4)]
+    got = np.empty_like(s)
+    load("rl").transcendental("log1pmx", fmt.short, s, got)
+    exact = np.array([xrl._log1pmx_mpf(v, 30) for v in s], dtype=object)
+    assert np.abs(errors.ulp_error(fmt.round(got), exact, fmt)).max() <= 1
 
 
 def test_categorical_kl_bad_input():
