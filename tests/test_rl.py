@@ -623,6 +623,28 @@ def test_categorical_kl_near_equal_rows_within_the_stated_bound(storage, arith, 
     assert np.all(np.abs(got - exact) <= rel * exact + absolute)
 
 
+# rows that take each branch: subnormal p_i with a large d_i (q's mass from the logits), p_i
+# that underflows to 0 in A, |s| >= 1, and differences that overflow float16 (the fallback)
+BRANCH_ROWS = [([0.0, -100.0], [0.0, -20.0]), ([0.0, -20.0], [0.0, 0.0]),
+               ([0.0, -12.0], [0.0, -2.0]), ([0.0, 1.0, -3.0], [4.0, -4.0, 0.5]),
+               ([6e4, -6e4], [-6e4, 6e4]), ([0.0, -2e4], [-2e4, 0.0]), ([1.0], [-1.0])]
+
+
+@pytest.mark.parametrize("storage,arith", POLICIES, ids=POLICY_IDS)
+@pytest.mark.parametrize("row", range(len(BRANCH_ROWS)))
+def test_categorical_kl_branches_against_twin_and_exact(storage, arith, row):
+    x, y = (_in(storage, [v]) for v in BRANCH_ROWS[row])
+    if not (np.isfinite(x.astype(np.float64)).all() and np.isfinite(y.astype(np.float64)).all()):
+        pytest.skip("beyond the storage format")
+    got = rl.categorical_kl(x, y, reduction="none", accum=arith)
+    want = xrl.emulated_categorical_kl(x, y, reduction="none", accum=arith)
+    assert np.all(same_bits(np.asarray(got), storage.round(np.asarray(want))))
+    exact = _exact_kl(x, y)[0]
+    if arith.bits >= 32 and exact < storage.max:
+        half_ulp_s = float(np.asarray(storage.ulp(np.float64([exact])))[0]) / 2
+        assert abs(float(np.asarray(got).reshape(-1)[0]) - exact) <= 1e-3 * exact + half_ulp_s
+
+
 def test_categorical_kl_edges():
     f32 = np.float32
     # C = 1 and identical rows: exactly 0
