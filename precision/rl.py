@@ -13,11 +13,12 @@
 
 Storage format S = the dtype of the arrays (all arrays of a call share it); ``accum`` names the
 arithmetic format A (S or wider), as in :mod:`precision.losses`.  Every +, -, *, / is rounded to
-A; exp_A, log_A are evaluated in double and rounded once (correctly rounded for A = float16 and
-bfloat16, within 1 ulp for float32 and float64); k3_A(x) = e^x - 1 - x is evaluated in double
-with relative error < 6 * 2^-53 and rounded once (correctly rounded on every float16 and
-bfloat16 input, within 1 ulp in float32, within 6 ulps in float64; the proof is in
-kernels/rl.h).  Scalars (1/2 log(2 pi e), RLlib's 1e-6 and vf_clip_param, the count N of
+A; exp_A, log_A, log1p_A are evaluated in double and rounded once (correctly rounded for A =
+float16 and bfloat16, within 1 ulp for float32 and float64); k3_A(x) = e^x - 1 - x is evaluated
+in double with relative error < 6 * 2^-53 and rounded once (correctly rounded on every float16
+and bfloat16 input, within 1 ulp in float32, within 6 ulps in float64), phi_A(s) = log1p(s) - s
+likewise with relative error < 18 * 2^-53 (within 1 ulp on every float16 and bfloat16 input
+and in float32, within 18 ulps in float64; both proofs are in kernels/rl.h).  Scalars (1/2 log(2 pi e), RLlib's 1e-6 and vf_clip_param, the count N of
 a mean) enter rounded once into A, with a PrecisionWarning when that moves them by more than
 1 %, to 0 or to infinity.  Sums are the project's pairwise order (pairwise_A); the exact
 algorithms are in kernels/rl.pyx.tp's docstring, their op-by-op twins in
@@ -387,10 +388,9 @@ def categorical_kl(logits_p, logits_q, *, reduction="mean", accum=None, num_thre
     with E_i = exp_A(R(R(R(y_i - m) - log_A t) - c)) = p_i e^(d_i) computed from the logits: q's
     mass there, which the normalisation needs and a subnormal p_i cannot carry; that costs an
     absolute error of a few subnormals of A per class.  Only the per-row KL (and its reduction)
-    is rounded to S.  If c, a or b
-    overflows A (a logit difference beyond A's range, in practice float16 arithmetic), the row
-    falls back to KL = sum_i p_i ((x_i - m) - (y_i - n)) + log_A sum e^(y - n) - log_A sum
-    e^(x - m) (n = max y), which is +inf when a difference still overflows.
+    is rounded to S.  If c, a or b overflows A (a logit difference beyond A's range, in practice
+    float16 arithmetic), the row falls back to KL = sum_i p_i ((x_i - m) - (y_i - n)) +
+    log_A sum e^(y - n) - log_A t (n = max y), which is +inf when a difference still overflows.
 
     Accuracy (first order in u = u_A): KL is stationary in p where the formula is evaluated
     (dKL/dp_i = k3(d_i) - s (d_i + k3(d_i)) / (1 + s), second order) and dKL/dy_i = q_i - p_i, so
