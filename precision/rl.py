@@ -5,18 +5,20 @@
     pr.rl.approx_kl(log_ratio, method="naive")          # what SB3 / CleanRL compute
     pr.rl.gaussian_entropy(log_std)                      # sum_i 1/2 log(2 pi e) + log sigma_i
     pr.rl.gaussian_kl(mu_p, log_std_p, mu_q, log_std_q)  # KL(p || q), diagonal Gaussians
-    pr.rl.categorical_entropy(logits); pr.rl.categorical_kl(logits_p, logits_q)
+    pr.rl.categorical_entropy(logits)
+    pr.rl.categorical_kl(logits_p, logits_q)            # from both logit rows, no cancellation
     est, se = pr.rl.squashed_gaussian_entropy(mu, log_std, n_samples=100_000, seed=0)
     pr.rl.explained_variance(values, returns, convention="sb3" | "cleanrl" | "rllib")
     loss, grad = pr.rl.value_loss(values, targets, convention="rllib", return_grad=True)
 
 Storage format S = the dtype of the arrays (all arrays of a call share it); ``accum`` names the
 arithmetic format A (S or wider), as in :mod:`precision.losses`.  Every +, -, *, / is rounded to
-A; exp_A, log_A are evaluated in double and rounded once (correctly rounded for A = float16 and
-bfloat16, within 1 ulp for float32 and float64); k3_A(x) = e^x - 1 - x is evaluated in double
-with relative error < 6 * 2^-53 and rounded once (correctly rounded on every float16 and
-bfloat16 input, within 1 ulp in float32, within 6 ulps in float64; the proof is in
-kernels/rl.h).  Scalars (1/2 log(2 pi e), RLlib's 1e-6 and vf_clip_param, the count N of
+A; exp_A, log_A, log1p_A are evaluated in double and rounded once (correctly rounded for A =
+float16 and bfloat16, within 1 ulp for float32 and float64); k3_A(x) = e^x - 1 - x is evaluated
+in double with relative error < 6 * 2^-53 and rounded once (correctly rounded on every float16
+and bfloat16 input, within 1 ulp in float32, within 6 ulps in float64), phi_A(s) = log1p(s) - s
+likewise with relative error < 18 * 2^-53 (within 1 ulp on every float16 and bfloat16 input
+and in float32, within 18 ulps in float64; both proofs are in kernels/rl.h).  Scalars (1/2 log(2 pi e), RLlib's 1e-6 and vf_clip_param, the count N of
 a mean) enter rounded once into A, with a PrecisionWarning when that moves them by more than
 1 %, to 0 or to infinity.  Sums are the project's pairwise order (pairwise_A); the exact
 algorithms are in kernels/rl.pyx.tp's docstring, their op-by-op twins in
@@ -365,24 +367,69 @@ def categorical_entropy(logits, *, reduction="mean", accum=None, num_threads=Non
 
 
 def categorical_kl(logits_p, logits_q, *, reduction="mean", accum=None, num_threads=None):
-    """KL(softmax(logits_p) || softmax(logits_q)) per row (RLlib's logged ``kl`` for discrete
-    actions, KL(old || new)), as precision.losses.kl_divergence(softmax(logits_p), logits_q).
+    """KL(softmax(logits_p) || softmax(logits_q)) per row, from both logit rows (RLlib's logged
+    ``kl`` for discrete actions is KL(old || new): ``categorical_kl(old_logits, new_logits)``;
+    torch's ``kl_divergence(Categorical(logits=x), Categorical(logits=y))`` is the same order).
 
-    p enters rounded to S: the result is within about u_S * (C + sum_i p_i |log(p_i/q_i)|) of
-    the exact KL in absolute terms (the normalisation error of p does not cancel), which is
-    large relative to a tiny KL in float16/bfloat16.  A logits-vs-logits KL kernel in
-    precision.losses would remove that (not available yet).
+    logits_p, logits_q: same shape (..., C) and format S (a 1-D array is one distribution).
+    Per row x = logits_p[r], y = logits_q[r], in A (kernels/rl.pyx.tp; exp_A, log_A, log1p_A
+    rounded once from double, k3_A(d) = e^d - 1 - d and phi_A(s) = log1p(s) - s rounded once from
+    rl.h's cancellation-free double evaluations):
+
+        m = max_j x_j,  t = pairwise_A(exp_A(R(x_j - m))),  p_i = R(exp_A(R(x_i - m)) / t)
+        delta_i = R(y_i - x_i),  c = pairwise_A(R(p_i delta_i)),  d_i = R(delta_i - c)
+        a = pairwise_A(R(p_i d_i)),  b = pairwise_A(R(p_i k3_A(d_i))),  s = R(a + b)
+        KL = |s| < 1 ? R(b + phi_A(s)) : R(log1p_A(s) - a),  clamped at 0
+
+    Exactly, for any shift c, KL = log sum_i p_i e^(d_i) - sum_i p_i d_i = log1p(a + b) - a =
+    b + phi(a + b): the centering makes a ~ 0, b >= 0 and phi(a + b) ~ -(a + b)^2/2 are both
+    second order in the logit differences, so nothing cancels when p ~ q.  Where p_i is
+    subnormal in A (or 0: its terms of c and a are 0), its term of b is R(E_i - R(p_i R(1 + d_i)))
+    with E_i = exp_A(R(R(R(y_i - m) - log_A t) - c)) = p_i e^(d_i) computed from the logits: q's
+    mass there, which the normalisation needs and a subnormal p_i cannot carry; that costs an
+    absolute error of a few subnormals of A per class.  Only the per-row KL (and its reduction)
+    is rounded to S.  If c, a or b overflows A (a logit difference beyond A's range, in practice
+    float16 arithmetic), the row falls back to KL = sum_i p_i ((x_i - m) - (y_i - n)) +
+    log_A sum e^(y - n) - log_A t (n = max y), which is +inf when a difference still overflows.
+
+    Accuracy (first order in u = u_A): KL is stationary in p where the formula is evaluated
+    (dKL/dp_i = k3(d_i) - s (d_i + k3(d_i)) / (1 + s), second order) and dKL/dy_i = q_i - p_i, so
+    the relative errors eps_i <= (|x_i - m| + log2 C + 4) u of the computed p_i and the
+    roundings of d_i cost |err| <~ u [(max|x - m| + log2 C + 4) sum_i p_i (k3(d_i) + |s d_i|) +
+    sum_i |q_i - p_i| |d_i|] plus (log2 C + 4) u KL for the sums and the last operations; for
+    near-equal rows (|d_i| << 1, KL ~ 1/2 Var_p(d)) that is a *relative* error of about
+    (max|x - m| + 2 log2 C + 10) u_A, then one rounding into S.  (With A = S, y_i - x_i is exact
+    when y_i and x_i are within a factor of 2; otherwise add u |y_i - x_i| |q_i - p_i|.)  So
+    bfloat16 logits with accum="float32" give KLs of 1e-6 to within 1 ulp of bfloat16, where
+    rounding p into bfloat16 first (this function before) cost an absolute error of about
+    2^-8 (C + sum p |log p/q|).  The fallback's error is absolute, ~ (log2 C + 4) u (1 + max |x -
+    m| + max |y - n|): it only runs when KL is far from tiny.
+
+    reduction over rows: "mean" (default), "sum", "none" (shape logits.shape[:-1]).  Bad input
+    raises before anything runs: TypeError for non-float or mixed dtypes, ValueError for
+    different shapes, empty arrays, NaN or infinite logits.  Rows are computed in parallel
+    (``num_threads``), each in its fixed order: identical bits for any thread count.
     """
     xp = _array(logits_p, "logits_p")
     xq = _array(logits_q, "logits_q")
-    _same_format(xq, "logits_q", _formats.of(xp), "logits_p")
+    fmt = _formats.of(xp)
+    _same_format(xq, "logits_q", fmt, "logits_p")
     if xp.shape != xq.shape:
         raise ValueError(f"logits_p {xp.shape} and logits_q {xq.shape} must have the same shape")
+    reduction = _reduction(reduction)
+    arith = _arithmetic(accum, fmt)
     for arr, n in ((xp, "logits_p"), (xq, "logits_q")):
         _nonempty(arr, n)
         _finite(arr, n)
-    p = _losses.softmax(xp, accum=accum, num_threads=num_threads)
-    return _losses.kl_divergence(p, xq, reduction=reduction, accum=accum, num_threads=num_threads)
+    rows_p, rows_q = _rows2d(xp), _rows2d(xq)
+    threads = _threads(num_threads, rows_p.size)
+    cd = _COMPUTE_DTYPE[arith.short]
+    work = [np.empty(rows_p.shape, dtype=cd) for _ in range(3)]
+    kl = np.empty(rows_p.shape[0], dtype=cd)
+    getattr(_kernels(), f"categorical_kl_rows_{fmt.short}_{arith.short}")(
+        _kernel_view(rows_p, fmt), _kernel_view(rows_q, fmt), *work, kl, threads)
+    return _reduce(kl, reduction, xp.shape[:-1], fmt, arith, None,
+                   [("logits_p", xp), ("logits_q", xq)])
 
 
 # ----------------------------------------------------------------------------- value function

@@ -507,6 +507,235 @@ def test_every_build_computes_the_same_bits():
         terms = np.empty(ls.shape, np.float32)
         mod.gaussian_kl_terms_f32_f32(ls, ls[::-1].copy(), ls * 0, ls, terms, 2)
         out.append(terms.view(np.uint32).ravel().copy())
+        # categorical KL: near-equal rows, wide spreads (subnormal p, the fallback), 16-bit A
+        for xp, xq, name, view in (
+                (ls, (ls + x[:200].reshape(50, 4)).astype(np.float32), "f32_f32", np.uint32),
+                (ls * 40, ls[::-1] * 40, "f32_f32", np.uint32),
+                (ls.astype(np.float16), (ls * 1e3).astype(np.float16), "f16_f16", np.uint16),
+                (ls.astype(np.float16), (ls + 1e-2).astype(np.float16), "f16_f32", np.uint32)):
+            work = [np.empty(xp.shape, np.float32) for _ in range(3)]    # A: float32 compute
+            kl = np.empty(xp.shape[0], np.float32)
+            kin = [v.view(np.uint16) if v.dtype == np.float16 else np.ascontiguousarray(v)
+                   for v in (xp, xq)]
+            getattr(mod, f"categorical_kl_rows_{name}")(*kin, *work, kl, 2)
+            out.append(kl.view(np.uint32).copy())
         results.append(np.concatenate(out))
     for other in results[1:]:
         assert np.array_equal(results[0], other)
+
+
+# ----------------------------------------------------------------------------- categorical KL
+@st.composite
+def logit_pairs(draw, near=None, spread=None):
+    """(rows, C) float64 logit pairs: y = x + a small perturbation (the tiny-KL case of a healthy
+    PPO run) or independent; magnitudes from subnormal to beyond float16's range."""
+    rows = draw(st.integers(1, 4))
+    c = draw(st.integers(1, 12))
+    scale = spread if spread is not None else draw(st.sampled_from([1e-30, 1e-6, 1.0, 5.0, 30.0,
+                                                                  3e4, 1e6]))
+    elems = st.floats(-scale, scale, allow_nan=False, allow_infinity=False) | st.sampled_from(
+        [0.0, -0.0, 6e-8, -6e-8, 1e-45])
+    x = np.array(draw(st.lists(elems, min_size=rows * c, max_size=rows * c))).reshape(rows, c)
+    if near if near is not None else draw(st.booleans()):
+        eps = draw(st.sampled_from([1e-5, 1e-3, 1e-2, 0.1]))
+        noise = np.array(draw(st.lists(st.floats(-1, 1), min_size=rows * c,
+                                       max_size=rows * c))).reshape(rows, c)
+        y = x + eps * noise
+    else:
+        y = np.array(draw(st.lists(elems, min_size=rows * c, max_size=rows * c))).reshape(rows, c)
+    return x, y
+
+
+def _kl_in(fmt, x, y):
+    """The pair rounded into fmt, rows with a value beyond fmt's range replaced by 0."""
+    xs, ys = _in(fmt, x), _in(fmt, y)
+    bad = ~(np.isfinite(xs.astype(np.float64)) & np.isfinite(ys.astype(np.float64)))
+    xs[bad], ys[bad] = 0, 0
+    return xs, ys
+
+
+@pytest.mark.parametrize("storage,arith", POLICIES, ids=POLICY_IDS)
+@given(pair=logit_pairs(), reduction=st.sampled_from(["none", "mean", "sum"]))
+def test_categorical_kl_bit_identical_to_twin(storage, arith, pair, reduction):
+    """+ - * / in A, exp/log/log1p/k3/phi rounded once as the kernel's own: the twin replays it
+    op by op (main path and overflow fallback alike)."""
+    x, y = _kl_in(storage, *pair)
+    got = rl.categorical_kl(x, y, reduction=reduction, accum=arith)
+    want = xrl.emulated_categorical_kl(x, y, reduction=reduction, accum=arith)
+    assert np.all(same_bits(np.asarray(got), storage.round(np.asarray(want))))
+    twin = pr.exact.registry.pairing("rl.categorical_kl").twin(arith)
+    assert np.all(same_bits(np.asarray(got),
+                            storage.round(np.asarray(twin(x, y, reduction=reduction)))))
+
+
+def _exact_kl(x, y):
+    return np.array([float(v) for v in xrl.categorical_kl(x, y, reduction="none", dps=30)])
+
+
+@given(pair=logit_pairs(near=True, spread=8.0))
+def test_categorical_kl_bfloat16_tiny_kl_relative(pair):
+    """bfloat16 logits, accum float32: the stated bound (max|x - m| + 2 log2 C + 10) u_f32,
+    doubled, plus one rounding into bfloat16 -- relative, however tiny the KL.  The former path
+    (softmax rounded to bfloat16, then kl_divergence) had an absolute error ~ 2^-8: it fails this."""
+    x, y = _kl_in(pr.bfloat16, *pair)
+    exact = _exact_kl(x, y)
+    got = rl.categorical_kl(x, y, reduction="none", accum="float32").astype(np.float64)
+    got = got.reshape(-1)
+    c = x.shape[-1]
+    spread = (x.astype(np.float64).max(-1) - x.astype(np.float64).min(-1))
+    rel = 2 * (spread + 2 * math.log2(c) + 10) * pr.float32.u + pr.bfloat16.u
+    assert np.all(np.abs(got - exact) <= rel * exact + 4 * c * pr.float32.smallest_subnormal)
+
+
+def test_categorical_kl_tiny_kl_where_the_rounded_p_path_could_not():
+    """A healthy PPO step in bfloat16: KL ~ 1e-4.  Rounding p to bfloat16 first (the former
+    implementation) is wrong by far more than the KL; from both logits it is within an ulp."""
+    rng = np.random.default_rng(12)
+    x = pr.bfloat16.round(rng.normal(0, 1, (64, 6)))
+    y = pr.bfloat16.round(x.astype(np.float64) + rng.normal(0, 1e-2, (64, 6)))
+    exact = _exact_kl(x, y)
+    assert 1e-6 < np.median(exact) < 1e-3
+    new = rl.categorical_kl(x, y, reduction="none", accum="float32").astype(np.float64)
+    assert np.all(np.abs(new - exact) <= 2 * pr.bfloat16.u * exact)
+    from precision import losses
+    p = losses.softmax(x, accum="float32")
+    old = losses.kl_divergence(p, y, reduction="none", accum="float32").astype(np.float64)
+    assert np.median(np.abs(old - exact) / exact) > 0.1
+
+
+@pytest.mark.parametrize("storage,arith", POLICIES, ids=POLICY_IDS)
+@given(pair=logit_pairs(near=True, spread=6.0))
+def test_categorical_kl_near_equal_rows_within_the_stated_bound(storage, arith, pair):
+    """Relative (max|x - m| + 2 log2 C + 10) u_A (doubled: first order), one rounding into S
+    (half an ulp of S), underflow of the terms in A (a few subnormals of A per class)."""
+    x, y = _kl_in(storage, *pair)
+    exact = _exact_kl(x, y)
+    got = np.asarray(rl.categorical_kl(x, y, reduction="none", accum=arith),
+                     dtype=np.float64).reshape(-1)
+    c = x.shape[-1]
+    xw = x.astype(np.float64)
+    spread = xw.max(-1) - xw.min(-1)
+    rel = 2 * (spread + 2 * math.log2(c) + 10) * arith.u
+    if storage == arith:      # y_i - x_i is rounded when it is not exact: u |y - x| |q - p|
+        rel = rel + 2 * arith.u * np.abs(y.astype(np.float64) - xw).max(-1)
+    absolute = (4 * c + 4) * arith.smallest_subnormal + np.asarray(
+        storage.ulp(storage.round(exact).astype(np.float64)), dtype=np.float64) / 2
+    assert np.all(np.abs(got - exact) <= rel * exact + absolute)
+
+
+# rows that take each branch: subnormal p_i with a large d_i (q's mass from the logits), p_i
+# that underflows to 0 in A, |s| >= 1, and differences that overflow float16 (the fallback)
+BRANCH_ROWS = [([0.0, -100.0], [0.0, -20.0]), ([0.0, -20.0], [0.0, 0.0]),
+               ([0.0, -12.0], [0.0, -2.0]), ([0.0, 1.0, -3.0], [4.0, -4.0, 0.5]),
+               ([6e4, -6e4], [-6e4, 6e4]), ([0.0, -2e4], [-2e4, 0.0]), ([1.0], [-1.0])]
+
+
+@pytest.mark.parametrize("storage,arith", POLICIES, ids=POLICY_IDS)
+@pytest.mark.parametrize("row", range(len(BRANCH_ROWS)))
+def test_categorical_kl_branches_against_twin_and_exact(storage, arith, row):
+    x, y = (_in(storage, [v]) for v in BRANCH_ROWS[row])
+    if not (np.isfinite(x.astype(np.float64)).all() and np.isfinite(y.astype(np.float64)).all()):
+        pytest.skip("beyond the storage format")
+    got = rl.categorical_kl(x, y, reduction="none", accum=arith)
+    want = xrl.emulated_categorical_kl(x, y, reduction="none", accum=arith)
+    assert np.all(same_bits(np.asarray(got), storage.round(np.asarray(want))))
+    exact = _exact_kl(x, y)[0]
+    if arith.bits >= 32 and exact < storage.max:
+        half_ulp_s = float(np.asarray(storage.ulp(np.float64([exact])))[0]) / 2
+        assert abs(float(np.asarray(got).reshape(-1)[0]) - exact) <= 1e-3 * exact + half_ulp_s
+
+
+def test_categorical_kl_edges():
+    f32 = np.float32
+    # C = 1 and identical rows: exactly 0
+    assert rl.categorical_kl(f32([[3.0], [-7.0]]), f32([[-2.0], [5.0]]), reduction="sum") == 0
+    x = np.random.default_rng(13).normal(0, 3, (5, 7)).astype(f32)
+    assert np.all(rl.categorical_kl(x, x, reduction="none") == 0)
+    # a shift of the logits (exact on a grid of 1/4): KL 0, here within u_A^2-sized residue of
+    # c = R(sum p_i 2.5) != 2.5 (sum p_i is 1 only to within a few u)
+    g = np.round(x * 4) / 4
+    assert np.all(rl.categorical_kl(g, g + f32(2.5), reduction="none") <= 1e-12)
+    # -inf logits at the kernel level (the API refuses them): p_i = 0 contributes 0 whatever
+    # q_i is; q_i = 0 where p_i > 0 gives +inf
+    mod = load("rl")
+
+    def kernel(xp, xq):
+        xp, xq = f32(xp).reshape(1, -1), f32(xq).reshape(1, -1)
+        work = [np.empty_like(xp) for _ in range(3)]
+        out = np.empty(1, f32)
+        mod.categorical_kl_rows_f32_f32(xp, xq, *work, out, 1)
+        return float(out[0])
+
+    ref = kernel([0.5, 1.0], [1.5, -0.5])
+    assert kernel([0.5, 1.0, -np.inf], [1.5, -0.5, -np.inf]) == ref
+    assert kernel([0.5, 1.0, -np.inf], [1.5, -0.5, 40.0]) > ref
+    assert kernel([0.5, 1.0, 2.0], [1.5, -0.5, -np.inf]) == math.inf
+    assert math.isnan(kernel([0.5, np.nan], [1.0, 2.0]))
+    assert math.isnan(kernel([0.5, 1.0], [np.nan, 2.0]))
+    # float16 arithmetic: a logit difference beyond 65504 takes the fallback, +inf where the
+    # per-class difference itself overflows; accum float32 gets the value
+    big = np.float16([[6e4, -6e4]])
+    assert rl.categorical_kl(big, big[:, ::-1].copy(), reduction="sum") == np.float16(np.inf)
+    wide = rl.categorical_kl(big, big[:, ::-1].copy(), reduction="sum", accum="float32")
+    assert wide == np.float16(np.inf)        # the KL, 1.2e5, is beyond float16 itself
+    small = np.float16([[0.0, -2e4]])
+    got = float(rl.categorical_kl(small, small[:, ::-1].copy(), reduction="sum"))
+    assert abs(got - 2e4) <= 2 * float(pr.float16.ulp(2e4))
+
+
+@given(st.floats(-0.999, 1e6, allow_nan=False) | st.floats(-1e-20, 1e-20) |
+       st.floats(-0.3, 0.3))
+def test_log1pmx_double_within_18u(s):
+    """rl.h's proof: log1p(s) - s in double with relative error < 18 * 2^-53."""
+    got = load("rl").log1pmx_double(s)
+    exact = xrl._log1pmx_mpf(s, 40)
+    if exact == 0:
+        assert got == 0
+        return
+    if abs(exact) < pr.float64.tiny:
+        assert abs(got - float(exact)) <= 5e-324
+        return
+    assert abs((mpmath.mpf(got) - exact) / exact) < 18 * U53
+
+
+@pytest.mark.parametrize("fmt", [pr.float16, pr.bfloat16], ids=lambda f: f.name)
+def test_log1pmx_16bit_every_input_within_one_ulp(fmt):
+    """phi_A on every value of A in (-1, 1e4]: within 1 ulp of the exact log1p(s) - s."""
+    s = fmt.all_finite_values().astype(np.float64)
+    s = s[(s > -1) & (s <= 1e4)]
+    got = np.empty_like(s)
+    load("rl").transcendental("log1pmx", fmt.short, s, got)
+    exact = np.array([xrl._log1pmx_mpf(v, 30) for v in s], dtype=object)
+    assert np.abs(errors.ulp_error(fmt.round(got), exact, fmt)).max() <= 1
+
+
+def test_categorical_kl_bad_input():
+    f32 = np.float32
+    x = f32([[0.1, 0.2]])
+    with pytest.raises(ValueError, match="same shape"):
+        rl.categorical_kl(x, f32([[0.1, 0.2, 0.3]]))
+    with pytest.raises(TypeError):
+        rl.categorical_kl(x, np.float64([[0.1, 0.2]]))
+    with pytest.raises(TypeError):
+        rl.categorical_kl(np.int32([[1, 2]]), np.int32([[1, 2]]))
+    with pytest.raises(ValueError, match="NaN"):
+        rl.categorical_kl(x, f32([[np.nan, 0.2]]))
+    with pytest.raises(ValueError, match="infinite"):
+        rl.categorical_kl(f32([[-np.inf, 0.2]]), x)
+    with pytest.raises(ValueError, match="empty"):
+        rl.categorical_kl(f32([[]]), f32([[]]))
+    with pytest.raises(ValueError, match="reduction"):
+        rl.categorical_kl(x, x, reduction="batchmean")
+    with pytest.raises(ValueError):
+        rl.categorical_kl(x, x, num_threads=0)
+    with pytest.raises(ValueError):
+        rl.categorical_kl(x, x, num_threads=1000)
+
+
+def test_categorical_kl_thread_count_does_not_change_results():
+    rng = np.random.default_rng(14)
+    x = rng.normal(0, 2, (3000, 9)).astype(np.float32)
+    y = (x + rng.normal(0, 1e-2, x.shape)).astype(np.float32)
+    one = rl.categorical_kl(x, y, reduction="none", num_threads=1)
+    two = rl.categorical_kl(x, y, reduction="none", num_threads=2)
+    assert np.all(same_bits(one, two))

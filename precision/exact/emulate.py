@@ -323,6 +323,12 @@ class Emulated:
         """The twin of ``pr.entropy(probs, accum=<this format>, ...)``."""
         return self.losses().entropy(probs, **options)
 
+    def categorical_kl(self, logits_p, logits_q, **options):
+        """The twin of ``pr.rl.categorical_kl(logits_p, logits_q, accum=<this format>, ...)``
+        (``reduction``; the kernel's own transcendentals, so bit-identical)."""
+        from .rl import emulated_categorical_kl
+        return emulated_categorical_kl(logits_p, logits_q, accum=self.fmt, **options)
+
     def optimizer(self, optimizer, **settings):
         """The twin of an optimizer of :mod:`precision.optim` with this format as its arithmetic
         and state format A (:class:`precision.exact.optim.EmulatedOptimizer`).

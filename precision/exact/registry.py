@@ -22,6 +22,8 @@ fails for a public kernel without a pairing.  Signatures (``A``: the emulated ar
   reduction=)`` -- kl_divergence;
 * ``"probabilities"``: ``fast(probs, reduction=, accum=A)`` / ``twin(probs, reduction=)`` --
   entropy;
+* ``"logit_pairs"``: ``fast(logits_p, logits_q, reduction=, accum=A)`` / ``twin(logits_p,
+  logits_q, reduction=)`` -- rl.categorical_kl (its twin calls the kernels' own transcendentals);
 * ``"optimizer"``: ``fast`` is an optimizer class; ``twin(opt)`` builds the
   :class:`~precision.exact.optim.EmulatedOptimizer` of an instance ``opt`` with state format A,
   and both step their own copy of a parameter.
@@ -38,7 +40,8 @@ from .emulate import emulate
 
 __all__ = ["Pairing", "SIGNATURES", "PAIRINGS", "register", "pairings", "pairing"]
 
-SIGNATURES = ("rows", "cross_entropy", "distributions", "probabilities", "optimizer")
+SIGNATURES = ("rows", "cross_entropy", "distributions", "probabilities", "optimizer",
+              "logit_pairs")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ register("softmax_cross_entropy", "precision.losses.softmax_cross_entropy",
 register("kl_divergence", "precision.losses.kl_divergence", "losses.kl_divergence",
          "distributions")
 register("entropy", "precision.losses.entropy", "losses.entropy", "probabilities")
+register("rl.categorical_kl", "precision.rl.categorical_kl", "categorical_kl", "logit_pairs")
 for _name in ("SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"):
     register(f"optim.{_name}", f"precision.optim.{_name}", "optimizer", "optimizer")
 del _name

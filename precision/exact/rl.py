@@ -19,6 +19,9 @@ correctly rounded into A (the kernels are within 1 ulp of those: bit-identical e
 the kernel's double evaluation lands on the other side of a rounding boundary), sums in the
 pairwise order, scalars (the float64 constants) rounded once into A, results rounded once into
 S.  They return Python floats (values of S), or float64 arrays of them for reduction="none".
+``emulated_categorical_kl`` takes ``transcendentals="kernel"`` (default: the kernels' own exp_A,
+log_A, log1p_A of fp.h and k3_A, phi_A of rl.h, so it is bit-identical to the kernel in every
+format) or ``"correct"`` (each correctly rounded into A).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ __all__ = [
     "emulated_gaussian_kl",
     "emulated_explained_variance",
     "emulated_value_loss",
+    "emulated_categorical_kl",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -203,21 +207,41 @@ def categorical_entropy(logits, *, reduction="mean", dps=DEFAULT_DPS):
 
 
 def categorical_kl(logits_p, logits_q, *, reduction="mean", dps=DEFAULT_DPS):
-    """sum_i p_i (log p_i - log q_i) of p = softmax(logits_p), q = softmax(logits_q) per row
-    (evaluated with 40 more digits: it cancels when p ~ q)."""
+    """sum_i p_i (log p_i - log q_i) of p = softmax(logits_p), q = softmax(logits_q) per row.
+
+    The sum cancels when p ~ q (KL ~ |logit differences|^2 against terms ~ |differences|), so
+    each row is evaluated with 40 more digits than asked and, while the KL is not at least
+    10^-(extra - 5) times 1 + sum_i p_i (|log p_i| + |log q_i|) (the size of what cancels), again
+    with twice the extra digits (up to 1200; a row of exactly equal logits is 0 without that)."""
     from .mp import log_softmax, softmax
 
     _check_reduction(reduction)
     dps = _check_dps(dps)
     xp, xq = np.asarray(logits_p), np.asarray(logits_q)
-    deep = dps + 40
-    p = softmax(xp, dps=deep).reshape(-1, xp.shape[-1])
-    lp = log_softmax(xp, dps=deep).reshape(-1, xp.shape[-1])
-    lq = log_softmax(xq, dps=deep).reshape(-1, xq.shape[-1])
-    with mpmath.workdps(deep + GUARD_DIGITS):
-        rows = [mpmath.fsum(pi * (a - b) for pi, a, b in zip(pr_, ar, br) if pi != 0)
-                for pr_, ar, br in zip(p, lp, lq)]
-        return _reduce_exact(rows, reduction, xp.shape[:-1])
+    rows_p = xp.reshape(-1, xp.shape[-1])
+    rows_q = xq.reshape(-1, xq.shape[-1])
+    out = []
+    for rp, rq in zip(rows_p, rows_q):
+        if np.array_equal(rp, rq):
+            out.append(mpf(0))
+            continue
+        extra = 40
+        while True:
+            deep = dps + extra
+            p = softmax(rp, dps=deep)
+            lp = log_softmax(rp, dps=deep)
+            lq = log_softmax(rq, dps=deep)
+            with mpmath.workdps(deep + GUARD_DIGITS):
+                kl = mpmath.fsum(pi * (a - b) for pi, a, b in zip(p, lp, lq) if pi != 0)
+                # the operands the sum cancels: log p_i and log q_i themselves
+                size = 1 + mpmath.fsum(pi * (abs(a) + abs(b)) for pi, a, b in zip(p, lp, lq)
+                                       if pi != 0)
+            if extra >= 1200 or abs(kl) >= size * mpmath.mpf(10) ** (5 - extra):
+                break
+            extra *= 2
+        out.append(kl)
+    with mpmath.workdps(dps + GUARD_DIGITS):
+        return _reduce_exact(out, reduction, xp.shape[:-1])
 
 
 def squashed_gaussian_entropy(mean, log_std, *, eps=0.0, dps=20):
@@ -448,3 +472,98 @@ def emulated_value_loss(values, targets, *, convention="rllib", vf_clip_param=10
     if return_grad:
         return loss, np.array(grad, dtype=np.float64).reshape(shape)
     return loss
+
+
+_TRANSCENDENTALS = ("kernel", "correct")
+
+
+def _log1pmx_mpf(s: float, dps: int):
+    """log1p(s) - s of a float s, with enough digits that the cancellation costs none."""
+    if s == 0:
+        return mpf(0)
+    extra = max(0, int(-2 * math.log10(abs(s)))) if abs(s) < 1 else 0
+    with mpmath.workdps(dps + GUARD_DIGITS + extra):
+        v = _exact_mpf(s)
+        return +(mpmath.log1p(v) - v)
+
+
+class _KernelFunctions:
+    """exp_A, log_A, log1p_A, k3_A, phi_A of one arithmetic, as the kernels or correctly rounded."""
+
+    def __init__(self, em, arith, transcendentals):
+        if transcendentals not in _TRANSCENDENTALS:
+            raise ValueError(f"transcendentals must be one of {_TRANSCENDENTALS}, "
+                             f"got {transcendentals!r}")
+        self.em, self.arith, self.kernel = em, arith, transcendentals == "kernel"
+
+    def _apply(self, name, v):
+        from precision._kernels import _primitives, load     # only this mode needs them
+        x = np.array([float(v)], dtype=np.float64)
+        out = np.empty_like(x)
+        with np.errstate(all="ignore"):
+            if name in ("k3", "log1pmx"):
+                load("rl").transcendental(name, self.arith.short, x, out)
+            else:
+                _primitives.elementary(name, self.arith.short, x, out)
+        return float(out[0])
+
+    def __call__(self, name, v):
+        if self.kernel:
+            return self._apply(name, v)
+        if name == "k3":
+            return _em_k3(self.em, v)
+        if name == "log1pmx":
+            if math.isnan(v) or v < -1:
+                return math.nan
+            if v == -1 or math.isinf(v):
+                return -math.inf
+            return self.em.round(_log1pmx_mpf(v, 30))
+        return getattr(self.em, name)(v)
+
+
+def _em_categorical_kl_row(em, fn, x, y):
+    """One row of kernels/rl.pyx.tp's categorical KL, op by op."""
+    pw = lambda v: em.sum(v, order="pairwise")       # noqa: E731
+    n = len(x)
+    m = em.max(x)
+    e = [fn("exp", em.sub(v, m)) for v in x]
+    t = pw(e)
+    lt = fn("log", t)
+    p = [em.div(v, t) for v in e]
+    tiny = em.fmt.tiny
+    c = pw([em.mul(pi, em.sub(yi, xi)) if pi != 0 else 0.0 for pi, xi, yi in zip(p, x, y)])
+    ta, tb = [], []
+    for pi, xi, yi in zip(p, x, y):
+        d = em.sub(em.sub(yi, xi), c) if pi != 0 else math.nan
+        ta.append(em.mul(pi, d) if pi != 0 else 0.0)
+        if pi >= tiny:
+            tb.append(em.mul(pi, fn("k3", d)))
+        else:
+            v = fn("exp", em.sub(em.sub(em.sub(yi, m), lt), c))
+            tb.append(em.sub(v, em.mul(pi, em.add(1.0, d))) if pi != 0 else v)
+    a, b = pw(ta), pw(tb)
+    if all(math.isfinite(v) for v in (c, a, b)):
+        s = em.add(a, b)
+        kl = em.add(b, fn("log1pmx", s)) if abs(s) < 1 else em.sub(fn("log1p", s), a)
+    else:
+        top = em.max(y)
+        lse = em.sub(fn("log", pw([fn("exp", em.sub(v, top)) for v in y])), lt)
+        terms = [em.mul(p[i], em.sub(em.sub(x[i], m), em.sub(y[i], top))) if p[i] != 0 else 0.0
+                 for i in range(n)]
+        kl = em.add(pw(terms), lse)
+    return 0.0 if kl < 0 else kl
+
+
+def emulated_categorical_kl(logits_p, logits_q, *, reduction="mean", accum=None,
+                            transcendentals="kernel"):
+    """precision.rl.categorical_kl's algorithm op by op (kernels/rl.pyx.tp)."""
+    _check_reduction(reduction)
+    xp = np.asarray(logits_p)
+    storage = _formats.of(xp)
+    arith = _arith(storage, accum)
+    em = emulate(arith)
+    fn = _KernelFunctions(em, arith, transcendentals)
+    rows_p, lead = _rows(xp)
+    rows_q, _ = _rows(np.asarray(logits_q))
+    kl = [_em_categorical_kl_row(em, fn, x, y) for x, y in zip(rows_p, rows_q)]
+    return _em_reduce(kl, reduction, lead, storage, arith)
