@@ -241,14 +241,50 @@ def test_a_single_plus_inf_logit_gives_the_documented_gradient(fmt):
 def test_precision_isa_caps_the_build_the_loader_picks():
     """PRECISION_ISA=v3 measures the AVX2 build on an AVX-512 CPU, baseline the SSE2 one; a
     value that names no build is an error at import, not a silent fallback."""
+    import importlib.util
+
     import precision._kernels as k
 
+    # the subprocesses import the package this process imported (the sanitizer's copy under
+    # `make sanitize`, which has baseline builds only)
+    home = str(Path(k.__file__).resolve().parents[2])
+    has_v3 = importlib.util.find_spec("precision._kernels.losses__v3") is not None
     code = "import precision._kernels as k; print(k.load('losses').__name__)"
-    for cap, suffix in (("baseline", ""), ("v3", "__v3" if k.uses_v3 else "")):
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={**os.environ, "PRECISION_ISA": cap, "PYTHONPATH": str(ROOT)}, timeout=120)
+    for cap, suffix in (("baseline", ""), ("v3", "__v3" if k.uses_v3 and has_v3 else "")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=home,
+                              env={**os.environ, "PRECISION_ISA": cap, "PYTHONPATH": home}, timeout=120)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"precision._kernels.losses{suffix}"
-    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PRECISION_ISA": "avx9000", "PYTHONPATH": str(ROOT)}, timeout=120)
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=home,
+                         env={**os.environ, "PRECISION_ISA": "avx9000", "PYTHONPATH": home}, timeout=120)
     assert bad.returncode != 0 and "PRECISION_ISA must be" in bad.stderr
+
+
+# ------------------------------------------------------------------------------ prange privacy
+def test_every_local_a_prange_body_writes_through_a_pointer_is_private():
+    """Cython makes a variable private to each OpenMP thread only if the prange body assigns it;
+    one written only through its address (``f(row, C, &k)``) stays shared between the threads: a
+    data race (the optimised builds hid it, `make sanitize`'s -O1 build showed rows of softmax
+    changing from run to run).  Every ``&name`` of a plain local in a prange body of the rendered
+    kernels must also be assigned in that body."""
+    import re
+
+    offenders = []
+    rendered = sorted((ROOT / "kernels").glob("*.pyx"))      # setup.py renders them at build time
+    assert rendered, "no rendered kernels/*.pyx: build first"
+    for pyx in rendered:
+        lines = pyx.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if "prange(" not in line or not line.lstrip().startswith("for "):
+                continue
+            indent = len(line) - len(line.lstrip())
+            body = []
+            for later in lines[i + 1:]:
+                if later.strip() and len(later) - len(later.lstrip()) <= indent:
+                    break
+                body.append(later)
+            text = "\n".join(body)
+            for name in set(re.findall(r"&([A-Za-z_]\w*)\b(?!\s*[\[(])", text)):
+                if not re.search(rf"^\s*{name}\s*=[^=]", text, re.M):
+                    offenders.append(f"{pyx.name}:{i + 1}: &{name}")
+    assert not offenders, offenders
