@@ -398,8 +398,12 @@ def categorical_kl(logits_p, logits_q, *, reduction="mean", accum=None, num_thre
     roundings of d_i cost |err| <~ u [(max|x - m| + log2 C + 4) sum_i p_i (k3(d_i) + |s d_i|) +
     sum_i |q_i - p_i| |d_i|] plus (log2 C + 4) u KL for the sums and the last operations; for
     near-equal rows (|d_i| << 1, KL ~ 1/2 Var_p(d)) that is a *relative* error of about
-    (max|x - m| + 2 log2 C + 10) u_A, then one rounding into S.  (With A = S, y_i - x_i is exact
-    when y_i and x_i are within a factor of 2; otherwise add u |y_i - x_i| |q_i - p_i|.)  So
+    (max|x - m| + 2 log2 C + 10) u_A, then one rounding into S.  (y_i - x_i is exact in A when
+    y_i and x_i are within a factor of 2, or A is wider than S and their exponents are close;
+    otherwise its rounding e_i <= u |y_i - x_i| is a
+    change of the logits itself, which costs the absolute error sum_i |q_i - p_i| e_i +
+    1/2 sum_i p_i e_i^2 (about: to second order) -- not relative to KL: when p and q agree to
+    u |y - x|, the computed KL is only that small.)  So
     bfloat16 logits with accum="float32" give KLs of 1e-6 to within 1 ulp of bfloat16, where
     rounding p into bfloat16 first (this function before) cost an absolute error of about
     2^-8 (C + sum p |log p/q|).  The fallback's error is absolute, ~ (log2 C + 4) u (1 + max |x -
