@@ -95,10 +95,16 @@ def setup_adam_numpy(fmt, threads=1):
 
 def main(spec: dict) -> float:
     spec = dict(spec)
-    setup = globals()[f"setup_{spec.pop('setup')}"]
+    name = spec.pop("setup")
+    setup = globals()[f"setup_{name}"]
     calls, warmup = spec.pop("calls"), spec.pop("warmup")
     warnings.simplefilter("ignore")
     call = setup(**spec)
+    # a peer's import changes the process (torch's allocator and threads slow numpy's large
+    # temporaries): only the row that times a library may have imported it
+    for library in ("torch", "jax", "precision"):
+        if library in sys.modules and library not in name:
+            raise RuntimeError(f"row {name!r} runs in a process that imported {library}")
     for _ in range(warmup):
         call()
     times = []
