@@ -152,9 +152,8 @@ def processes_left(session: int, within: float = 20.0) -> list[int]:
         time.sleep(0.05)
 
 
-def stderr_after(process: subprocess.Popen) -> str:
-    """The command's stderr. It and anything left of its session are killed first: a leftover process
-    holding the pipe would make the read wait forever."""
+def _kill_session_of(process: subprocess.Popen) -> None:
+    """SIGKILL the command and whatever is left of the session it started (never other processes)."""
     if process.poll() is None:
         process.kill()
     process.wait()
@@ -163,19 +162,18 @@ def stderr_after(process: subprocess.Popen) -> str:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def stderr_after(process: subprocess.Popen) -> str:
+    """The command's stderr. It and anything left of its session are killed first: a leftover process
+    holding the pipe would make the read wait forever."""
+    _kill_session_of(process)
     return process.stderr.read()
 
 
 def kill_session(process: subprocess.Popen) -> None:
-    """Clean-up: SIGKILL whatever is left of the session the command started (never other processes)."""
-    if process.poll() is None:
-        process.kill()
-    process.wait()
-    for pid in session_processes(process.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """Clean-up: SIGKILL whatever is left of the session the command started, close its pipes."""
+    _kill_session_of(process)
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
