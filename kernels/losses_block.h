@@ -47,27 +47,24 @@
    [2^-15, 2^16] and rebiased: normal magnitudes get the same index, -inf (clamped to 2^16,
    which no finite float16 reaches) gets 0x7C00, and subnormal ones an index in [0, 0x3FF],
    whose entries all equal the entry of 0, 1 (exp(-y) for y <= 2^-14 is within 2^-14 of 1,
-   closer to 1 than to 1 - 2^-11).  Integer min/max instead of the row code's selects: GCC
-   turns those into conditional loads here, which it does not vectorise. */
-static inline float losses_block_exp_f16(float z, const float* restrict table) {
+   closer to 1 than to 1 - 2^-11); a NaN (magnitude bits above infinity's) gets one more,
+   0x7C01, the table's NaN entry.  Integer min/max instead of _exp_nonpositive_f16's selects:
+   GCC turns those into conditional loads, which it does not vectorise. */
+static inline uint32_t losses_exp_index_f16(float z) {
     uint32_t au = fp_f32_bits(z) & 0x7FFFFFFFu;
-    au = au > (112u << 23) ? au : (112u << 23);
-    au = au < 0x47800000u ? au : 0x47800000u;
-    return table[(au - (112u << 23)) >> 13];
+    uint32_t c = au > (112u << 23) ? au : (112u << 23);
+    c = c < 0x47800000u ? c : 0x47800000u;
+    return ((c - (112u << 23)) >> 13) + (uint32_t)(au > 0x7F800000u);
 }
-/* The row code's float16 exp over a row in place, any z of the float16 grid (NaN included):
-   the clamp above, plus 1 for a NaN (au > infinity's bits), which moves the index from 0x7C00 to
-   the table's NaN entry 0x7C01: the entries _exp_nonpositive_f16 reads, in a loop GCC
-   vectorises (a gather; the restrict pointers, lost if inlined, tell it the row is not the
-   table). */
+static inline float losses_block_exp_f16(float z, const float* restrict table) {
+    return table[losses_exp_index_f16(z)];
+}
+/* The row code's float16 exp over a row in place, any z of the float16 grid: the same index,
+   in a loop GCC vectorises (a gather; the restrict pointers, lost if inlined, tell it the row is
+   not the table). */
 PRECISION_NOINLINE static void losses_exp_row_f16(float* restrict e, ptrdiff_t n,
                                                   const float* restrict table) {
-    for (ptrdiff_t i = 0; i < n; i++) {
-        uint32_t au = fp_f32_bits(e[i]) & 0x7FFFFFFFu;
-        uint32_t c = au > (112u << 23) ? au : (112u << 23);
-        c = c < 0x47800000u ? c : 0x47800000u;
-        e[i] = table[((c - (112u << 23)) >> 13) + (uint32_t)(au > 0x7F800000u)];
-    }
+    for (ptrdiff_t i = 0; i < n; i++) e[i] = table[losses_exp_index_f16(e[i])];
 }
 static inline float losses_block_exp_bf16(float z, const float* restrict table) {
     return table[(fp_f32_bits(z) & 0x7FFFFFFFu) >> 16];
