@@ -60,25 +60,29 @@ static inline int pairwise_depth(ptrdiff_t n)
 /* The level-by-level combination of step 4 as a binary counter: a stack of partial sums,
  * merged whenever two of one level meet (a leaf that completes a pair at level l merges l + 1
  * times), collapsed right to left at the end; this adds in exactly the order of step 4.
- * PUSH adds one leaf sum; FINISH returns the total (+0 for no leaves). */
-#define SUMMATION_TREE_DECLARE(T) T tree_stack_[64]; int tree_depth_ = 0; size_t tree_count_ = 0
-#define SUMMATION_TREE_PUSH(T, RND, LEAF_SUM)                                                  \
+ * PUSH adds one leaf sum; FINISH returns the total (+0 for no leaves).  The _AS forms name the
+ * tree N, for code that builds several sums at once. */
+#define SUMMATION_TREE_DECLARE_AS(N, T) T N##_stack[64]; int N##_depth = 0; size_t N##_count = 0
+#define SUMMATION_TREE_PUSH_AS(N, T, RND, LEAF_SUM)                                            \
     do {                                                                                       \
         T leaf_ = (LEAF_SUM);                                                                  \
-        for (size_t carry_ = tree_count_; carry_ & 1; carry_ >>= 1)                            \
-            leaf_ = RND(tree_stack_[--tree_depth_] + leaf_);                                   \
-        tree_stack_[tree_depth_++] = leaf_;                                                    \
-        tree_count_++;                                                                         \
+        for (size_t carry_ = N##_count; carry_ & 1; carry_ >>= 1)                              \
+            leaf_ = RND(N##_stack[--N##_depth] + leaf_);                                       \
+        N##_stack[N##_depth++] = leaf_;                                                        \
+        N##_count++;                                                                           \
     } while (0)
-#define SUMMATION_TREE_FINISH(T, RND, OUT)                                                     \
+#define SUMMATION_TREE_FINISH_AS(N, T, RND, OUT)                                               \
     do {                                                                                       \
         T total_ = 0;                                                                          \
-        if (tree_depth_ > 0) {                                                                 \
-            total_ = tree_stack_[tree_depth_ - 1];                                             \
-            for (int j_ = tree_depth_ - 2; j_ >= 0; j_--) total_ = RND(tree_stack_[j_] + total_); \
+        if (N##_depth > 0) {                                                                   \
+            total_ = N##_stack[N##_depth - 1];                                                 \
+            for (int j_ = N##_depth - 2; j_ >= 0; j_--) total_ = RND(N##_stack[j_] + total_);  \
         }                                                                                      \
         (OUT) = total_;                                                                        \
     } while (0)
+#define SUMMATION_TREE_DECLARE(T) SUMMATION_TREE_DECLARE_AS(tree, T)
+#define SUMMATION_TREE_PUSH(T, RND, LEAF_SUM) SUMMATION_TREE_PUSH_AS(tree, T, RND, LEAF_SUM)
+#define SUMMATION_TREE_FINISH(T, RND, OUT) SUMMATION_TREE_FINISH_AS(tree, T, RND, OUT)
 
 /* Contiguous values of A.  Written so that GCC vectorises the lanes: "GCC unroll 1" keeps
  * the 8-lane update a loop (fully unrolled, it is left scalar), and four leaves are summed
