@@ -1,0 +1,548 @@
+/*
+ * losses_soft.h -- softmax cross-entropy of one row of logits with soft targets, in the
+ * arithmetic of the storage format, for the AVX2 and AVX-512 builds: float32 (policy f32_f32) and
+ * float16 (f16_f16).  The row code of losses.pyx.tp (_shift_, _exps_, the target check and copy,
+ * _ce_soft_grad_ / _ce_row_) makes seven passes over a row: the max, the exps, their sum, the
+ * check, the targets' sum, the loss terms with the gradient, their sum.  Here every sum is built
+ * in the pass that makes its terms, with the same operations in the same order and the same
+ * roundings R to the format (float16: every result rounded by the F16C conversions, which round to
+ * nearest-even with subnormals and overflow as fp.h's rnd_f16 does for every value that is not a
+ * NaN), so the results are the same bits (tests compare the builds; the baseline build runs the
+ * row code):
+ *
+ *   pass 1  a = max x_i and k = the first index attaining it.  Values compared as floats: -0 and
+ *           +0 are equal, so k (the first x_k equal to the max) and a = x_k are the row code's,
+ *           which orders bit patterns and then looks for the first value equal to the max.  A
+ *           NaN or infinite logit: return 0 having written nothing (the row code takes the row).
+ *   pass 2  e_i = exp(R(x_i - a)) (float32: exp_nonpositive.h; float16: the module's table, at
+ *           the index of losses_exp_index_f16 in losses_block.h) into e, and in summation.h's
+ *           pairwise order (leaves of 128 values summed in 8 lanes: a chunk of 16 values adds its
+ *           first 8, then its last 8, one to each lane) s = sum e_i and Tk = sum t'_i, both with
+ *           the k-th term replaced by +0 as the row code does (t' = t, or R(R(c1 t) + c2) when
+ *           smoothing); whether some t_i < 0; float16: the check's float sum of t.
+ *   pass 3  L = log1p(s), D = R(1 + s), T = R(Tk + t'_k); the loss sum of
+ *           w_i = t'_i != 0 ? R(t'_i R(L - R(x_i - a))) : 0, and
+ *           g_i = R(R(T R(e_i / D)) - t'_i), times the exact 1/N (N a power of 2) or divided by
+ *           N, except g_k = R(R(Tk - R(t'_k s)) / D) (times 1/N or / N).
+ * float16: a row whose T is not finite (a NaN or infinite target, or a sum past 65504) goes to
+ * the row code before anything is written: NaN payloads are the one place where the F16C
+ * rounding and rnd_f16 differ, and a finite T means no NaN can arise (e <= 1, D >= 1, every
+ * t' finite, t' != 0 guards the product with L - z, z <= 0).
+ *
+ * The target check (validate) is the row code's code: PROBS_NONFINITE if some t_i is NaN or
+ * infinite, else PROBS_NEGATIVE if some t_i < 0, else PROBS_SUM_OFF if |S - 1| > tolerance, S
+ * the pairwise sum of the row (float16: in float, built in pass 2; float32: in double).
+ * float32 avoids the double sum: T = R(Tk + t_k) decides where it can.  T is finite exactly when
+ * no t_i is NaN or infinite (NaN and +-inf survive every addition, and a finite T cannot hold
+ * one; an overflow to inf also goes to the row code's check), and for t_i >= 0 with
+ * S = sum t_i the pairwise float sum is within gamma_(d+1)(2^-24) S of S (d: the depth of the
+ * pairwise sum, pairwise_depth(C), plus 1 for the last addition of t_k), the double sum S_d
+ * within gamma_d(2^-53) S, so
+ *     |T - S_d| <= ((d + 1) 2^-24 + d 2^-53) (1 + 2^-10) S < M = (d + 2) 2^-23 T + 2^-50
+ * (d <= 64 so d 2^-24 < 2^-17; S <= T (1 + 2^-16)); the 2^-50 covers the rounding of
+ * |T - 1| - tolerance in double.  If | |T - 1| - tolerance | > M, |S_d - 1| is on the same side
+ * of the tolerance; otherwise (a row summing to within M of 1 +- tolerance) the row code's check
+ * runs: the same code in every case.  With smoothing the row code's check runs first (T sums t',
+ * not t).
+ */
+#ifndef PRECISION_LOSSES_SOFT_H
+#define PRECISION_LOSSES_SOFT_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "fp.h"
+#include "exp_nonpositive.h"
+#include "summation.h"
+#include "losses_rows.h"
+
+#if defined(__AVX2__)
+#define LOSSES_SOFT_ROWS 1
+#include <immintrin.h>
+
+/* ---- 16 floats as two 8-float registers, in both builds: the leaf lanes take them as they are
+   (a 16-float register would be split for every sum), and the exp widens each to 8 doubles */
+typedef struct { __m256 lo, hi; } lsv16;
+static inline lsv16 lsv_pair(__m256 lo, __m256 hi) {
+    lsv16 v = {lo, hi};
+    return v;
+}
+static inline lsv16 lsv_set1(float a) { return lsv_pair(_mm256_set1_ps(a), _mm256_set1_ps(a)); }
+#define LSV_BINARY(NAME, OP)                                                                      \
+    static inline lsv16 NAME(lsv16 a, lsv16 b) { return lsv_pair(OP(a.lo, b.lo), OP(a.hi, b.hi)); }
+LSV_BINARY(lsv_add, _mm256_add_ps)
+LSV_BINARY(lsv_sub, _mm256_sub_ps)
+LSV_BINARY(lsv_mul, _mm256_mul_ps)
+LSV_BINARY(lsv_div, _mm256_div_ps)
+LSV_BINARY(lsv_min, _mm256_min_ps)
+LSV_BINARY(lsv_max, _mm256_max_ps)
+static inline float lsv_min_value(lsv16 v) {
+    float a[8];
+    _mm256_storeu_ps(a, _mm256_min_ps(v.lo, v.hi));
+    float m = a[0];
+    for (int j = 1; j < 8; j++) m = a[j] < m ? a[j] : m;
+    return m;
+}
+static inline float lsv_max_value(lsv16 v) {
+    float a[8];
+    _mm256_storeu_ps(a, _mm256_max_ps(v.lo, v.hi));
+    float m = a[0];
+    for (int j = 1; j < 8; j++) m = a[j] > m ? a[j] : m;
+    return m;
+}
+/* the first index (< 16) of a lane equal to v (-0 == +0), or -1 */
+static inline int lsv_first_equal(lsv16 x, float v) {
+    __m256 vv = _mm256_set1_ps(v);
+    unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(x.lo, vv, _CMP_EQ_OQ))
+                 | (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(x.hi, vv, _CMP_EQ_OQ)) << 8;
+    return m ? __builtin_ctz(m) : -1;
+}
+/* nonzero if some lane is NaN or infinite */
+static inline unsigned lsv_special(lsv16 x) {
+#if defined(__AVX512F__)
+    return (unsigned)(_mm256_fpclass_ps_mask(x.lo, 0x99) | _mm256_fpclass_ps_mask(x.hi, 0x99));
+#else
+    const __m256i EXP = _mm256_set1_epi32(0x7F800000);
+    __m256i lo = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(x.lo), EXP), EXP);
+    __m256i hi = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(x.hi), EXP), EXP);
+    return (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(lo, hi)));
+#endif
+}
+/* the 8 leaf lanes after adding the chunk's first 8 values, then its last 8, each sum rounded
+   by rnd (float32: nothing) */
+static inline __m256 lsv_lanes(__m256 acc, lsv16 v, __m256 (*rnd)(__m256)) {
+    return rnd(_mm256_add_ps(rnd(_mm256_add_ps(acc, v.lo)), v.hi));
+}
+
+#if defined(__AVX512F__)
+/* v with lane j (any j; lanes 0..15 exist) and lanes n.. (n <= 16) replaced by +0 */
+static inline lsv16 lsv_keep(lsv16 v, ptrdiff_t j, ptrdiff_t n) {
+    unsigned keep = (n >= 16 ? 0xFFFFu : (1u << n) - 1) & ~((j >= 0 && j < 16) ? 1u << j : 0u);
+    return lsv_pair(_mm256_maskz_mov_ps((__mmask8)keep, v.lo),
+                    _mm256_maskz_mov_ps((__mmask8)(keep >> 8), v.hi));
+}
+/* lanes 0..n-1 of v, the others fill */
+static inline lsv16 lsv_keep_or(lsv16 v, ptrdiff_t n, float fill) {
+    unsigned keep = (1u << n) - 1;
+    __m256 f = _mm256_set1_ps(fill);
+    return lsv_pair(_mm256_mask_mov_ps(f, (__mmask8)keep, v.lo),
+                    _mm256_mask_mov_ps(f, (__mmask8)(keep >> 8), v.hi));
+}
+/* t != 0 ? y : +0 (as the row code's select: a NaN t is != 0), and t != 0 ? t y : +0 */
+static inline lsv16 lsv_where_nonzero(lsv16 t, lsv16 y) {
+    const __m256 zero = _mm256_setzero_ps();
+    return lsv_pair(_mm256_maskz_mov_ps(_mm256_cmp_ps_mask(t.lo, zero, _CMP_NEQ_UQ), y.lo),
+                    _mm256_maskz_mov_ps(_mm256_cmp_ps_mask(t.hi, zero, _CMP_NEQ_UQ), y.hi));
+}
+static inline lsv16 lsv_times_nonzero(lsv16 t, lsv16 y) {
+    const __m256 zero = _mm256_setzero_ps();
+    return lsv_pair(_mm256_maskz_mul_ps(_mm256_cmp_ps_mask(t.lo, zero, _CMP_NEQ_UQ), t.lo, y.lo),
+                    _mm256_maskz_mul_ps(_mm256_cmp_ps_mask(t.hi, zero, _CMP_NEQ_UQ), t.hi, y.hi));
+}
+typedef struct { __m512d t0, t1; } lsv_exp_table;
+static inline lsv_exp_table lsv_exp_table_load(void) {
+    lsv_exp_table tab = {_mm512_loadu_pd(EXP2_J16), _mm512_loadu_pd(EXP2_J16 + 8)};
+    return tab;
+}
+/* exp_nonpositive_f32 of the 16 z's, each 8 as 8 doubles */
+static inline lsv16 lsv_exp_f32(lsv16 z, const lsv_exp_table* tab) {
+    return lsv_pair(_mm512_cvtpd_ps(exp_nonpositive_f32_x8(_mm512_cvtps_pd(z.lo), tab->t0, tab->t1)),
+                    _mm512_cvtpd_ps(exp_nonpositive_f32_x8(_mm512_cvtps_pd(z.hi), tab->t0, tab->t1)));
+}
+#else   /* AVX2 */
+static inline lsv16 lsv_keep(lsv16 v, ptrdiff_t j, ptrdiff_t n) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i eight = _mm256_set1_epi32(8);
+    __m256i jv = _mm256_set1_epi32((int)(j >= 0 && j < 16 ? j : -1)), nv = _mm256_set1_epi32((int)n);
+    __m256i klo = _mm256_andnot_si256(_mm256_cmpeq_epi32(iota, jv), _mm256_cmpgt_epi32(nv, iota));
+    __m256i ihi = _mm256_add_epi32(iota, eight);
+    __m256i khi = _mm256_andnot_si256(_mm256_cmpeq_epi32(ihi, jv), _mm256_cmpgt_epi32(nv, ihi));
+    return lsv_pair(_mm256_and_ps(v.lo, _mm256_castsi256_ps(klo)),
+                    _mm256_and_ps(v.hi, _mm256_castsi256_ps(khi)));
+}
+static inline lsv16 lsv_keep_or(lsv16 v, ptrdiff_t n, float fill) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i nv = _mm256_set1_epi32((int)n);
+    __m256 f = _mm256_set1_ps(fill);
+    __m256 klo = _mm256_castsi256_ps(_mm256_cmpgt_epi32(nv, iota));
+    __m256 khi = _mm256_castsi256_ps(_mm256_cmpgt_epi32(nv, _mm256_add_epi32(iota, _mm256_set1_epi32(8))));
+    return lsv_pair(_mm256_blendv_ps(f, v.lo, klo), _mm256_blendv_ps(f, v.hi, khi));
+}
+static inline lsv16 lsv_where_nonzero(lsv16 t, lsv16 y) {
+    const __m256 zero = _mm256_setzero_ps();
+    return lsv_pair(_mm256_and_ps(_mm256_cmp_ps(t.lo, zero, _CMP_NEQ_UQ), y.lo),
+                    _mm256_and_ps(_mm256_cmp_ps(t.hi, zero, _CMP_NEQ_UQ), y.hi));
+}
+static inline lsv16 lsv_times_nonzero(lsv16 t, lsv16 y) { return lsv_where_nonzero(t, lsv_mul(t, y)); }
+typedef struct { __m256 tab[4]; } lsv_exp_table;
+static inline lsv_exp_table lsv_exp_table_load(void) {
+    EXP_NONPOSITIVE_AVX2_TAB(tab);
+    lsv_exp_table t = {{tab[0], tab[1], tab[2], tab[3]}};
+    return t;
+}
+static inline lsv16 lsv_exp_f32(lsv16 z, const lsv_exp_table* tab) {
+    float e[16];
+    exp_nonpositive_f32_x8_avx2(_mm256_castps256_ps128(z.lo), _mm256_extractf128_ps(z.lo, 1),
+                                tab->tab, e);
+    exp_nonpositive_f32_x8_avx2(_mm256_castps256_ps128(z.hi), _mm256_extractf128_ps(z.hi, 1),
+                                tab->tab, e + 8);
+    return lsv_pair(_mm256_loadu_ps(e), _mm256_loadu_ps(e + 8));
+}
+#endif
+
+/* ---- the two policies: storage = arithmetic = float32 or float16 --------------------------- */
+enum { LS_F32 = 0, LS_F16 = 1 };
+#define LS_INLINE static inline __attribute__((always_inline))
+
+static inline __m256 ls_round_none(__m256 v) { return v; }
+/* rnd_f16 of 8 floats that are not NaN */
+static inline __m256 ls_round_f16(__m256 v) {
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+LS_INLINE lsv16 ls_rnd(const int P, lsv16 v) {
+    if (P == LS_F16) return lsv_pair(ls_round_f16(v.lo), ls_round_f16(v.hi));
+    return v;
+}
+LS_INLINE float ls_rnd1(const int P, float v) { return P == LS_F16 ? rnd_f16(v) : v; }
+/* 16 values of the storage format from element i of p, exactly as floats */
+LS_INLINE lsv16 ls_load(const int P, const void* p, ptrdiff_t i) {
+    if (P == LS_F16) {
+        const uint16_t* h = (const uint16_t*)p + i;
+        return lsv_pair(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)h)),
+                        _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(h + 8))));
+    }
+    const float* f = (const float*)p + i;
+    return lsv_pair(_mm256_loadu_ps(f), _mm256_loadu_ps(f + 8));
+}
+/* the first n (< 16) of them, the others +0 (once per leaf) */
+LS_INLINE lsv16 ls_load_n(const int P, const void* p, ptrdiff_t i, ptrdiff_t n) {
+#if defined(__AVX512F__)
+    unsigned m = (1u << n) - 1;
+    if (P == LS_F16) {
+        __m256i h = _mm256_castsi128_si256(_mm_maskz_loadu_epi16((__mmask8)m, (const uint16_t*)p + i));
+        h = _mm256_inserti128_si256(h, _mm_maskz_loadu_epi16((__mmask8)(m >> 8), (const uint16_t*)p + i + 8), 1);
+        return lsv_pair(_mm256_cvtph_ps(_mm256_castsi256_si128(h)),
+                        _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
+    }
+    const float* f = (const float*)p + i;
+    return lsv_pair(_mm256_maskz_loadu_ps((__mmask8)m, f), _mm256_maskz_loadu_ps((__mmask8)(m >> 8), f + 8));
+#else
+    if (P == LS_F16) {
+        uint16_t buf[16] = {0};
+        for (ptrdiff_t j = 0; j < n; j++) buf[j] = ((const uint16_t*)p)[i + j];
+        return ls_load(P, buf, 0);
+    }
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i nv = _mm256_set1_epi32((int)n);
+    const float* f = (const float*)p + i;
+    return lsv_pair(_mm256_maskload_ps(f, _mm256_cmpgt_epi32(nv, iota)),
+                    _mm256_maskload_ps(f + 8, _mm256_cmpgt_epi32(nv, _mm256_add_epi32(iota, _mm256_set1_epi32(8)))));
+#endif
+}
+LS_INLINE lsv16 ls_load_any(const int P, const void* p, ptrdiff_t i, ptrdiff_t n) {
+    return n >= 16 ? ls_load(P, p, i) : ls_load_n(P, p, i, n);
+}
+/* store 16 values of the format (exact: they are values of it) at element i of p */
+LS_INLINE void ls_store(const int P, void* p, ptrdiff_t i, lsv16 v) {
+    if (P == LS_F16) {
+        uint16_t* h = (uint16_t*)p + i;
+        _mm_storeu_si128((__m128i*)h, _mm256_cvtps_ph(v.lo, _MM_FROUND_TO_NEAREST_INT));
+        _mm_storeu_si128((__m128i*)(h + 8), _mm256_cvtps_ph(v.hi, _MM_FROUND_TO_NEAREST_INT));
+        return;
+    }
+    float* f = (float*)p + i;
+    _mm256_storeu_ps(f, v.lo);
+    _mm256_storeu_ps(f + 8, v.hi);
+}
+LS_INLINE void ls_store_any(const int P, void* p, ptrdiff_t i, lsv16 v, ptrdiff_t n) {
+    if (n >= 16) {
+        ls_store(P, p, i, v);
+        return;
+    }
+#if defined(__AVX512F__)
+    unsigned m = (1u << n) - 1;
+    if (P == LS_F16) {
+        uint16_t* h = (uint16_t*)p + i;
+        _mm_mask_storeu_epi16(h, (__mmask8)m, _mm256_cvtps_ph(v.lo, _MM_FROUND_TO_NEAREST_INT));
+        _mm_mask_storeu_epi16(h + 8, (__mmask8)(m >> 8), _mm256_cvtps_ph(v.hi, _MM_FROUND_TO_NEAREST_INT));
+        return;
+    }
+    float* f = (float*)p + i;
+    _mm256_mask_storeu_ps(f, (__mmask8)m, v.lo);
+    _mm256_mask_storeu_ps(f + 8, (__mmask8)(m >> 8), v.hi);
+#else
+    if (P == LS_F16) {
+        uint16_t buf[16];
+        ls_store(P, buf, 0, v);
+        for (ptrdiff_t j = 0; j < n; j++) ((uint16_t*)p)[i + j] = buf[j];
+        return;
+    }
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i nv = _mm256_set1_epi32((int)n);
+    float* f = (float*)p + i;
+    _mm256_maskstore_ps(f, _mm256_cmpgt_epi32(nv, iota), v.lo);
+    _mm256_maskstore_ps(f + 8, _mm256_cmpgt_epi32(nv, _mm256_add_epi32(iota, _mm256_set1_epi32(8))), v.hi);
+#endif
+}
+LS_INLINE float ls_ld1(const int P, const void* p, ptrdiff_t i) {
+    return P == LS_F16 ? ld16_f16(((const uint16_t*)p)[i]) : ((const float*)p)[i];
+}
+LS_INLINE void ls_st1(const int P, void* p, ptrdiff_t i, float v) {
+    if (P == LS_F16) ((uint16_t*)p)[i] = st16_f16(v);
+    else ((float*)p)[i] = v;
+}
+/* the float16 exp of z <= 0: table[losses_exp_index_f16(z)] (losses_block.h), 8 lanes */
+static inline __m256 ls_exp8_f16(__m256 z, const float* table) {
+    __m256i au = _mm256_and_si256(_mm256_castps_si256(z), _mm256_set1_epi32(0x7FFFFFFF));
+    __m256i c = _mm256_max_epu32(au, _mm256_set1_epi32(112 << 23));
+    c = _mm256_min_epu32(c, _mm256_set1_epi32(0x47800000));
+    __m256i index = _mm256_srli_epi32(_mm256_sub_epi32(c, _mm256_set1_epi32(112 << 23)), 13);
+    index = _mm256_sub_epi32(index, _mm256_cmpgt_epi32(au, _mm256_set1_epi32(0x7F800000)));
+    return _mm256_i32gather_ps(table, index, 4);
+}
+LS_INLINE lsv16 ls_exp(const int P, lsv16 z, const lsv_exp_table* tab, const float* table) {
+    if (P == LS_F16) return lsv_pair(ls_exp8_f16(z.lo, table), ls_exp8_f16(z.hi, table));
+    return lsv_exp_f32(z, tab);
+}
+LS_INLINE float ls_log1p(const int P, float s) { return P == LS_F16 ? log1p_f16(s) : log1p_f32(s); }
+LS_INLINE __m256 ls_lanes(const int P, __m256 acc, lsv16 v) {
+    return lsv_lanes(acc, v, P == LS_F16 ? ls_round_f16 : ls_round_none);
+}
+/* ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), each sum rounded */
+LS_INLINE float ls_leaf_sum(const int P, __m256 acc) {
+    float l[8];
+    _mm256_storeu_ps(l, acc);
+    if (P == LS_F16) return summation_lanes_f16(l);
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+#define LS_RND_F32(x) (x)
+#define LS_RND_F16(x) rnd_f16(x)
+
+/* pass 1: 0 if some x_i is NaN or infinite; else 1 with *a = x_k, *k the first index of the max */
+LS_INLINE int ls_shift(const int P, const void* x, ptrdiff_t C, float* a, ptrdiff_t* k) {
+    lsv16 top = lsv_set1(-INFINITY);
+    unsigned special = 0;
+    ptrdiff_t i = 0;
+    for (; i + 16 <= C; i += 16) {
+        lsv16 v = ls_load(P, x, i);
+        top = lsv_max(top, v);
+        special |= lsv_special(v);
+    }
+    if (i < C) {        /* the tail as 16 lanes: +0 past the row for the check, -inf for the max */
+        lsv16 v = ls_load_n(P, x, i, C - i);
+        special |= lsv_special(v);
+        top = lsv_max(top, lsv_keep_or(v, C - i, -INFINITY));
+    }
+    if (special) return 0;
+    float max = lsv_max_value(top);
+    for (i = 0; i + 16 <= C; i += 16) {
+        int j = lsv_first_equal(ls_load(P, x, i), max);
+        if (j >= 0) {
+            i += j;
+            break;
+        }
+    }
+    while (ls_ld1(P, x, i) != max) i++;
+    *k = i;
+    *a = ls_ld1(P, x, i);
+    return 1;
+}
+
+/* how the gradient is scaled: by nothing (N = 1), by the exact inverse of N, or divided by N */
+enum { LOSSES_SOFT_GRAD_NONE = 0, LOSSES_SOFT_GRAD_ONE, LOSSES_SOFT_GRAD_INVERSE, LOSSES_SOFT_GRAD_DIVIDE };
+
+LS_INLINE float ls_pass3(const int P, const void* restrict x, const void* restrict t, ptrdiff_t C,
+                         float a, int smooth, float c1, float c2, float L, float D, float T,
+                         const int mode, float scale, void* restrict g, const float* restrict e) {
+    lsv16 av = lsv_set1(a), c1v = lsv_set1(c1), c2v = lsv_set1(c2);
+    lsv16 Lv = lsv_set1(L), Dv = lsv_set1(D), Tv = lsv_set1(T), sv = lsv_set1(scale);
+    SUMMATION_TREE_DECLARE_AS(wsum, float);
+    float loss;
+    for (ptrdiff_t s = 0; s < C; s += SUMMATION_LEAF) {
+        ptrdiff_t m = C - s < SUMMATION_LEAF ? C - s : SUMMATION_LEAF;
+        __m256 aw = _mm256_setzero_ps();
+        for (ptrdiff_t i = s; i < s + m; i += 16) {
+            ptrdiff_t n = s + m - i;
+            lsv16 z = ls_rnd(P, lsv_sub(ls_load_any(P, x, i, n), av));
+            lsv16 tv = ls_load_any(P, t, i, n);
+            if (smooth) {
+                tv = ls_rnd(P, lsv_add(ls_rnd(P, lsv_mul(c1v, tv)), c2v));
+                if (n < 16) tv = lsv_keep(tv, -1, n);
+            }
+            lsv16 y = ls_rnd(P, lsv_sub(Lv, z));
+            lsv16 w = P == LS_F16 ? lsv_where_nonzero(tv, ls_rnd(P, lsv_mul(tv, y)))
+                                  : lsv_times_nonzero(tv, y);
+            aw = ls_lanes(P, aw, w);
+            if (mode != LOSSES_SOFT_GRAD_NONE) {
+                lsv16 ev = n >= 16 ? lsv_pair(_mm256_loadu_ps(e + i), _mm256_loadu_ps(e + i + 8))
+                                   : ls_load_n(LS_F32, e, i, n);
+                lsv16 gv = ls_rnd(P, lsv_div(ev, Dv));
+                gv = ls_rnd(P, lsv_sub(ls_rnd(P, lsv_mul(Tv, gv)), tv));
+                if (mode == LOSSES_SOFT_GRAD_INVERSE) gv = ls_rnd(P, lsv_mul(gv, sv));
+                if (mode == LOSSES_SOFT_GRAD_DIVIDE) gv = ls_rnd(P, lsv_div(gv, sv));
+                ls_store_any(P, g, i, gv, n);
+            }
+        }
+        if (P == LS_F16) SUMMATION_TREE_PUSH_AS(wsum, float, LS_RND_F16, ls_leaf_sum(P, aw));
+        else SUMMATION_TREE_PUSH_AS(wsum, float, LS_RND_F32, ls_leaf_sum(P, aw));
+    }
+    if (P == LS_F16) SUMMATION_TREE_FINISH_AS(wsum, float, LS_RND_F16, loss);
+    else SUMMATION_TREE_FINISH_AS(wsum, float, LS_RND_F32, loss);
+    return loss;
+}
+
+/* The row, policy P.  See losses_soft_row_f32 below. */
+LS_INLINE int ls_row(const int P, const void* restrict x, const void* restrict t, ptrdiff_t C,
+                     int smooth, float c1, float c2, int grad_mode, float grad_scale,
+                     void* restrict g, float* restrict e, int validate, unsigned char* code,
+                     double tolerance, const float* table, float* loss) {
+    float a;
+    ptrdiff_t k;
+    if (!ls_shift(P, x, C, &a, &k)) return 0;
+    if (P == LS_F32 && validate && smooth) {    /* the check reads t, the sums below t' */
+        int flags;
+        double total = losses_check_row_f32((const float*)t, C, &flags);
+        *code = losses_probs_code(flags, total, tolerance);
+    }
+    lsv16 av = lsv_set1(a), c1v = lsv_set1(c1), c2v = lsv_set1(c2);
+    lsv16 tmin = lsv_set1(0.0f);
+    lsv_exp_table tab = lsv_exp_table_load();
+    SUMMATION_TREE_DECLARE_AS(esum, float);
+    SUMMATION_TREE_DECLARE_AS(tsum, float);
+    SUMMATION_TREE_DECLARE_AS(csum, float);    /* float16: the check's float sum of t */
+    for (ptrdiff_t s = 0; s < C; s += SUMMATION_LEAF) {
+        ptrdiff_t m = C - s < SUMMATION_LEAF ? C - s : SUMMATION_LEAF;
+        __m256 ae = _mm256_setzero_ps(), at = ae, ac = ae;
+        for (ptrdiff_t i = s; i < s + m; i += 16) {
+            ptrdiff_t n = s + m - i, kr = k - i;
+            lsv16 z = ls_rnd(P, lsv_sub(ls_load_any(P, x, i, n), av));
+            lsv16 ev = ls_exp(P, z, &tab, table);
+            if (n >= 16) {
+                _mm256_storeu_ps(e + i, ev.lo);
+                _mm256_storeu_ps(e + i + 8, ev.hi);
+            } else {
+                ls_store_any(LS_F32, e, i, ev, n);
+            }
+            lsv16 tv = ls_load_any(P, t, i, n);
+            tmin = lsv_min(tmin, tv);
+            if (P == LS_F16) ac = lsv_lanes(ac, tv, ls_round_none);
+            if (smooth) tv = ls_rnd(P, lsv_add(ls_rnd(P, lsv_mul(c1v, tv)), c2v));
+            if (n < 16 || (kr >= 0 && kr < 16)) {
+                ev = lsv_keep(ev, kr, n);
+                tv = lsv_keep(tv, kr, n);
+            }
+            ae = ls_lanes(P, ae, ev);
+            at = ls_lanes(P, at, tv);
+        }
+        if (P == LS_F16) {
+            SUMMATION_TREE_PUSH_AS(esum, float, LS_RND_F16, ls_leaf_sum(P, ae));
+            SUMMATION_TREE_PUSH_AS(tsum, float, LS_RND_F16, ls_leaf_sum(P, at));
+            SUMMATION_TREE_PUSH_AS(csum, float, LS_RND_F32, ls_leaf_sum(LS_F32, ac));
+        } else {
+            SUMMATION_TREE_PUSH_AS(esum, float, LS_RND_F32, ls_leaf_sum(P, ae));
+            SUMMATION_TREE_PUSH_AS(tsum, float, LS_RND_F32, ls_leaf_sum(P, at));
+        }
+    }
+    float total, Tk;
+    if (P == LS_F16) {
+        SUMMATION_TREE_FINISH_AS(esum, float, LS_RND_F16, total);
+        SUMMATION_TREE_FINISH_AS(tsum, float, LS_RND_F16, Tk);
+    } else {
+        SUMMATION_TREE_FINISH_AS(esum, float, LS_RND_F32, total);
+        SUMMATION_TREE_FINISH_AS(tsum, float, LS_RND_F32, Tk);
+    }
+    float tk = ls_ld1(P, t, k);
+    if (smooth) tk = ls_rnd1(P, ls_rnd1(P, c1 * tk) + c2);
+    float T = ls_rnd1(P, Tk + tk);
+    if (P == LS_F16) {
+        if (!(T - T == 0)) return 0;    /* a NaN or infinite target (see the top): the row code */
+        if (validate) {
+            float check;
+            SUMMATION_TREE_FINISH_AS(csum, float, LS_RND_F32, check);
+            *code = losses_probs_code(lsv_min_value(tmin) < 0 ? PROBS_FLAG_NEGATIVE : 0, check,
+                                      tolerance);
+        }
+    } else if (validate && !smooth) {
+        double margin = (double)(pairwise_depth(C) + 3) * 0x1p-23 * fabs((double)T) + 0x1p-50;
+        double off = fabs((double)T - 1.0) - tolerance;
+        if (T - T == 0 && fabs(off) > margin)
+            *code = lsv_min_value(tmin) < 0 ? PROBS_NEGATIVE : (off > 0 ? PROBS_SUM_OFF : PROBS_OK);
+        else {
+            int flags;
+            double sum = losses_check_row_f32((const float*)t, C, &flags);
+            *code = losses_probs_code(flags, sum, tolerance);
+        }
+    }
+    float L = ls_log1p(P, total), D = ls_rnd1(P, 1 + total);
+    float gk = ls_rnd1(P, ls_rnd1(P, Tk - ls_rnd1(P, tk * total)) / D);
+    float loss_row;
+    switch (grad_mode) {
+    case LOSSES_SOFT_GRAD_ONE:
+        loss_row = ls_pass3(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_ONE,
+                            grad_scale, g, e);
+        break;
+    case LOSSES_SOFT_GRAD_INVERSE:
+        loss_row = ls_pass3(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_INVERSE,
+                            grad_scale, g, e);
+        gk = ls_rnd1(P, gk * grad_scale);
+        break;
+    case LOSSES_SOFT_GRAD_DIVIDE:
+        loss_row = ls_pass3(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_DIVIDE,
+                            grad_scale, g, e);
+        gk = ls_rnd1(P, gk / grad_scale);
+        break;
+    default:
+        loss_row = ls_pass3(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_NONE,
+                            grad_scale, g, e);
+    }
+    if (grad_mode != LOSSES_SOFT_GRAD_NONE) ls_st1(P, g, k, gk);
+    *loss = loss_row;
+    return 1;
+}
+
+/* One row (x, t: C values, C >= 1).  Returns 0, writing nothing, if the row code must take it
+ * (a NaN or infinite logit; float16: also a NaN or infinite target); else 1, with *loss = the
+ * row's loss in the arithmetic format, g (if grad_mode is not LOSSES_SOFT_GRAD_NONE) the
+ * gradient row, e (C floats) scratch.  grad_scale: the exact 1/N or N
+ * (LOSSES_SOFT_GRAD_INVERSE / _DIVIDE).  validate: *code = the target check's code of t (see the
+ * top of this file).  table: float16's exp table (losses.pyx.tp's _exp_neg_f16). */
+PRECISION_NOINLINE static int losses_soft_row_f32(
+        const float* restrict x, const float* restrict t, ptrdiff_t C, int smooth, float c1,
+        float c2, int grad_mode, float grad_scale, float* restrict g, float* restrict e,
+        int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
+    return ls_row(LS_F32, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
+                  tolerance, table, loss);
+}
+PRECISION_NOINLINE static int losses_soft_row_f16(
+        const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
+        float c2, int grad_mode, float grad_scale, uint16_t* restrict g, float* restrict e,
+        int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
+    return ls_row(LS_F16, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
+                  tolerance, table, loss);
+}
+#else
+#define LOSSES_SOFT_ROWS 0
+enum { LOSSES_SOFT_GRAD_NONE = 0, LOSSES_SOFT_GRAD_ONE, LOSSES_SOFT_GRAD_INVERSE, LOSSES_SOFT_GRAD_DIVIDE };
+/* the baseline build runs the row code */
+static inline int losses_soft_row_f32(const float* x, const float* t, ptrdiff_t C, int smooth,
+                                      float c1, float c2, int grad_mode, float grad_scale,
+                                      float* g, float* e, int validate, unsigned char* code,
+                                      double tolerance, const float* table, float* loss) {
+    (void)x; (void)t; (void)C; (void)smooth; (void)c1; (void)c2; (void)grad_mode;
+    (void)grad_scale; (void)g; (void)e; (void)validate; (void)code; (void)tolerance;
+    (void)table; (void)loss;
+    return 0;
+}
+static inline int losses_soft_row_f16(const uint16_t* x, const uint16_t* t, ptrdiff_t C,
+                                      int smooth, float c1, float c2, int grad_mode,
+                                      float grad_scale, uint16_t* g, float* e, int validate,
+                                      unsigned char* code, double tolerance, const float* table,
+                                      float* loss) {
+    (void)x; (void)t; (void)C; (void)smooth; (void)c1; (void)c2; (void)grad_mode;
+    (void)grad_scale; (void)g; (void)e; (void)validate; (void)code; (void)tolerance;
+    (void)table; (void)loss;
+    return 0;
+}
+#endif
+
+#endif /* PRECISION_LOSSES_SOFT_H */

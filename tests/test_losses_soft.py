@@ -1,0 +1,159 @@
+"""The three-pass soft-target rows (kernels/losses_soft.h) against the row code.
+
+In the AVX2 and AVX-512 builds, softmax_cross_entropy with soft targets in float32 (or float16)
+storage and arithmetic computes each row in three passes; the baseline build runs the row code,
+which test_losses.py checks against the op-by-op emulation.  The promise is the same bits: every
+output (row losses, the reduced loss, the gradient, the target check's codes) of every build is
+compared bit for bit with the baseline's, over generated rows: lengths across the 16-value
+chunks and 128-value leaves, the max anywhere (ties, +-0 maxima, the tail chunk), NaN and
+infinite logits (those rows take the row code), targets with zeros, negative, NaN or infinite
+values and sums off by about the tolerance (where the float sum hands the decision to the row
+code's double sum), label smoothing, every gradient scaling (none, the exact 1/N, / N), with
+and without the gradient, with and without the check, one and two threads.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import precision as pr
+from precision._kernels import variants
+from tests.test_losses import K
+
+FORMATS = {"f32": pr.float32, "f16": pr.float16}
+BUILDS = variants("losses")
+WIDE_BUILDS = {suffix: module for suffix, module in BUILDS.items() if suffix}
+
+pytestmark = pytest.mark.skipif(not WIDE_BUILDS, reason="this CPU runs no AVX2 build")
+
+
+def bits(a):
+    a = np.atleast_1d(np.asarray(a))
+    return a.view(f"u{a.dtype.itemsize}").copy()
+
+
+def run(module, x, t, *, smooth, reduction, batch, grad, validate, tolerance, threads):
+    """One call of the kernel of x's format (float32 or float16 storage and arithmetic)."""
+    n = x.shape[0]
+    S = pr.float16 if x.dtype == pr.float16.dtype else pr.float32
+    sv = S.storage_view
+    loss = np.empty(n if reduction == "none" else 1, S.dtype)
+    row_loss = np.empty(n, np.float32)
+    g = np.full(x.shape, S.round(7.0)) if grad else None
+    codes = np.full(n, 99, np.uint8) if validate else None
+    c1, c2 = (0.875, S.round(0.125 / x.shape[1])) if smooth else (1.0, 0.0)
+    getattr(module, f"softmax_cross_entropy_{S.short}_{S.short}")(
+        sv(x), sv(t), None, smooth, c1, float(c2), K.REDUCTIONS[reduction], batch, sv(loss),
+        row_loss, None if g is None else sv(g), threads, codes, tolerance,
+        0.125 if smooth else 0.0)
+    out = [bits(loss), bits(row_loss)]
+    if grad:
+        out.append(bits(g))
+    if validate:
+        out.append(codes.copy())
+    return out
+
+
+def logits(rng, n, c, kind, S=pr.float32):
+    if kind == "normal":
+        x = rng.standard_normal((n, c)) * 3
+    elif kind == "ties":            # the max repeated, +0 and -0 maxima
+        x = np.round(rng.standard_normal((n, c)))
+        x[::3] = -np.abs(x[::3])
+        x[1::3, rng.integers(0, c)] = -0.0
+    elif kind == "wide":            # exps down to the subnormals and to 0; float16: x - a overflows
+        x = rng.uniform(-120, 5, (n, c)) if S.bits == 32 else rng.uniform(-65504, 65504, (n, c))
+    else:                           # the max in the last (tail) chunk
+        x = rng.standard_normal((n, c))
+        x[:, -1] = 10
+    return S.round(x)
+
+
+def targets(rng, n, c, kind, tolerance, S=pr.float32):
+    t = rng.dirichlet(np.full(c, 0.3), size=n)
+    if kind == "zeros":
+        t[rng.random((n, c)) < 0.5] = 0
+        t /= np.maximum(t.sum(axis=1, keepdims=True), 1e-300)
+    if kind == "boundary":          # sums 1 +- tolerance, give or take a few ulps of the sum
+        ulp = 2.0**-22 if S.bits == 32 else 2.0**-9
+        for r in range(n):
+            target = 1 + rng.choice([-1, 1]) * tolerance * (1 + rng.integers(-4, 5) * ulp)
+            t[r] = t[r] * (target / S.round(t[r]).astype(np.float64).sum())
+    t = S.round(t)
+    if kind == "bad":               # one bad value in some rows
+        rows = rng.integers(0, n, max(1, n // 3))
+        cols = rng.integers(0, c, rows.size)
+        t[rows, cols] = S.round(rng.choice([np.nan, np.inf, -np.inf, -1e-3, -0.0, 3.0], rows.size))
+    return t
+
+
+@settings(deadline=None)
+@given(fmt=st.sampled_from(sorted(FORMATS)), seed=st.integers(0, 2**32 - 1),
+       c=st.one_of(st.integers(1, 40), st.integers(100, 300), st.sampled_from([128, 256, 1000])),
+       n=st.integers(1, 6),
+       logit_kind=st.sampled_from(["normal", "ties", "wide", "tail_max"]),
+       target_kind=st.sampled_from(["dirichlet", "zeros", "bad", "boundary"]),
+       smooth=st.booleans(),
+       scaling=st.sampled_from([("mean", None), ("mean", 4.0), ("sum", 1.0), ("none", 1.0)]),
+       grad=st.booleans(), validate=st.booleans(), threads=st.sampled_from([1, 2]),
+       special=st.booleans())
+def test_every_build_gives_the_row_codes_bits(fmt, seed, c, n, logit_kind, target_kind, smooth,
+                                              scaling, grad, validate, threads, special):
+    S = FORMATS[fmt]
+    rng = np.random.default_rng(seed)
+    x = logits(rng, n, c, logit_kind, S)
+    if special:                     # a NaN or infinite logit: that row takes the row code
+        x[rng.integers(0, n), rng.integers(0, c)] = S.round(rng.choice([np.nan, np.inf, -np.inf]))
+    tolerance = 2.0**-7
+    t = targets(rng, n, c, target_kind, tolerance, S)
+    reduction, batch = scaling
+    batch = float(n) if batch is None else batch        # N = n: a power of two or not
+    kw = dict(smooth=smooth, reduction=reduction, batch=batch, grad=grad, validate=validate,
+              tolerance=tolerance, threads=threads)
+    with np.errstate(all="ignore"):
+        want = run(BUILDS[""], x, t, **kw)
+        for module in WIDE_BUILDS.values():
+            got = run(module, x, t, **kw)
+            for mine, theirs in zip(got, want):
+                np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_the_float_sum_decides_only_far_from_the_tolerance(fmt):
+    """Rows whose sum sits at 1 +- tolerance to within a few ulps (float32: where the float
+    pairwise sum and the double one can fall on different sides) get the row code's verdict:
+    both codes occur, and every build agrees with the baseline on each row."""
+    S = FORMATS[fmt]
+    rng = np.random.default_rng(5)
+    n, c, tolerance = 400, 333, 2.0**-9
+    x = logits(rng, n, c, "normal", S)
+    t = targets(rng, n, c, "boundary", tolerance, S)
+    kw = dict(smooth=False, reduction="none", batch=1.0, grad=True, validate=True,
+              tolerance=tolerance, threads=1)
+    want = run(BUILDS[""], x, t, **kw)[-1]
+    assert {0, 3} <= set(want.tolist())
+    for module in WIDE_BUILDS.values():
+        np.testing.assert_array_equal(run(module, x, t, **kw)[-1], want)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_nan_and_infinite_targets_give_the_row_codes_bits(fmt):
+    """Targets with NaN and infinities, checked or not: float16 hands such rows to the row code
+    (its check finds them; NaN payloads are where the F16C rounding and rnd_f16 differ), float32
+    keeps them; every output, NaNs and the check's codes included, equals the baseline's."""
+    S = FORMATS[fmt]
+    rng = np.random.default_rng(9)
+    n, c = 12, 200
+    x = logits(rng, n, c, "normal", S)
+    t = targets(rng, n, c, "dirichlet", 2.0**-7, S)
+    specials = S.round(np.array([np.nan, -np.nan, np.inf, -np.inf]))
+    for r in range(n):
+        t[r, rng.integers(0, c, 1 + r % 3)] = specials[r % 4]
+    for smooth, validate in [(False, False), (True, False), (False, True), (True, True)]:
+        kw = dict(smooth=smooth, reduction="none", batch=1.0, grad=True, validate=validate,
+                  tolerance=2.0**-7, threads=1)
+        with np.errstate(all="ignore"):
+            want = run(BUILDS[""], x, t, **kw)
+            for module in WIDE_BUILDS.values():
+                for mine, theirs in zip(run(module, x, t, **kw), want):
+                    np.testing.assert_array_equal(mine, theirs)
