@@ -33,7 +33,7 @@
  *      double conversion nor a 64-bit arithmetic shift.  |k| <= 128.
  *      M0 = sqrt(1/2)(1 + e0), |e0| < 2^-53, so |log m| <= ln2 / 2 + 2^-52 < 0.34658.
  *   3. m - 1 is exact (Sterbenz: 1/2 <= m <= 2).  R(m + 1) = (m + 1)(1 + d1), then the
- *      division: f = F (1 + e1), F = (m - 1)/(m + 1), |e1| <= 2u (1 + u), and
+ *      division: f = F (1 + e1), F = (m - 1)/(m + 1), |e1| <= 2u / (1 - u), and
  *      |F| <= (sqrt2 - 1)/(sqrt2 + 1) (+ 2^-53), F^2 <= S = 17 - 12 sqrt2 < 0.0294373.
  *   4. log m = 2 atanh F = 2F (1 + F^2 Q(F^2)), Q(s) = sum_{j>=0} s^j / (2j + 3).  P is Q
  *      truncated after s^7 (degree 7 in s, 17 in F): F^2 (Q - P) <= S^9 / (19 (1 - S)) =: T,
@@ -56,7 +56,8 @@
  * Special values are exactly libm's (log1p(-1) = -inf, x < -1 and NaN give NaN, +inf gives
  * +inf, +-0 gives +-0); the NaN's sign and payload are not promised.  For 2^-29 <= |x| < 2^-25
  * the float result is x itself, as the correctly rounded one: log1p(x) is within 2^-26 |x| of
- * x, farther than 2^-49 from the midpoints around x; below 2^-29 likewise.
+ * x, so at least 2^-26 |x| (far more than y's error) from the midpoints around x, which are
+ * half an ulp >= 2^-25 |x| away from x; below 2^-29 likewise.
  *
  * Tests (tests/test_primitives.py): the float against MPFR's correctly rounded log1p by
  * hypothesis and by a dense sweep, the double y against MPFR (relative error <= 2^-49), the
