@@ -28,6 +28,8 @@ cdef extern from "fp.h" nogil:
     float log1p_f16(float x)
     float log1p_bf16(float x)
     float log1p_f32(float x)
+    double log1p_f32_double(float x)
+    void log1p_f32_array(const float* x, float* out, Py_ssize_t n)
     double log1p_f64(double x)
     float expm1_f16(float x)
     float expm1_bf16(float x)

@@ -2,7 +2,8 @@
 
 What is proved here is what every kernel relies on: rounding into float16/bfloat16 inside float
 registers, 16-bit loads and stores, one-rounding float64 -> 16 bits, and exp/log/log1p/expm1/sqrt
-correctly rounded in the 16-bit formats on every one of their 2**16 inputs.
+correctly rounded in the 16-bit formats on every one of their 2**16 inputs; and float32's own
+log1p (kernels/log1p_f32.h) within its proved bound against MPFR, the same bits in every build.
 """
 import gmpy2
 import ml_dtypes
@@ -12,6 +13,7 @@ from hypothesis import given, strategies as st
 
 import precision as pr
 from precision._kernels import _primitives as prim
+from precision._kernels import variants
 
 from .helpers import same_bits
 
@@ -295,3 +297,169 @@ def test_strided_sums_are_bit_identical_to_the_emulated_twins(policy, order, n, 
     got = getattr(prim, f"strided_sum_{s}_{a}")(order, raw)
     want = emulate(A).sum(values.astype(np.float64), order=order)
     assert same_bits(np.float64(got), np.float64(want)), (got, want)
+
+
+# ---------------------------------------------------- fp.h's float32 log1p (log1p_f32.h)
+# The contract: within 0.5 + 2^-21 ulp (log1p_f32.h proves 0.5 + 2^-25), from a double within
+# 2^-49 of log1p(x) relative (the proof's bound), special values exactly as libm's.
+LOG1P_F32_ULPS = 0.5 + 2.0**-21
+LOG1P_F32_DOUBLE_REL = 2.0**-49
+EXACT_BITS = 120          # MPFR precision of the reference: far beyond both bounds
+
+
+def log1p_f32_of(x32):
+    """fp.h's log1p_f32 of float32 values, as float32."""
+    with np.errstate(invalid="ignore", divide="ignore"):      # signalling NaN patterns
+        x = np.asarray(x32, np.float32).astype(np.float64)
+        out = np.empty_like(x)
+        prim.elementary("log1p", "f32", x, out)
+    return out.astype(np.float32)
+
+
+def exact_log1p(v):
+    with gmpy2.context(precision=EXACT_BITS):
+        return gmpy2.log1p(gmpy2.mpfr(float(v)))
+
+
+def float32_ulps_from_exact(got, v):
+    """|got - log1p(v)| in float32 ulps at the exact value (MPFR, EXACT_BITS)."""
+    e = exact_log1p(v)
+    ulp_exp = max(gmpy2.get_exp(e) - 1, -126) - 23     # MPFR's exponent is IEEE's + 1
+    with gmpy2.context(precision=EXACT_BITS):
+        return float(abs(gmpy2.mpfr(float(got)) - e) * gmpy2.mpfr(2) ** -ulp_exp)
+
+
+def assert_log1p_f32_within_bound(x32):
+    """Every float32 x: the result equals MPFR's correctly rounded log1p, or (near a midpoint)
+    is within LOG1P_F32_ULPS of the exact value; non-finite and zero results bit for bit (NaN:
+    any NaN); |x| < 2^-25 gives x itself."""
+    x32 = np.asarray(x32, np.float32)
+    got = log1p_f32_of(x32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = correctly_rounded("log1p", x32.astype(np.float64), pr.float32).astype(np.float32)
+    same = same_bits(got, want)
+    special = ~np.isfinite(want) | (want == 0)
+    assert same[special].all(), (x32[special & ~same][:5], got[special & ~same][:5])
+    tiny = np.abs(x32) < 2.0**-25
+    assert same_bits(got[tiny], x32[tiny]).all()
+    misses = np.flatnonzero(~same)
+    errs = [float32_ulps_from_exact(got[i], x32[i]) for i in misses]
+    assert max(errs, default=0.0) <= LOG1P_F32_ULPS, (x32[misses][np.argmax(errs)], max(errs))
+    return len(misses)
+
+
+def assert_log1p_f32_double_within_bound(x32):
+    """The double under log1p_f32, before its rounding: relative error <= 2^-49 where log1p is
+    finite and nonzero."""
+    x32 = np.asarray(x32, np.float32)
+    y = np.empty(len(x32))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prim.log1p_f32_double(x32, y)
+    worst = 0.0
+    with gmpy2.context(precision=EXACT_BITS):
+        for v, yv in zip(x32.tolist(), y.tolist()):
+            e = exact_log1p(v)
+            if gmpy2.is_finite(e) and not gmpy2.is_zero(e):
+                worst = max(worst, float(abs((gmpy2.mpfr(yv) - e) / e)))
+    assert worst <= LOG1P_F32_DOUBLE_REL, (worst, np.log2(worst))
+    return worst
+
+
+def float32_window(center, half_width):
+    """The 2 half_width consecutive float32 values around float32(center) (fewer at +-inf)."""
+    b = int(np.array(center, np.float32).view(np.uint32))
+    c = b if b < 2**31 else -(b - 2**31)                  # the position on the number line
+    ords = np.arange(c - half_width, c + half_width, dtype=np.int64)
+    ords = ords[np.abs(ords) <= 0x7F800000]
+    bits = np.where(ords >= 0, ords, -ords + 2**31)
+    return bits.astype(np.uint32).view(np.float32)
+
+
+# the inputs where log1p_f32.h's algorithm changes regime: x = -1 (v = 0), x = 2^k M0 - 1 (k
+# changes, M0 = sqrt(1/2); the truncation of the series is largest there), |x| = 2^-29 (the
+# tiny path), 2^-25 (results stop rounding to x), 2^53 (1 + x stops being exact), the largest
+# float, and 0, -0.5, 1 for good measure
+_M0 = 0.7071067811865476
+LOG1P_F32_EDGES = ([-1.0, -0.5, 0.0, 1.0, 2.0**53, 2.0**24, float(np.finfo(np.float32).max)]
+                   + [2.0**k * _M0 - 1 for k in range(-3, 8)]
+                   + [s * 2.0**e for s in (1, -1) for e in (-29, -25)])
+
+
+def log1p_f32_edge_windows(half_width):
+    with np.errstate(over="ignore"):
+        return np.concatenate([float32_window(c, half_width) for c in LOG1P_F32_EDGES])
+
+
+def test_float32_log1p_dense_sweep():
+    """A strided sweep of all 2^32 float32 bit patterns (every 4093rd: NaNs, infinities,
+    subnormals and every binade included) and 2^14 consecutive floats around each regime
+    change of the algorithm, against MPFR."""
+    strided = (np.arange(0, 2**32, 4093, dtype=np.uint64) + 17).astype(np.uint32).view(np.float32)
+    windows = log1p_f32_edge_windows(2**13)
+    misses = assert_log1p_f32_within_bound(np.concatenate([strided, windows]))
+    assert misses <= 10      # a miss needs log1p(x) within 2^-25 ulp of a midpoint
+
+
+def test_float32_log1p_double_within_its_proved_bound():
+    """The double before the rounding, where the proof's terms are largest (the series'
+    truncation at m = M0 and 2 M0, the cancellation k ln2 + log m next to them) and on a
+    strided sweep of all finite float32 inputs."""
+    windows = log1p_f32_edge_windows(2**11)
+    strided = (np.arange(0, 2**32, 65521, dtype=np.uint64) + 5).astype(np.uint32).view(np.float32)
+    worst = assert_log1p_f32_double_within_bound(np.concatenate([windows, strided]))
+    assert worst > 2.0**-52   # the sweep does reach the truncation (the test would see a change)
+
+
+def float32s_for_log1p():
+    """Hypothesis float32 inputs: anywhere, near -1, near 0 (subnormals), powers of two and
+    their neighbours, huge values."""
+    def neighbours(v):
+        return st.integers(-3, 3).map(lambda d: float(float32_window(v, 4)[4 + d]))  # finite v
+
+    return st.one_of(
+        st.floats(width=32),
+        st.floats(-1.0, -0.5, width=32),
+        st.floats(-2.0**-20, 2.0**-20, width=32),
+        st.integers(-149, 127).flatmap(lambda e: neighbours(2.0**e) | neighbours(-(2.0**e))),
+        st.floats(2.0**60, float(np.finfo(np.float32).max), width=32),
+        st.sampled_from(LOG1P_F32_EDGES).flatmap(lambda c: st.floats(-1.0, 1.0).map(
+            lambda t: float(np.float32(c) + np.float32(t * 2.0**-12 * max(abs(c), 2.0**-20))))),
+    )
+
+
+@given(xs=st.lists(float32s_for_log1p(), min_size=1, max_size=64))
+def test_float32_log1p_within_bound_on_generated_inputs(xs):
+    with np.errstate(over="ignore"):
+        x32 = np.array(xs, np.float32)
+    assert_log1p_f32_within_bound(x32)
+    assert_log1p_f32_double_within_bound(x32[np.isfinite(x32) & (x32 > -1)])
+
+
+def test_float32_log1p_special_values_are_libms():
+    """log1p(-1) = -inf, x < -1 and NaN give NaN, +inf gives +inf, +-0 give +-0, tiny and
+    subnormal x give x: the bits of libm's double log1p (numpy's calls it) rounded to float."""
+    f32 = np.finfo(np.float32)
+    x = np.array([-1.0, -0.0, 0.0, np.inf, -np.inf, np.nan, -np.nan, -1.0000001, -2.0, -1e30,
+                  -float(f32.max), float(f32.max), 2.0**-149, -(2.0**-149), 2.0**-126, -(2.0**-126),
+                  2.0**-126 * 0.75, 2.0**-30, -(2.0**-30), 2.0**-29, -(2.0**-29), 3e-9, -3e-9,
+                  2.0**-25, -(2.0**-25), 1e-38, 2.0**53, 2.0**24 + 2.0], np.float32)
+    got = log1p_f32_of(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        libm = np.log1p(x.astype(np.float64)).astype(np.float32)
+    assert same_bits(got, libm).all(), (x[~same_bits(got, libm)], got[~same_bits(got, libm)])
+    assert np.signbit(got[1]) and not np.signbit(got[2])
+    assert got[0] == -np.inf and got[3] == np.inf and np.isnan(got[4:9]).all()
+
+
+def test_float32_log1p_same_bits_in_every_build():
+    """The loss kernels' builds (SSE2, AVX2, AVX-512: precision._kernels.variants) compute the
+    same float32 log1p, in the vectorised loop, as the primitives module's scalar loop: on
+    every 1021st bit pattern of all 2^32 and the edge windows."""
+    x = np.concatenate([(np.arange(0, 2**32, 1021, dtype=np.uint64) + 3).astype(np.uint32)
+                        .view(np.float32), log1p_f32_edge_windows(2**10)])
+    want = log1p_f32_of(x)
+    for suffix, module in variants("losses").items():
+        got = np.empty_like(x)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            module.log1p_f32_loop(x, got)
+        assert same_bits(got, want).all(), suffix

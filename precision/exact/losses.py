@@ -15,7 +15,10 @@ arrays of S (0-d for a reduced loss).
 exp, log and log1p: ``transcendentals="correct"`` (default) uses MPFR's correctly rounded
 functions, which are what the kernels compute for A = float16 and bfloat16 (so there the kernels
 must be bit-identical to this twin).  For A = float32 and float64 the kernels' exp/log/log1p are
-within 1 ulp, not correctly rounded; ``transcendentals="kernel"`` then calls the kernels' own
+within 1 ulp, not always correctly rounded: the exp of z <= 0 is exp_nonpositive.h's, log and
+float64's log1p are libm's in double, and float32's log1p is fp.h's own (kernels/log1p_f32.h:
+branch-free in double, relative error <= 2^-49 proved there, rounded once: within
+0.5 + 2^-25 ulp); ``transcendentals="kernel"`` then calls the kernels' own
 primitives (fp.h's log and log1p, the loss kernels' exp of z <= 0) to isolate everything else:
 with it the kernels must be bit-identical in every policy.  That mode needs the compiled
 extension modules and is not independent of them in those three functions (test_primitives.py
