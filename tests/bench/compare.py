@@ -135,7 +135,7 @@ def main(argv=None) -> int:
             cost = ""
         else:
             ratio = ""
-            cost = f"{ms / f32:.2f}" if f32 and fmt not in ("float32", "float64") else ""
+            cost = f"{ms / f32:.2f}" if f32 and fmt != "float32" else ""
         print(f"| {row['name']} | {ms:.1f} | {ratio} | {cost} | {f'{ms / strict:.2f}' if strict else ''} |")
     return 0
 
