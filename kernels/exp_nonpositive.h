@@ -178,10 +178,9 @@ static inline __m256d exp_nonpositive_f32_poly_avx2(__m256d z, __m256d* t_out) {
                          _mm256_add_pd(r, _mm256_mul_pd(_mm256_mul_pd(r, r), q)));
 }
 
-/* exp of 8 floats z0, z1 (<= 0, -inf, NaN) into out[0..7]; tab: EXP2_J16_HI32[0..7], [8..15],
+/* exp of 8 floats z0, z1 (<= 0, -inf, NaN), as one vector; tab: EXP2_J16_HI32[0..7], [8..15],
    EXP2_J16_LO32[0..7], [8..15] */
-static inline void exp_nonpositive_f32_x8_avx2(__m128 z0, __m128 z1, const __m256 tab[4],
-                                               float* out) {
+static inline __m256 exp_nonpositive_f32_x8_avx2(__m128 z0, __m128 z1, const __m256 tab[4]) {
     __m256d t0, t1;
     __m256d p0 = exp_nonpositive_f32_poly_avx2(_mm256_cvtps_pd(z0), &t0);
     __m256d p1 = exp_nonpositive_f32_poly_avx2(_mm256_cvtps_pd(z1), &t1);
@@ -202,8 +201,10 @@ static inline void exp_nonpositive_f32_x8_avx2(__m128 z0, __m128 z1, const __m25
     /* within each 128-bit lane: unpacklo pairs slots 0, 1 (t0's), unpackhi slots 2, 3 (t1's) */
     __m256d T0 = _mm256_castps_pd(_mm256_unpacklo_ps(lo, _mm256_castsi256_ps(hi)));
     __m256d T1 = _mm256_castps_pd(_mm256_unpackhi_ps(lo, _mm256_castsi256_ps(hi)));
-    _mm_storeu_ps(out, _mm256_cvtpd_ps(_mm256_mul_pd(p0, T0)));
-    _mm_storeu_ps(out + 4, _mm256_cvtpd_ps(_mm256_mul_pd(p1, T1)));
+    /* one vector, not two 4-float stores: a load of 8 right after them cannot take its value
+       from the store buffer (a stall per call) */
+    return _mm256_set_m128(_mm256_cvtpd_ps(_mm256_mul_pd(p1, T1)),
+                           _mm256_cvtpd_ps(_mm256_mul_pd(p0, T0)));
 }
 #define EXP_NONPOSITIVE_AVX2_TAB(tab)                                                          \
     __m256 tab[4] = {_mm256_loadu_ps((const float*)EXP2_J16_HI32),                            \
@@ -249,7 +250,8 @@ PRECISION_NOINLINE static void exp_nonpositive_inplace_f32(float* restrict e, pt
 #elif defined(__AVX2__)
     EXP_NONPOSITIVE_AVX2_TAB(tab);
     for (; i + 8 <= n; i += 8)
-        exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(e + i), _mm_loadu_ps(e + i + 4), tab, e + i);
+        _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(e + i),
+                                                            _mm_loadu_ps(e + i + 4), tab));
 #endif
     for (; i < n; i++) e[i] = exp_nonpositive_f32(e[i]);
 }
@@ -264,7 +266,8 @@ static inline ptrdiff_t exp_nonpositive_vectors_f32(const float* z, float* e, pt
 #elif defined(__AVX2__)
     EXP_NONPOSITIVE_AVX2_TAB(tab);
     for (; i + 8 <= n; i += 8)
-        exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(z + i), _mm_loadu_ps(z + i + 4), tab, e + i);
+        _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(z + i),
+                                                            _mm_loadu_ps(z + i + 4), tab));
 #else
     (void)z; (void)e; (void)n;
 #endif
@@ -303,8 +306,9 @@ PRECISION_NOINLINE static void exp_nonpositive_shifted_f32(const float* restrict
     EXP_NONPOSITIVE_AVX2_TAB(tab);
     __m128 av = _mm_set1_ps(a);
     for (; i + 8 <= n; i += 8)
-        exp_nonpositive_f32_x8_avx2(_mm_sub_ps(_mm_loadu_ps(x + i), av),
-                                    _mm_sub_ps(_mm_loadu_ps(x + i + 4), av), tab, e + i);
+        _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(_mm_sub_ps(_mm_loadu_ps(x + i), av),
+                                                            _mm_sub_ps(_mm_loadu_ps(x + i + 4), av),
+                                                            tab));
 #endif
     for (; i < n; i++) e[i] = exp_nonpositive_f32(x[i] - a);
 }
