@@ -366,6 +366,21 @@ PRECISION_NOINLINE static void exp_nonpositive_shifted_f32(const float* restrict
 #endif
     for (; i < n; i++) e[i] = exp_nonpositive_f32(x[i] - a);
 }
+/* e[i] = exp(z[i]) by the vector exp above for the first multiple of its width of n (0 in the
+   baseline build); returns how many (for the tests that compare it with the scalar exp) */
+static inline ptrdiff_t exp_nonpositive_vectors_f64(const double* z, double* e, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+#ifdef __AVX512F__
+    EXP_NONPOSITIVE_F64_TAB(tab);
+    for (; i + 8 <= n; i += 8) _mm512_storeu_pd(e + i, exp_nonpositive_f64_x8(_mm512_loadu_pd(z + i), tab));
+#elif defined(__AVX2__)
+    EXP_NONPOSITIVE_F64_TAB(tab);
+    for (; i + 4 <= n; i += 4) _mm256_storeu_pd(e + i, exp_nonpositive_f64_x4(_mm256_loadu_pd(z + i), tab));
+#else
+    (void)z; (void)e; (void)n;
+#endif
+    return i;
+}
 PRECISION_NOINLINE static void exp_nonpositive_shifted_f64(const double* restrict x, double a,
                                                            double* restrict e, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; i++) e[i] = exp_nonpositive_f64(x[i] - a);
