@@ -1,26 +1,29 @@
 /*
  * losses_soft.h -- softmax cross-entropy of one row of logits with soft targets, in the
- * arithmetic of the storage format, for the AVX2 and AVX-512 builds: float32 (policy f32_f32) and
- * float16 (f16_f16).  The row code of losses.pyx.tp (_shift_, _exps_, the target check and copy,
+ * arithmetic of the storage format, for the AVX2 and AVX-512 builds: float32 (policy f32_f32),
+ * float16 (f16_f16) and float64 (f64_f64).  The row code of losses.pyx.tp (_shift_, _exps_, the target check and copy,
  * _ce_soft_grad_ / _ce_row_) makes seven passes over a row: the max, the exps, their sum, the
  * check, the targets' sum, the loss terms with the gradient, their sum.  Here every sum is built
  * in the pass that makes its terms, with the same operations in the same order and the same
  * roundings R to the format (float16: every result rounded by the F16C conversions, which round to
  * nearest-even with subnormals and overflow as fp.h's rnd_f16 does for every value that is not a
- * NaN), so the results are the same bits (tests compare the builds; the baseline build runs the
- * row code):
+ * NaN; float64: no rounding but the operations' own), so the results are the same bits (tests
+ * compare the builds; the baseline build runs the row code).  The passes are written once
+ * (losses_soft_passes.h) over 16 values of the compute type: lsv16 (16 floats, float32 and
+ * float16) and ldv16 (16 doubles, float64), with the same operation names:
  *
  *   pass 1  a = max x_i and k = the first index attaining it.  Values compared as floats: -0 and
  *           +0 are equal, so k (the first x_k equal to the max) and a = x_k are the row code's,
  *           which orders bit patterns and then looks for the first value equal to the max.  A
  *           NaN or infinite logit: return 0 having written nothing (the row code takes the row).
- *   pass 2  e_i = exp(R(x_i - a)) (float32: exp_nonpositive.h; float16: the module's table, at
- *           the index of losses_exp_index_f16 in losses_block.h) into e, and in summation.h's
+ *   pass 2  e_i = exp(R(x_i - a)) (float32, float64: exp_nonpositive.h's vector forms of
+ *           exp_nonpositive_f32 / _f64; float16: the module's table, at the index of
+ *           losses_exp_index_f16 in losses_block.h) into e, and in summation.h's
  *           pairwise order (leaves of 128 values summed in 8 lanes: a chunk of 16 values adds its
  *           first 8, then its last 8, one to each lane) s = sum e_i and Tk = sum t'_i, both with
  *           the k-th term replaced by +0 as the row code does (t' = t, or R(R(c1 t) + c2) when
  *           smoothing); whether some t_i < 0; float16: the check's float sum of t.
- *   pass 3  L = log1p(s), D = R(1 + s), T = R(Tk + t'_k); the loss sum of
+ *   pass 3  L = log1p(s) (fp.h's, per row), D = R(1 + s), T = R(Tk + t'_k); the loss sum of
  *           w_i = t'_i != 0 ? R(t'_i R(L - R(x_i - a))) : 0, and
  *           g_i = R(R(T R(e_i / D)) - t'_i), times the exact 1/N (N a power of 2) or divided by
  *           N, except g_k = R(R(Tk - R(t'_k s)) / D) (times 1/N or / N).
@@ -31,8 +34,8 @@
  *
  * The target check (validate) is the row code's code: PROBS_NONFINITE if some t_i is NaN or
  * infinite, else PROBS_NEGATIVE if some t_i < 0, else PROBS_SUM_OFF if |S - 1| > tolerance, S
- * the pairwise sum of the row (float16: in float, built in pass 2; float32: in double).
- * float32 avoids the double sum: T = R(Tk + t_k) decides where it can.  T is finite exactly when
+ * the pairwise sum of the row (float16: in float, built in pass 2; float32, float64: in double).
+ * float32 and float64 avoid that second sum: T = R(Tk + t_k) decides where it can.  T is finite exactly when
  * no t_i is NaN or infinite (NaN and +-inf survive every addition, and a finite T cannot hold
  * one; an overflow to inf also goes to the row code's check), and for t_i >= 0 with
  * S = sum t_i the pairwise float sum is within gamma_(d+1)(2^-24) S of S (d: the depth of the
@@ -42,8 +45,16 @@
  * (d <= 64 so d 2^-24 < 2^-17; S <= T (1 + 2^-16)); the 2^-50 covers the rounding of
  * |T - 1| - tolerance in double.  If | |T - 1| - tolerance | > M, |S_d - 1| is on the same side
  * of the tolerance; otherwise (a row summing to within M of 1 +- tolerance) the row code's check
- * runs: the same code in every case.  With smoothing the row code's check runs first (T sums t',
- * not t).
+ * runs: the same code in every case.  float64: T and S_d are both pairwise double sums, T's of
+ * depth d = pairwise_depth(C) + 1, S_d's of depth d - 1, so for t_i >= 0
+ *     |T - S_d| <= (2d - 1) 2^-53 (1 + 2^-44) S,   S <= T (1 + 2^-45),
+ * and now T - 1 rounds too: |R(|T - 1|) - |T - 1|| <= 2^-53 (T + 1), the same for S_d, and
+ * off = R(R(|T - 1|) - tolerance) is within 2^-53 |off| of its operands' difference; all these
+ * stay below (d + 1) 2^-52 T + 2^-52 + 2^-53 |off|, so the margin is taken twice that:
+ *     M = (d + 2) 2^-51 T + 2^-50     (the code's (pairwise_depth(C) + 3) 2^-51 T + 2^-50),
+ * and past it |S_d - 1| as the row code rounds it is on the same side of the tolerance as off.
+ * A negative t_i (the bound does not hold) gives PROBS_NEGATIVE either way.  With smoothing the
+ * row code's check runs first (T sums t', not t).
  */
 #ifndef PRECISION_LOSSES_SOFT_H
 #define PRECISION_LOSSES_SOFT_H
@@ -550,7 +561,7 @@ enum { LOSSES_SOFT_GRAD_NONE = 0, LOSSES_SOFT_GRAD_ONE, LOSSES_SOFT_GRAD_INVERSE
 /* One row (x, t: C values, C >= 1).  Returns 0, writing nothing, if the row code must take it
  * (a NaN or infinite logit; float16: also a NaN or infinite target); else 1, with *loss = the
  * row's loss in the arithmetic format, g (if grad_mode is not LOSSES_SOFT_GRAD_NONE) the
- * gradient row, e (C floats) scratch.  grad_scale: the exact 1/N or N
+ * gradient row, e (C values of the compute type: float; float64: double) scratch.  grad_scale: the exact 1/N or N
  * (LOSSES_SOFT_GRAD_INVERSE / _DIVIDE).  validate: *code = the target check's code of t (see the
  * top of this file).  table: float16's exp table (losses.pyx.tp's _exp_neg_f16). */
 PRECISION_NOINLINE static int losses_soft_row_f32(
@@ -567,6 +578,7 @@ PRECISION_NOINLINE static int losses_soft_row_f16(
     return ls_row(LS_F16, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
                   tolerance, table, loss);
 }
+/* float64: the same with doubles (table unused) */
 PRECISION_NOINLINE static int losses_soft_row_f64(
         const double* restrict x, const double* restrict t, ptrdiff_t C, int smooth, double c1,
         double c2, int grad_mode, double grad_scale, double* restrict g, double* restrict e,

@@ -160,7 +160,7 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
     } else
 #endif
     if (validate && !smooth) {
-        /* float32: (d + 2) 2^-23 T + 2^-50, float64: (d + 3) 2^-51 T + 2^-50 (losses_soft.h) */
+        /* the margin M of the float sum T from the tolerance (the top of losses_soft.h) */
         double margin = P == LS_F64
             ? (double)(pairwise_depth(C) + 3) * 0x1p-51 * fabs((double)T) + 0x1p-50
             : (double)(pairwise_depth(C) + 3) * 0x1p-23 * fabs((double)T) + 0x1p-50;
