@@ -7,8 +7,8 @@ output (row losses, the reduced loss, the gradient, the target check's codes) of
 compared bit for bit with the baseline's, over generated rows: lengths across the 16-value
 chunks and 128-value leaves, the max anywhere (ties, +-0 maxima, the tail chunk), NaN and
 infinite logits (those rows take the row code), targets with zeros, negative, NaN or infinite
-values and sums off by about the tolerance (where the float sum hands the decision to the row
-code's double sum), label smoothing, every gradient scaling (none, the exact 1/N, / N), with
+values and sums off by about the tolerance (where the sum T of the three passes hands the
+decision to the row code's double sum; float64: T is a double sum in another order), label smoothing, every gradient scaling (none, the exact 1/N, / N), with
 and without the gradient, with and without the check, one and two threads.
 """
 import numpy as np
@@ -122,8 +122,8 @@ def test_every_build_gives_the_row_codes_bits(fmt, seed, c, n, logit_kind, targe
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_the_float_sum_decides_only_far_from_the_tolerance(fmt):
-    """Rows whose sum sits at 1 +- tolerance to within a few ulps (float32: where the float
-    pairwise sum and the double one can fall on different sides) get the row code's verdict:
+    """Rows whose sum sits at 1 +- tolerance to within a few ulps (float32, float64: where the
+    three passes' sum and the row code's double one can fall on different sides) get the row code's verdict:
     both codes occur, and every build agrees with the baseline on each row."""
     S = FORMATS[fmt]
     rng = np.random.default_rng(5)
@@ -142,7 +142,7 @@ def test_the_float_sum_decides_only_far_from_the_tolerance(fmt):
 def test_nan_and_infinite_targets_give_the_row_codes_bits(fmt):
     """Targets with NaN and infinities, checked or not: float16 hands such rows to the row code
     (its check finds them; NaN payloads are where the F16C rounding and rnd_f16 differ), float32
-    keeps them; every output, NaNs and the check's codes included, equals the baseline's."""
+    and float64 keep them; every output, NaNs and the check's codes included, equals the baseline's."""
     S = FORMATS[fmt]
     rng = np.random.default_rng(9)
     n, c = 12, 200
