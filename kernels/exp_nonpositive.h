@@ -237,6 +237,64 @@ static inline double exp_nonpositive_f64(double z) {
     return (y * s1) * s2;
 }
 
+/* exp_nonpositive_f64 of a vector (8 doubles in the AVX-512 build, 4 in the AVX2 build): the
+   scalar code's operations in its order.  k's bits are t's: t = R(64 z / ln2 + SHIFT) is an
+   integer below 2^53, so kd = t - SHIFT and kd + SHIFT = t are exact; the clamp is max(-746, z),
+   which keeps a NaN z as the scalar select does.  NaN z: the scalar code's NaN (every operation
+   has one NaN operand, or two that are both z's).  The entries at k & 63: AVX-512 picks them from
+   the tables held in 16 registers (tab: EXP2_J64_HI then EXP2_J64_LO, 8 each; four two-register
+   permutes and three blends per table came out faster than two gathers), AVX2 gathers them. */
+#define EXP_NONPOSITIVE_F64_VECTOR(W, B, V, VI, P, SET1I, PICK)                                 \
+static inline V exp_nonpositive_f64_x##W(V z, const V* tab) {                                 \
+    const V SHIFT = P##_set1_pd(0x1.8p52);                                                    \
+    z = P##_max_pd(P##_set1_pd(-746.0), z);                                                   \
+    V t = P##_add_pd(P##_mul_pd(z, P##_set1_pd(0x1.71547652b82fep+6)), SHIFT);               \
+    V kd = P##_sub_pd(t, SHIFT);                                                              \
+    V r = P##_sub_pd(P##_sub_pd(z, P##_mul_pd(kd, P##_set1_pd(6.93147180369123816490e-01 / 64))), \
+                     P##_mul_pd(kd, P##_set1_pd(1.90821492927058770002e-10 / 64)));           \
+    VI K = P##_add_epi64(P##_sub_epi64(P##_castpd_si##B(t),                                   \
+                                       SET1I((long long)fp_f64_bits(0x1.8p52))),              \
+                         SET1I(64 * 2048));                /* k + 64 * 2048, as the scalar K */ \
+    V q = P##_set1_pd(1.0 / 720.0);                                                           \
+    q = P##_add_pd(P##_mul_pd(q, r), P##_set1_pd(1.0 / 120.0));                               \
+    q = P##_add_pd(P##_mul_pd(q, r), P##_set1_pd(1.0 / 24.0));                                \
+    q = P##_add_pd(P##_mul_pd(q, r), P##_set1_pd(1.0 / 6.0));                                 \
+    q = P##_add_pd(P##_mul_pd(q, r), P##_set1_pd(0.5));                                       \
+    q = P##_add_pd(r, P##_mul_pd(P##_mul_pd(r, r), q));                                       \
+    VI j = P##_and_si##B(K, SET1I(63));                    /* k & 63 */                       \
+    V th = PICK(tab, EXP2_J64_HI, j), tl = PICK(tab + 8, EXP2_J64_LO, j);                    \
+    V y = P##_add_pd(th, P##_add_pd(tl, P##_mul_pd(th, q)));                                  \
+    VI K7 = P##_srli_epi64(K, 7), one = SET1I(1);                                             \
+    V s1 = P##_castsi##B##_pd(P##_slli_epi64(P##_sub_epi64(K7, one), 52));                    \
+    V s2 = P##_castsi##B##_pd(P##_slli_epi64(                                                 \
+        P##_sub_epi64(P##_sub_epi64(P##_srli_epi64(K, 6), K7), one), 52));                    \
+    return P##_mul_pd(P##_mul_pd(y, s1), s2);                                                 \
+}
+#ifdef __AVX512F__
+/* entry j (< 64) of the 64-entry table held in T[0..7] */
+static inline __m512d exp_nonpositive_pick64(const __m512d* T, __m512i j) {
+    __m512d p0 = _mm512_permutex2var_pd(T[0], j, T[1]), p1 = _mm512_permutex2var_pd(T[2], j, T[3]);
+    __m512d p2 = _mm512_permutex2var_pd(T[4], j, T[5]), p3 = _mm512_permutex2var_pd(T[6], j, T[7]);
+    __mmask8 b4 = _mm512_test_epi64_mask(j, _mm512_set1_epi64(16));
+    __mmask8 b5 = _mm512_test_epi64_mask(j, _mm512_set1_epi64(32));
+    return _mm512_mask_blend_pd(b5, _mm512_mask_blend_pd(b4, p0, p1), _mm512_mask_blend_pd(b4, p2, p3));
+}
+#define EXP_NONPOSITIVE_PICK8(tab, table, j) exp_nonpositive_pick64(tab, j)
+EXP_NONPOSITIVE_F64_VECTOR(8, 512, __m512d, __m512i, _mm512, _mm512_set1_epi64,
+                           EXP_NONPOSITIVE_PICK8)
+#define EXP_NONPOSITIVE_F64_TAB(tab)                                                           \
+    __m512d tab[16];                                                                          \
+    for (int q_ = 0; q_ < 8; q_++) {                                                          \
+        tab[q_] = _mm512_loadu_pd(EXP2_J64_HI + 8 * q_);                                      \
+        tab[8 + q_] = _mm512_loadu_pd(EXP2_J64_LO + 8 * q_);                                  \
+    }
+#elif defined(__AVX2__)
+#define EXP_NONPOSITIVE_GATHER4(tab, table, j) _mm256_i64gather_pd(table, j, 8)
+EXP_NONPOSITIVE_F64_VECTOR(4, 256, __m256d, __m256i, _mm256, _mm256_set1_epi64x,
+                           EXP_NONPOSITIVE_GATHER4)
+#define EXP_NONPOSITIVE_F64_TAB(tab) const __m256d* tab = NULL
+#endif
+
 /* e[i] = exp(e[i]) over a row in place, and e[i] = exp(x[i] - a) (x already in the arithmetic
    format: one pass, not two).  The restrict pointers tell GCC the row does not alias the
    tables, without which it does not vectorise the gathers; inlined, the restrict is lost:
@@ -311,6 +369,21 @@ PRECISION_NOINLINE static void exp_nonpositive_shifted_f32(const float* restrict
                                                             tab));
 #endif
     for (; i < n; i++) e[i] = exp_nonpositive_f32(x[i] - a);
+}
+/* e[i] = exp(z[i]) by the vector exp above for the first multiple of its width of n (0 in the
+   baseline build); returns how many (for the tests that compare it with the scalar exp) */
+static inline ptrdiff_t exp_nonpositive_vectors_f64(const double* z, double* e, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+#ifdef __AVX512F__
+    EXP_NONPOSITIVE_F64_TAB(tab);
+    for (; i + 8 <= n; i += 8) _mm512_storeu_pd(e + i, exp_nonpositive_f64_x8(_mm512_loadu_pd(z + i), tab));
+#elif defined(__AVX2__)
+    EXP_NONPOSITIVE_F64_TAB(tab);
+    for (; i + 4 <= n; i += 4) _mm256_storeu_pd(e + i, exp_nonpositive_f64_x4(_mm256_loadu_pd(z + i), tab));
+#else
+    (void)z; (void)e; (void)n;
+#endif
+    return i;
 }
 PRECISION_NOINLINE static void exp_nonpositive_shifted_f64(const double* restrict x, double a,
                                                            double* restrict e, ptrdiff_t n) {

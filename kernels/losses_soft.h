@@ -1,26 +1,29 @@
 /*
  * losses_soft.h -- softmax cross-entropy of one row of logits with soft targets, in the
- * arithmetic of the storage format, for the AVX2 and AVX-512 builds: float32 (policy f32_f32) and
- * float16 (f16_f16).  The row code of losses.pyx.tp (_shift_, _exps_, the target check and copy,
+ * arithmetic of the storage format, for the AVX2 and AVX-512 builds: float32 (policy f32_f32),
+ * float16 (f16_f16) and float64 (f64_f64).  The row code of losses.pyx.tp (_shift_, _exps_, the target check and copy,
  * _ce_soft_grad_ / _ce_row_) makes seven passes over a row: the max, the exps, their sum, the
  * check, the targets' sum, the loss terms with the gradient, their sum.  Here every sum is built
  * in the pass that makes its terms, with the same operations in the same order and the same
  * roundings R to the format (float16: every result rounded by the F16C conversions, which round to
  * nearest-even with subnormals and overflow as fp.h's rnd_f16 does for every value that is not a
- * NaN), so the results are the same bits (tests compare the builds; the baseline build runs the
- * row code):
+ * NaN; float64: no rounding but the operations' own), so the results are the same bits (tests
+ * compare the builds; the baseline build runs the row code).  The passes are written once
+ * (losses_soft_passes.h) over 16 values of the compute type: lsv16 (16 floats, float32 and
+ * float16) and ldv16 (16 doubles, float64), with the same operation names:
  *
  *   pass 1  a = max x_i and k = the first index attaining it.  Values compared as floats: -0 and
  *           +0 are equal, so k (the first x_k equal to the max) and a = x_k are the row code's,
  *           which orders bit patterns and then looks for the first value equal to the max.  A
  *           NaN or infinite logit: return 0 having written nothing (the row code takes the row).
- *   pass 2  e_i = exp(R(x_i - a)) (float32: exp_nonpositive.h; float16: the module's table, at
- *           the index of losses_exp_index_f16 in losses_block.h) into e, and in summation.h's
+ *   pass 2  e_i = exp(R(x_i - a)) (float32, float64: exp_nonpositive.h's vector forms of
+ *           exp_nonpositive_f32 / _f64; float16: the module's table, at the index of
+ *           losses_exp_index_f16 in losses_block.h) into e, and in summation.h's
  *           pairwise order (leaves of 128 values summed in 8 lanes: a chunk of 16 values adds its
  *           first 8, then its last 8, one to each lane) s = sum e_i and Tk = sum t'_i, both with
  *           the k-th term replaced by +0 as the row code does (t' = t, or R(R(c1 t) + c2) when
  *           smoothing); whether some t_i < 0; float16: the check's float sum of t.
- *   pass 3  L = log1p(s), D = R(1 + s), T = R(Tk + t'_k); the loss sum of
+ *   pass 3  L = log1p(s) (fp.h's, per row), D = R(1 + s), T = R(Tk + t'_k); the loss sum of
  *           w_i = t'_i != 0 ? R(t'_i R(L - R(x_i - a))) : 0, and
  *           g_i = R(R(T R(e_i / D)) - t'_i), times the exact 1/N (N a power of 2) or divided by
  *           N, except g_k = R(R(Tk - R(t'_k s)) / D) (times 1/N or / N).
@@ -31,8 +34,8 @@
  *
  * The target check (validate) is the row code's code: PROBS_NONFINITE if some t_i is NaN or
  * infinite, else PROBS_NEGATIVE if some t_i < 0, else PROBS_SUM_OFF if |S - 1| > tolerance, S
- * the pairwise sum of the row (float16: in float, built in pass 2; float32: in double).
- * float32 avoids the double sum: T = R(Tk + t_k) decides where it can.  T is finite exactly when
+ * the pairwise sum of the row (float16: in float, built in pass 2; float32, float64: in double).
+ * float32 and float64 avoid that second sum: T = R(Tk + t_k) decides where it can.  T is finite exactly when
  * no t_i is NaN or infinite (NaN and +-inf survive every addition, and a finite T cannot hold
  * one; an overflow to inf also goes to the row code's check), and for t_i >= 0 with
  * S = sum t_i the pairwise float sum is within gamma_(d+1)(2^-24) S of S (d: the depth of the
@@ -42,8 +45,16 @@
  * (d <= 64 so d 2^-24 < 2^-17; S <= T (1 + 2^-16)); the 2^-50 covers the rounding of
  * |T - 1| - tolerance in double.  If | |T - 1| - tolerance | > M, |S_d - 1| is on the same side
  * of the tolerance; otherwise (a row summing to within M of 1 +- tolerance) the row code's check
- * runs: the same code in every case.  With smoothing the row code's check runs first (T sums t',
- * not t).
+ * runs: the same code in every case.  float64: T and S_d are both pairwise double sums, T's of
+ * depth d = pairwise_depth(C) + 1, S_d's of depth d - 1, so for t_i >= 0
+ *     |T - S_d| <= (2d - 1) 2^-53 (1 + 2^-44) S,   S <= T (1 + 2^-45),
+ * and now T - 1 rounds too: |R(|T - 1|) - |T - 1|| <= 2^-53 (T + 1), the same for S_d, and
+ * off = R(R(|T - 1|) - tolerance) is within 2^-53 |off| of its operands' difference; all these
+ * stay below (d + 1) 2^-52 T + 2^-52 + 2^-53 |off|, so the margin is taken twice that:
+ *     M = (d + 2) 2^-51 T + 2^-50     (the code's (pairwise_depth(C) + 3) 2^-51 T + 2^-50),
+ * and past it |S_d - 1| as the row code rounds it is on the same side of the tolerance as off.
+ * A negative t_i (the bound does not hold) gives PROBS_NEGATIVE either way.  With smoothing the
+ * row code's check runs first (T sums t', not t).
  */
 #ifndef PRECISION_LOSSES_SOFT_H
 #define PRECISION_LOSSES_SOFT_H
@@ -188,9 +199,192 @@ static inline lsv16 lsv_exp_f32(lsv16 z, const lsv_exp_table* tab) {
 }
 #endif
 
-/* ---- the two policies: storage = arithmetic = float32 or float16 --------------------------- */
-enum { LS_F32 = 0, LS_F16 = 1 };
+/* ---- the policies: storage = arithmetic = float32, float16 or float64 -------------------- */
+enum { LS_F32 = 0, LS_F16 = 1, LS_F64 = 2 };
 #define LS_INLINE static inline __attribute__((always_inline))
+
+/* ---- 16 doubles: two 8-double registers (AVX-512) or four of 4 (AVX2), for float64 (policy
+   f64_f64, LS_F64); the same operations as lsv16's.  ldm: the mask of register q of a 16-bit
+   lane set */
+#if defined(__AVX512F__)
+#define LDW 8
+typedef __m512d ldr;
+typedef __mmask8 ldm;
+#define LDR_(op) _mm512_##op
+static inline ldm ldm_bits(unsigned bits, int q) { return (ldm)(bits >> (8 * q)); }
+static inline ldr ldr_keep(ldm m, ldr v) { return _mm512_maskz_mov_pd(m, v); }
+static inline ldr ldr_select(ldm m, ldr v, ldr fill) { return _mm512_mask_mov_pd(fill, m, v); }
+static inline ldr ldr_load_n(const double* p, ldm m) { return _mm512_maskz_loadu_pd(m, p); }
+static inline void ldr_store_n(double* p, ldm m, ldr v) { _mm512_mask_storeu_pd(p, m, v); }
+static inline unsigned ldr_equal_bits(ldr x, ldr v) { return _mm512_cmp_pd_mask(x, v, _CMP_EQ_OQ); }
+static inline unsigned ldr_special_bits(ldr x) { return _mm512_fpclass_pd_mask(x, 0x99); }
+static inline ldm ldr_nonzero(ldr t) { return _mm512_cmp_pd_mask(t, _mm512_setzero_pd(), _CMP_NEQ_UQ); }
+static inline ldr ldr_times_nonzero(ldr t, ldr y) { return _mm512_maskz_mul_pd(ldr_nonzero(t), t, y); }
+#define LDR_EXP exp_nonpositive_f64_x8
+#else
+#define LDW 4
+typedef __m256d ldr;
+typedef __m256i ldm;
+#define LDR_(op) _mm256_##op
+static inline ldm ldm_bits(unsigned bits, int q) {
+    const __m256i sel = _mm256_setr_epi64x(1, 2, 4, 8);
+    return _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_set1_epi64x((long long)(bits >> (4 * q))), sel), sel);
+}
+static inline ldr ldr_keep(ldm m, ldr v) { return _mm256_and_pd(_mm256_castsi256_pd(m), v); }
+static inline ldr ldr_select(ldm m, ldr v, ldr fill) { return _mm256_blendv_pd(fill, v, _mm256_castsi256_pd(m)); }
+static inline ldr ldr_load_n(const double* p, ldm m) { return _mm256_maskload_pd(p, m); }
+static inline void ldr_store_n(double* p, ldm m, ldr v) { _mm256_maskstore_pd(p, m, v); }
+static inline unsigned ldr_equal_bits(ldr x, ldr v) {
+    return (unsigned)_mm256_movemask_pd(_mm256_cmp_pd(x, v, _CMP_EQ_OQ));
+}
+static inline unsigned ldr_special_bits(ldr x) {
+    const __m256i EXP = _mm256_set1_epi64x(0x7FF0000000000000ll);
+    return (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(
+        _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_castpd_si256(x), EXP), EXP)));
+}
+static inline ldm ldr_nonzero(ldr t) {
+    return _mm256_castpd_si256(_mm256_cmp_pd(t, _mm256_setzero_pd(), _CMP_NEQ_UQ));
+}
+static inline ldr ldr_times_nonzero(ldr t, ldr y) { return ldr_keep(ldr_nonzero(t), _mm256_mul_pd(t, y)); }
+#define LDR_EXP exp_nonpositive_f64_x4
+#endif
+#define LDN (16 / LDW)     /* registers per 16 values */
+typedef struct { ldr r[LDN]; } ldv16;
+typedef struct { ldr r[8 / LDW]; } ldv_lanes;
+#define LDV_EACH(q) for (int q = 0; q < LDN; q++)
+static inline ldv16 ldv_set1(double a) {
+    ldv16 v;
+    LDV_EACH(q) v.r[q] = LDR_(set1_pd)(a);
+    return v;
+}
+#define LDV_BINARY(NAME, OP)                                                                      \
+    static inline ldv16 NAME(ldv16 a, ldv16 b) {                                                  \
+        ldv16 v;                                                                                  \
+        LDV_EACH(q) v.r[q] = OP(a.r[q], b.r[q]);                                                  \
+        return v;                                                                                 \
+    }
+LDV_BINARY(ldv_add, LDR_(add_pd))
+LDV_BINARY(ldv_sub, LDR_(sub_pd))
+LDV_BINARY(ldv_mul, LDR_(mul_pd))
+LDV_BINARY(ldv_div, LDR_(div_pd))
+LDV_BINARY(ldv_min, LDR_(min_pd))
+LDV_BINARY(ldv_max, LDR_(max_pd))
+LDV_BINARY(ldv_times_nonzero, ldr_times_nonzero)
+static inline double ldv_min_value(ldv16 v) {
+    double a[16];
+    LDV_EACH(q) LDR_(storeu_pd)(a + LDW * q, v.r[q]);
+    double m = a[0];
+    for (int j = 1; j < 16; j++) m = a[j] < m ? a[j] : m;
+    return m;
+}
+static inline double ldv_max_value(ldv16 v) {
+    double a[16];
+    LDV_EACH(q) LDR_(storeu_pd)(a + LDW * q, v.r[q]);
+    double m = a[0];
+    for (int j = 1; j < 16; j++) m = a[j] > m ? a[j] : m;
+    return m;
+}
+static inline int ldv_first_equal(ldv16 x, double v) {
+    unsigned m = 0;
+    LDV_EACH(q) m |= ldr_equal_bits(x.r[q], LDR_(set1_pd)(v)) << (LDW * q);
+    return m ? __builtin_ctz(m) : -1;
+}
+static inline unsigned ldv_special(ldv16 x) {
+    unsigned m = 0;
+    LDV_EACH(q) m |= ldr_special_bits(x.r[q]);
+    return m;
+}
+static inline unsigned ldv_keep_bits(ptrdiff_t j, ptrdiff_t n) {
+    return (n >= 16 ? 0xFFFFu : (1u << n) - 1) & ~((j >= 0 && j < 16) ? 1u << j : 0u);
+}
+static inline ldv16 ldv_keep(ldv16 v, ptrdiff_t j, ptrdiff_t n) {
+    unsigned keep = ldv_keep_bits(j, n);
+    LDV_EACH(q) v.r[q] = ldr_keep(ldm_bits(keep, q), v.r[q]);
+    return v;
+}
+static inline ldv16 ldv_keep_or(ldv16 v, ptrdiff_t n, double fill) {
+    unsigned keep = (1u << n) - 1;
+    LDV_EACH(q) v.r[q] = ldr_select(ldm_bits(keep, q), v.r[q], LDR_(set1_pd)(fill));
+    return v;
+}
+static inline ldv16 ldv_where_nonzero(ldv16 t, ldv16 y) {
+    LDV_EACH(q) y.r[q] = ldr_keep(ldr_nonzero(t.r[q]), y.r[q]);
+    return y;
+}
+typedef struct { ldr t[16]; } ldv_exp_table;
+static inline ldv_exp_table ldv_exp_table_load(void) {
+    ldv_exp_table tab;
+#if defined(__AVX512F__)
+    EXP_NONPOSITIVE_F64_TAB(regs);
+    for (int q = 0; q < 16; q++) tab.t[q] = regs[q];
+#else
+    for (int q = 0; q < 16; q++) tab.t[q] = _mm256_setzero_pd();     /* the AVX2 exp gathers */
+#endif
+    return tab;
+}
+
+/* the policy operations of float64 (storage = arithmetic: no rounding R, loads and stores as
+   they are) */
+LS_INLINE ldv16 lsd_rnd(const int P, ldv16 v) { (void)P; return v; }
+LS_INLINE double lsd_rnd1(const int P, double v) { (void)P; return v; }
+LS_INLINE ldv16 lsd_load(const int P, const void* p, ptrdiff_t i) {
+    (void)P;
+    ldv16 v;
+    LDV_EACH(q) v.r[q] = LDR_(loadu_pd)((const double*)p + i + LDW * q);
+    return v;
+}
+LS_INLINE ldv16 lsd_load_n(const int P, const void* p, ptrdiff_t i, ptrdiff_t n) {
+    (void)P;
+    unsigned m = (1u << n) - 1;
+    ldv16 v;
+    LDV_EACH(q) v.r[q] = ldr_load_n((const double*)p + i + LDW * q, ldm_bits(m, q));
+    return v;
+}
+LS_INLINE ldv16 lsd_load_any(const int P, const void* p, ptrdiff_t i, ptrdiff_t n) {
+    return n >= 16 ? lsd_load(P, p, i) : lsd_load_n(P, p, i, n);
+}
+LS_INLINE void lsd_store_any(const int P, void* p, ptrdiff_t i, ldv16 v, ptrdiff_t n) {
+    (void)P;
+    double* d = (double*)p + i;
+    if (n >= 16) {
+        LDV_EACH(q) LDR_(storeu_pd)(d + LDW * q, v.r[q]);
+        return;
+    }
+    unsigned m = (1u << n) - 1;
+    LDV_EACH(q) ldr_store_n(d + LDW * q, ldm_bits(m, q), v.r[q]);
+}
+LS_INLINE ldv16 lsd_load_e(const double* e, ptrdiff_t i, ptrdiff_t n) { return lsd_load_any(LS_F64, e, i, n); }
+LS_INLINE void lsd_store_e(double* e, ptrdiff_t i, ldv16 v, ptrdiff_t n) { lsd_store_any(LS_F64, e, i, v, n); }
+LS_INLINE double lsd_ld1(const int P, const void* p, ptrdiff_t i) { (void)P; return ((const double*)p)[i]; }
+LS_INLINE void lsd_st1(const int P, void* p, ptrdiff_t i, double v) { (void)P; ((double*)p)[i] = v; }
+LS_INLINE ldv16 lsd_exp(const int P, ldv16 z, const ldv_exp_table* tab, const float* table) {
+    (void)P; (void)table;
+    LDV_EACH(q) z.r[q] = LDR_EXP(z.r[q], tab->t);
+    return z;
+}
+LS_INLINE double lsd_log1p(const int P, double s) { (void)P; return log1p_f64(s); }
+LS_INLINE ldv_lanes lsd_lanes_zero(void) {
+    ldv_lanes l;
+    for (int q = 0; q < 8 / LDW; q++) l.r[q] = LDR_(setzero_pd)();
+    return l;
+}
+/* a chunk's first 8 values into the lanes, then its last 8 */
+LS_INLINE ldv_lanes lsd_lanes(const int P, ldv_lanes acc, ldv16 v) {
+    (void)P;
+    for (int q = 0; q < 8 / LDW; q++)
+        acc.r[q] = LDR_(add_pd)(LDR_(add_pd)(acc.r[q], v.r[q]), v.r[q + 8 / LDW]);
+    return acc;
+}
+LS_INLINE double lsd_leaf_sum(const int P, ldv_lanes acc) {
+    (void)P;
+    double l[8];
+    for (int q = 0; q < 8 / LDW; q++) LDR_(storeu_pd)(l + LDW * q, acc.r[q]);
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+LS_INLINE double lsd_check_row(const void* t, ptrdiff_t C, int* flags) {
+    return losses_check_row_f64((const double*)t, C, flags);
+}
+
 
 static inline __m256 ls_round_none(__m256 v) { return v; }
 /* rnd_f16 of 8 floats that are not NaN */
@@ -313,195 +507,59 @@ LS_INLINE float ls_leaf_sum(const int P, __m256 acc) {
     if (P == LS_F16) return summation_lanes_f16(l);
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
+/* the scratch row e (floats), 16 at element i, the first n (< 16) if n is smaller */
+LS_INLINE lsv16 ls_load_e(const float* e, ptrdiff_t i, ptrdiff_t n) {
+    return n >= 16 ? lsv_pair(_mm256_loadu_ps(e + i), _mm256_loadu_ps(e + i + 8))
+                   : ls_load_n(LS_F32, e, i, n);
+}
+LS_INLINE void ls_store_e(float* e, ptrdiff_t i, lsv16 v, ptrdiff_t n) {
+    if (n >= 16) {
+        _mm256_storeu_ps(e + i, v.lo);
+        _mm256_storeu_ps(e + i + 8, v.hi);
+    } else {
+        ls_store_any(LS_F32, e, i, v, n);
+    }
+}
+LS_INLINE __m256 ls_lanes_zero(void) { return _mm256_setzero_ps(); }
+/* the row code's check of float32 targets (the float16 one is built in pass 2) */
+LS_INLINE double ls_check_row(const void* t, ptrdiff_t C, int* flags) {
+    return losses_check_row_f32((const float*)t, C, flags);
+}
 #define LS_RND_F32(x) (x)
 #define LS_RND_F16(x) rnd_f16(x)
-
-/* pass 1: 0 if some x_i is NaN or infinite; else 1 with *a = x_k, *k the first index of the max */
-LS_INLINE int ls_shift(const int P, const void* x, ptrdiff_t C, float* a, ptrdiff_t* k) {
-    lsv16 top = lsv_set1(-INFINITY);
-    unsigned special = 0;
-    ptrdiff_t i = 0;
-    for (; i + 16 <= C; i += 16) {
-        lsv16 v = ls_load(P, x, i);
-        top = lsv_max(top, v);
-        special |= lsv_special(v);
-    }
-    if (i < C) {        /* the tail as 16 lanes: +0 past the row for the check, -inf for the max */
-        lsv16 v = ls_load_n(P, x, i, C - i);
-        special |= lsv_special(v);
-        top = lsv_max(top, lsv_keep_or(v, C - i, -INFINITY));
-    }
-    if (special) return 0;
-    float max = lsv_max_value(top);
-    for (i = 0; i + 16 <= C; i += 16) {
-        int j = lsv_first_equal(ls_load(P, x, i), max);
-        if (j >= 0) {
-            i += j;
-            break;
-        }
-    }
-    while (ls_ld1(P, x, i) != max) i++;
-    *k = i;
-    *a = ls_ld1(P, x, i);
-    return 1;
-}
 
 /* how the gradient is scaled: by nothing (N = 1), by the exact inverse of N, or divided by N */
 enum { LOSSES_SOFT_GRAD_NONE = 0, LOSSES_SOFT_GRAD_ONE, LOSSES_SOFT_GRAD_INVERSE, LOSSES_SOFT_GRAD_DIVIDE };
 
-LS_INLINE float ls_pass3(const int P, const void* restrict x, const void* restrict t, ptrdiff_t C,
-                         float a, int smooth, float c1, float c2, float L, float D, float T,
-                         const int mode, float scale, void* restrict g, const float* restrict e) {
-    lsv16 av = lsv_set1(a), c1v = lsv_set1(c1), c2v = lsv_set1(c2);
-    lsv16 Lv = lsv_set1(L), Dv = lsv_set1(D), Tv = lsv_set1(T), sv = lsv_set1(scale);
-    SUMMATION_TREE_DECLARE_AS(wsum, float);
-    float loss;
-    for (ptrdiff_t s = 0; s < C; s += SUMMATION_LEAF) {
-        ptrdiff_t m = C - s < SUMMATION_LEAF ? C - s : SUMMATION_LEAF;
-        __m256 aw = _mm256_setzero_ps();
-        for (ptrdiff_t i = s; i < s + m; i += 16) {
-            ptrdiff_t n = s + m - i;
-            lsv16 z = ls_rnd(P, lsv_sub(ls_load_any(P, x, i, n), av));
-            lsv16 tv = ls_load_any(P, t, i, n);
-            if (smooth) {
-                tv = ls_rnd(P, lsv_add(ls_rnd(P, lsv_mul(c1v, tv)), c2v));
-                if (n < 16) tv = lsv_keep(tv, -1, n);
-            }
-            lsv16 y = ls_rnd(P, lsv_sub(Lv, z));
-            lsv16 w = P == LS_F16 ? lsv_where_nonzero(tv, ls_rnd(P, lsv_mul(tv, y)))
-                                  : lsv_times_nonzero(tv, y);
-            aw = ls_lanes(P, aw, w);
-            if (mode != LOSSES_SOFT_GRAD_NONE) {
-                lsv16 ev = n >= 16 ? lsv_pair(_mm256_loadu_ps(e + i), _mm256_loadu_ps(e + i + 8))
-                                   : ls_load_n(LS_F32, e, i, n);
-                lsv16 gv = ls_rnd(P, lsv_div(ev, Dv));
-                gv = ls_rnd(P, lsv_sub(ls_rnd(P, lsv_mul(Tv, gv)), tv));
-                if (mode == LOSSES_SOFT_GRAD_INVERSE) gv = ls_rnd(P, lsv_mul(gv, sv));
-                if (mode == LOSSES_SOFT_GRAD_DIVIDE) gv = ls_rnd(P, lsv_div(gv, sv));
-                ls_store_any(P, g, i, gv, n);
-            }
-        }
-        if (P == LS_F16) SUMMATION_TREE_PUSH_AS(wsum, float, LS_RND_F16, ls_leaf_sum(P, aw));
-        else SUMMATION_TREE_PUSH_AS(wsum, float, LS_RND_F32, ls_leaf_sum(P, aw));
-    }
-    if (P == LS_F16) SUMMATION_TREE_FINISH_AS(wsum, float, LS_RND_F16, loss);
-    else SUMMATION_TREE_FINISH_AS(wsum, float, LS_RND_F32, loss);
-    return loss;
-}
-
-/* The row, policy P.  See losses_soft_row_f32 below. */
-LS_INLINE int ls_row(const int P, const void* restrict x, const void* restrict t, ptrdiff_t C,
-                     int smooth, float c1, float c2, int grad_mode, float grad_scale,
-                     void* restrict g, float* restrict e, int validate, unsigned char* code,
-                     double tolerance, const float* table, float* loss) {
-    float a;
-    ptrdiff_t k;
-    if (!ls_shift(P, x, C, &a, &k)) return 0;
-    if (P == LS_F32 && validate && smooth) {    /* the check reads t, the sums below t' */
-        int flags;
-        double total = losses_check_row_f32((const float*)t, C, &flags);
-        *code = losses_probs_code(flags, total, tolerance);
-    }
-    lsv16 av = lsv_set1(a), c1v = lsv_set1(c1), c2v = lsv_set1(c2);
-    lsv16 tmin = lsv_set1(0.0f);
-    lsv_exp_table tab = lsv_exp_table_load();
-    SUMMATION_TREE_DECLARE_AS(esum, float);
-    SUMMATION_TREE_DECLARE_AS(tsum, float);
-    SUMMATION_TREE_DECLARE_AS(csum, float);    /* float16: the check's float sum of t */
-    for (ptrdiff_t s = 0; s < C; s += SUMMATION_LEAF) {
-        ptrdiff_t m = C - s < SUMMATION_LEAF ? C - s : SUMMATION_LEAF;
-        __m256 ae = _mm256_setzero_ps(), at = ae, ac = ae;
-        for (ptrdiff_t i = s; i < s + m; i += 16) {
-            ptrdiff_t n = s + m - i, kr = k - i;
-            lsv16 z = ls_rnd(P, lsv_sub(ls_load_any(P, x, i, n), av));
-            lsv16 ev = ls_exp(P, z, &tab, table);
-            if (n >= 16) {
-                _mm256_storeu_ps(e + i, ev.lo);
-                _mm256_storeu_ps(e + i + 8, ev.hi);
-            } else {
-                ls_store_any(LS_F32, e, i, ev, n);
-            }
-            lsv16 tv = ls_load_any(P, t, i, n);
-            tmin = lsv_min(tmin, tv);
-            if (P == LS_F16) ac = lsv_lanes(ac, tv, ls_round_none);
-            if (smooth) tv = ls_rnd(P, lsv_add(ls_rnd(P, lsv_mul(c1v, tv)), c2v));
-            if (n < 16 || (kr >= 0 && kr < 16)) {
-                ev = lsv_keep(ev, kr, n);
-                tv = lsv_keep(tv, kr, n);
-            }
-            ae = ls_lanes(P, ae, ev);
-            at = ls_lanes(P, at, tv);
-        }
-        if (P == LS_F16) {
-            SUMMATION_TREE_PUSH_AS(esum, float, LS_RND_F16, ls_leaf_sum(P, ae));
-            SUMMATION_TREE_PUSH_AS(tsum, float, LS_RND_F16, ls_leaf_sum(P, at));
-            SUMMATION_TREE_PUSH_AS(csum, float, LS_RND_F32, ls_leaf_sum(LS_F32, ac));
-        } else {
-            SUMMATION_TREE_PUSH_AS(esum, float, LS_RND_F32, ls_leaf_sum(P, ae));
-            SUMMATION_TREE_PUSH_AS(tsum, float, LS_RND_F32, ls_leaf_sum(P, at));
-        }
-    }
-    float total, Tk;
-    if (P == LS_F16) {
-        SUMMATION_TREE_FINISH_AS(esum, float, LS_RND_F16, total);
-        SUMMATION_TREE_FINISH_AS(tsum, float, LS_RND_F16, Tk);
-    } else {
-        SUMMATION_TREE_FINISH_AS(esum, float, LS_RND_F32, total);
-        SUMMATION_TREE_FINISH_AS(tsum, float, LS_RND_F32, Tk);
-    }
-    float tk = ls_ld1(P, t, k);
-    if (smooth) tk = ls_rnd1(P, ls_rnd1(P, c1 * tk) + c2);
-    float T = ls_rnd1(P, Tk + tk);
-    if (P == LS_F16) {
-        if (!(T - T == 0)) return 0;    /* a NaN or infinite target (see the top): the row code */
-        if (validate) {
-            float check;
-            SUMMATION_TREE_FINISH_AS(csum, float, LS_RND_F32, check);
-            *code = losses_probs_code(lsv_min_value(tmin) < 0 ? PROBS_FLAG_NEGATIVE : 0, check,
-                                      tolerance);
-        }
-    } else if (validate && !smooth) {
-        double margin = (double)(pairwise_depth(C) + 3) * 0x1p-23 * fabs((double)T) + 0x1p-50;
-        double off = fabs((double)T - 1.0) - tolerance;
-        if (T - T == 0 && fabs(off) > margin)
-            *code = lsv_min_value(tmin) < 0 ? PROBS_NEGATIVE : (off > 0 ? PROBS_SUM_OFF : PROBS_OK);
-        else {
-            int flags;
-            double sum = losses_check_row_f32((const float*)t, C, &flags);
-            *code = losses_probs_code(flags, sum, tolerance);
-        }
-    }
-    float L = ls_log1p(P, total), D = ls_rnd1(P, 1 + total);
-    float gk = ls_rnd1(P, ls_rnd1(P, Tk - ls_rnd1(P, tk * total)) / D);
-    float loss_row;
-    switch (grad_mode) {
-    case LOSSES_SOFT_GRAD_ONE:
-        loss_row = ls_pass3(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_ONE,
-                            grad_scale, g, e);
-        break;
-    case LOSSES_SOFT_GRAD_INVERSE:
-        loss_row = ls_pass3(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_INVERSE,
-                            grad_scale, g, e);
-        gk = ls_rnd1(P, gk * grad_scale);
-        break;
-    case LOSSES_SOFT_GRAD_DIVIDE:
-        loss_row = ls_pass3(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_DIVIDE,
-                            grad_scale, g, e);
-        gk = ls_rnd1(P, gk / grad_scale);
-        break;
-    default:
-        loss_row = ls_pass3(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_NONE,
-                            grad_scale, g, e);
-    }
-    if (grad_mode != LOSSES_SOFT_GRAD_NONE) ls_st1(P, g, k, gk);
-    *loss = loss_row;
-    return 1;
-}
+/* the passes for float32 and float16 (float values), then for float64 */
+#define LS_E float
+#define LS_V lsv16
+#define LS_LANES __m256
+#define V_(op) lsv_##op
+#define P_(op) ls_##op
+#define LS_FN(f) f
+#define LS_FLOAT 1
+#include "losses_soft_passes.h"
+#undef LS_E
+#undef LS_V
+#undef LS_LANES
+#undef V_
+#undef P_
+#undef LS_FN
+#undef LS_FLOAT
+#define LS_E double
+#define LS_V ldv16
+#define LS_LANES ldv_lanes
+#define V_(op) ldv_##op
+#define P_(op) lsd_##op
+#define LS_FN(f) f##_f64
+#define LS_FLOAT 0
+#include "losses_soft_passes.h"
 
 /* One row (x, t: C values, C >= 1).  Returns 0, writing nothing, if the row code must take it
  * (a NaN or infinite logit; float16: also a NaN or infinite target); else 1, with *loss = the
  * row's loss in the arithmetic format, g (if grad_mode is not LOSSES_SOFT_GRAD_NONE) the
- * gradient row, e (C floats) scratch.  grad_scale: the exact 1/N or N
+ * gradient row, e (C values of the compute type: float; float64: double) scratch.  grad_scale: the exact 1/N or N
  * (LOSSES_SOFT_GRAD_INVERSE / _DIVIDE).  validate: *code = the target check's code of t (see the
  * top of this file).  table: float16's exp table (losses.pyx.tp's _exp_neg_f16). */
 PRECISION_NOINLINE static int losses_soft_row_f32(
@@ -517,6 +575,14 @@ PRECISION_NOINLINE static int losses_soft_row_f16(
         int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
     return ls_row(LS_F16, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
                   tolerance, table, loss);
+}
+/* float64: the same with doubles (table unused) */
+PRECISION_NOINLINE static int losses_soft_row_f64(
+        const double* restrict x, const double* restrict t, ptrdiff_t C, int smooth, double c1,
+        double c2, int grad_mode, double grad_scale, double* restrict g, double* restrict e,
+        int validate, unsigned char* code, double tolerance, const float* table, double* loss) {
+    return ls_row_f64(LS_F64, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate,
+                      code, tolerance, table, loss);
 }
 #else
 #define LOSSES_SOFT_ROWS 0
@@ -536,6 +602,16 @@ static inline int losses_soft_row_f16(const uint16_t* x, const uint16_t* t, ptrd
                                       float grad_scale, uint16_t* g, float* e, int validate,
                                       unsigned char* code, double tolerance, const float* table,
                                       float* loss) {
+    (void)x; (void)t; (void)C; (void)smooth; (void)c1; (void)c2; (void)grad_mode;
+    (void)grad_scale; (void)g; (void)e; (void)validate; (void)code; (void)tolerance;
+    (void)table; (void)loss;
+    return 0;
+}
+static inline int losses_soft_row_f64(const double* x, const double* t, ptrdiff_t C,
+                                      int smooth, double c1, double c2, int grad_mode,
+                                      double grad_scale, double* g, double* e, int validate,
+                                      unsigned char* code, double tolerance, const float* table,
+                                      double* loss) {
     (void)x; (void)t; (void)C; (void)smooth; (void)c1; (void)c2; (void)grad_mode;
     (void)grad_scale; (void)g; (void)e; (void)validate; (void)code; (void)tolerance;
     (void)table; (void)loss;

@@ -244,10 +244,11 @@ def test_float32_exp_row_loops_equal_the_scalar_exp_in_every_build():
 
 def test_float64_exp_row_loops_equal_the_scalar_exp_in_every_build():
     """The float64 exp's row loops (vectorised by GCC, the table lookups element by element)
-    compute the bits of the scalar exp_nonpositive_f64 that the twin calls, in every build this
-    CPU runs: on all of k = round(64 z / ln 2)'s table slots and
-    roundings, the clamp at -746, results in the subnormal range and 0, -0, -inf and NaNs with
-    payloads, with lengths that leave tails for the scalar loop."""
+    and the vector exp of the three-pass rows (losses_soft.h; AVX-512 and AVX2 builds) compute
+    the bits of the scalar exp_nonpositive_f64 that the twin calls, in every build this CPU
+    runs: on all of k = round(64 z / ln 2)'s table slots and roundings, the clamp at -746,
+    results in the subnormal range and 0, -0, -inf and NaNs with payloads, in every lane of
+    the vectors, with lengths that leave tails for the scalar loop."""
     rng = np.random.default_rng(22)
     step = math.log(2) / 64
     k = np.arange(-34500, 1, 7)
@@ -264,10 +265,16 @@ def test_float64_exp_row_loops_equal_the_scalar_exp_in_every_build():
     K.exp_nonpositive("f64", z, want)
     for module in variants("losses").values():
         for n in (len(z), len(z) - 5, 7, 1):
-            shifted, inplace = np.empty(n), z[:n].copy()
-            module.exp_nonpositive_loops_f64(z[:n], 0.0, shifted, inplace)
+            shifted, inplace, vectors = np.empty(n), z[:n].copy(), np.empty(n)
+            module.exp_nonpositive_loops_f64(z[:n], 0.0, shifted, inplace, vectors)
             assert same_bits(shifted, want[:n]).all()
             assert same_bits(inplace, want[:n]).all()
+            assert same_bits(vectors, want[:n]).all()
+        for start in range(8):      # every z in every lane of the 8 (4) the vector exp takes
+            vectors = np.empty(len(z) - start)
+            module.exp_nonpositive_loops_f64(z[start:], 0.0, np.empty(len(z) - start),
+                                             np.empty(0), vectors)
+            assert same_bits(vectors, want[start:]).all()
         a = 1.5                                         # the shifted loop's R(z_i - a)
         shifted = np.empty(len(z))
         module.exp_nonpositive_loops_f64(z, a, shifted, np.empty(0))

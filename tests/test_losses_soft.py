@@ -1,14 +1,14 @@
 """The three-pass soft-target rows (kernels/losses_soft.h) against the row code.
 
-In the AVX2 and AVX-512 builds, softmax_cross_entropy with soft targets in float32 (or float16)
-storage and arithmetic computes each row in three passes; the baseline build runs the row code,
+In the AVX2 and AVX-512 builds, softmax_cross_entropy with soft targets in float32, float16 or
+float64 storage and arithmetic computes each row in three passes; the baseline build runs the row code,
 which test_losses.py checks against the op-by-op emulation.  The promise is the same bits: every
 output (row losses, the reduced loss, the gradient, the target check's codes) of every build is
 compared bit for bit with the baseline's, over generated rows: lengths across the 16-value
 chunks and 128-value leaves, the max anywhere (ties, +-0 maxima, the tail chunk), NaN and
 infinite logits (those rows take the row code), targets with zeros, negative, NaN or infinite
-values and sums off by about the tolerance (where the float sum hands the decision to the row
-code's double sum), label smoothing, every gradient scaling (none, the exact 1/N, / N), with
+values and sums off by about the tolerance (where the sum T of the three passes hands the
+decision to the row code's double sum; float64: T is a double sum in another order), label smoothing, every gradient scaling (none, the exact 1/N, / N), with
 and without the gradient, with and without the check, one and two threads.
 """
 import numpy as np
@@ -20,7 +20,8 @@ import precision as pr
 from precision._kernels import variants
 from tests.test_losses import K
 
-FORMATS = {"f32": pr.float32, "f16": pr.float16}
+FORMATS = {"f32": pr.float32, "f16": pr.float16, "f64": pr.float64}
+COMPUTE = {16: np.float32, 32: np.float32, 64: np.float64}     # the row losses' type
 BUILDS = variants("losses")
 WIDE_BUILDS = {suffix: module for suffix, module in BUILDS.items() if suffix}
 
@@ -33,12 +34,12 @@ def bits(a):
 
 
 def run(module, x, t, *, smooth, reduction, batch, grad, validate, tolerance, threads):
-    """One call of the kernel of x's format (float32 or float16 storage and arithmetic)."""
+    """One call of the kernel of x's format (float32, float16 or float64 storage and arithmetic)."""
     n = x.shape[0]
-    S = pr.float16 if x.dtype == pr.float16.dtype else pr.float32
+    S = {pr.float16.dtype: pr.float16, pr.float64.dtype: pr.float64}.get(x.dtype, pr.float32)
     sv = S.storage_view
     loss = np.empty(n if reduction == "none" else 1, S.dtype)
-    row_loss = np.empty(n, np.float32)
+    row_loss = np.empty(n, COMPUTE[S.bits])
     g = np.full(x.shape, S.round(7.0)) if grad else None
     codes = np.full(n, 99, np.uint8) if validate else None
     c1, c2 = (0.875, S.round(0.125 / x.shape[1])) if smooth else (1.0, 0.0)
@@ -62,7 +63,8 @@ def logits(rng, n, c, kind, S=pr.float32):
         x[::3] = -np.abs(x[::3])
         x[1::3, rng.integers(0, c)] = -0.0
     elif kind == "wide":            # exps down to the subnormals and to 0; float16: x - a overflows
-        x = rng.uniform(-120, 5, (n, c)) if S.bits == 32 else rng.uniform(-65504, 65504, (n, c))
+        x = {16: lambda: rng.uniform(-65504, 65504, (n, c)), 32: lambda: rng.uniform(-120, 5, (n, c)),
+             64: lambda: rng.uniform(-800, 5, (n, c))}[S.bits]()
     else:                           # the max in the last (tail) chunk
         x = rng.standard_normal((n, c))
         x[:, -1] = 10
@@ -75,7 +77,7 @@ def targets(rng, n, c, kind, tolerance, S=pr.float32):
         t[rng.random((n, c)) < 0.5] = 0
         t /= np.maximum(t.sum(axis=1, keepdims=True), 1e-300)
     if kind == "boundary":          # sums 1 +- tolerance, give or take a few ulps of the sum
-        ulp = 2.0**-22 if S.bits == 32 else 2.0**-9
+        ulp = {16: 2.0**-9, 32: 2.0**-22, 64: 2.0**-51}[S.bits]
         for r in range(n):
             target = 1 + rng.choice([-1, 1]) * tolerance * (1 + rng.integers(-4, 5) * ulp)
             t[r] = t[r] * (target / S.round(t[r]).astype(np.float64).sum())
@@ -120,8 +122,8 @@ def test_every_build_gives_the_row_codes_bits(fmt, seed, c, n, logit_kind, targe
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_the_float_sum_decides_only_far_from_the_tolerance(fmt):
-    """Rows whose sum sits at 1 +- tolerance to within a few ulps (float32: where the float
-    pairwise sum and the double one can fall on different sides) get the row code's verdict:
+    """Rows whose sum sits at 1 +- tolerance to within a few ulps (float32, float64: where the
+    three passes' sum and the row code's double one can fall on different sides) get the row code's verdict:
     both codes occur, and every build agrees with the baseline on each row."""
     S = FORMATS[fmt]
     rng = np.random.default_rng(5)
@@ -140,7 +142,7 @@ def test_the_float_sum_decides_only_far_from_the_tolerance(fmt):
 def test_nan_and_infinite_targets_give_the_row_codes_bits(fmt):
     """Targets with NaN and infinities, checked or not: float16 hands such rows to the row code
     (its check finds them; NaN payloads are where the F16C rounding and rnd_f16 differ), float32
-    keeps them; every output, NaNs and the check's codes included, equals the baseline's."""
+    and float64 keep them; every output, NaNs and the check's codes included, equals the baseline's."""
     S = FORMATS[fmt]
     rng = np.random.default_rng(9)
     n, c = 12, 200
