@@ -14,9 +14,9 @@
  *       z is clamped at -110 (exp(-110) is below half of float's smallest subnormal: 0 either
  *       way); 2^m >= 2^-159 scales exactly.  Every build computes the same bits: the AVX-512
  *       loops below do the same operations, the lookup as a permute of the table held in two
- *       registers and the (exact) scaling as a scalef; the AVX2 loops look the table up with
- *       permutes of its 32-bit halves held in four registers and scale the entry T_j instead of
- *       the product (exact either way).
+ *       registers (AVX-512) or permutes of its 32-bit halves held in four (AVX2), and both scale
+ *       the entry T_j by 2^m before the multiply instead of the product after it (exact either
+ *       way).
  *   exp_nonpositive_f64  z = (64 m + j) ln2/64 + r with |r| <= ln2/128 (Cody-Waite, ln2/64 in
  *       two parts, k*hi exact for |k| < 2^20), 2^(j/64) = TH + TL to twice double precision;
  *       e^r - 1 = q by its Taylor polynomial of degree 6 (truncation < 2^-65),
@@ -81,6 +81,7 @@ static const double EXP2_J64_LO_INIT[64] = {
 static double EXP2_J64_HI[64], EXP2_J64_LO[64];
 static double EXP2_J16[16];
 static uint32_t EXP2_J16_HI32[16], EXP2_J16_LO32[16];   /* EXP2_J16's words (the AVX2 lookup) */
+static double EXP2_J16_SCALED[16];      /* bits of EXP2_J16[j] - (j << 48) (the AVX-512 lookup) */
 
 static void exp_nonpositive_init(void)
 {
@@ -92,6 +93,7 @@ static void exp_nonpositive_init(void)
         EXP2_J16[j] = EXP2_J64_HI_INIT[4 * j];
         EXP2_J16_HI32[j] = (uint32_t)(fp_f64_bits(EXP2_J16[j]) >> 32);
         EXP2_J16_LO32[j] = (uint32_t)fp_f64_bits(EXP2_J16[j]);
+        EXP2_J16_SCALED[j] = fp_bits_f64(fp_f64_bits(EXP2_J16[j]) - ((uint64_t)j << 48));
     }
 }
 
@@ -120,13 +122,15 @@ static inline float exp_nonpositive_f32(float zf) {
 
 #ifdef __AVX512F__
 #include <immintrin.h>
-/* exp_nonpositive_f32 of 8 doubles (exact conversions of floats): the same operations in the
-   same order, but the table lookup is a two-register permute (its index is the low 4 bits of
-   t's bits, which are k's: SHIFT's low bits are 0) and the scaling by 2^m a scalef by
-   floor(kd / 16) = m (exact either way: T p * 2^m is a normal double) */
+/* exp_nonpositive_f32 of 8 doubles, exact conversions of floats already clamped at -110 (the
+   clamp is done on the floats, 16 at a time: the same values): the same operations in the same
+   order, but the table lookup is a two-register permute (its index is the low 4 bits of t's bits,
+   which are k's: SHIFT's low bits are 0) of EXP2_J16_SCALED, whose entry j holds the bits of T_j
+   minus j << 48; adding t's bits << 48 (= k << 48 mod 2^64, k = 16 m + j) makes it T_j 2^m, a
+   normal double (m >= -159), so R(p (T_j 2^m)) is the scalar R(R(T_j p) 2^m) -- as the AVX2 loop
+   below, without a scalef (two cycles on AMD's AVX-512) and its multiply by 1/16 */
 static inline __m512d exp_nonpositive_f32_x8(__m512d z, __m512d tab0, __m512d tab1) {
     const __m512d SHIFT = _mm512_set1_pd(0x1.8p52);
-    z = _mm512_max_pd(_mm512_set1_pd(-110.0), z);        /* -110 > z ? -110 : z (NaN: z) */
     __m512d t = _mm512_add_pd(_mm512_mul_pd(z, _mm512_set1_pd(0x1.71547652b82fep+4)), SHIFT);
     __m512d kd = _mm512_sub_pd(t, SHIFT);
     __m512d r = _mm512_sub_pd(z, _mm512_mul_pd(kd, _mm512_set1_pd(0x1.62e42fefa39efp-5)));
@@ -137,12 +141,16 @@ static inline __m512d exp_nonpositive_f32_x8(__m512d z, __m512d tab0, __m512d ta
     q = _mm512_add_pd(_mm512_mul_pd(q, r), _mm512_set1_pd(0.5));
     __m512d p = _mm512_add_pd(_mm512_set1_pd(1.0),
                               _mm512_add_pd(r, _mm512_mul_pd(_mm512_mul_pd(r, r), q)));
-    __m512d T = _mm512_permutex2var_pd(tab0, _mm512_castpd_si512(t), tab1);
-    return _mm512_scalef_pd(_mm512_mul_pd(T, p), _mm512_mul_pd(kd, _mm512_set1_pd(0.0625)));
+    __m512i bits = _mm512_castpd_si512(t);
+    __m512i T = _mm512_castpd_si512(_mm512_permutex2var_pd(tab0, bits, tab1));
+    /* NaN z: p is NaN, and NaN times anything is NaN */
+    return _mm512_mul_pd(p, _mm512_castsi512_pd(_mm512_add_epi64(T, _mm512_slli_epi64(bits, 48))));
 }
+#define EXP_NONPOSITIVE_CLAMP_F32(z) _mm512_max_ps(_mm512_set1_ps(-110.0f), z)  /* NaN: z */
 
-/* exp of 16 floats z (<= 0, -inf, NaN) */
+/* exp of 16 floats z (<= 0, -inf, NaN); tab0, tab1: EXP2_J16_SCALED[0..7], [8..15] */
 static inline __m512 exp_nonpositive_f32_x16(__m512 z, __m512d tab0, __m512d tab1) {
+    z = EXP_NONPOSITIVE_CLAMP_F32(z);
     __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(z));
     __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1)));
     __m256 elo = _mm512_cvtpd_ps(exp_nonpositive_f32_x8(lo, tab0, tab1));
@@ -302,7 +310,7 @@ EXP_NONPOSITIVE_F64_VECTOR(4, 256, __m256d, __m256i, _mm256, _mm256_set1_epi64x,
 PRECISION_NOINLINE static void exp_nonpositive_inplace_f32(float* restrict e, ptrdiff_t n) {
     ptrdiff_t i = 0;
 #ifdef __AVX512F__
-    __m512d tab0 = _mm512_loadu_pd(EXP2_J16), tab1 = _mm512_loadu_pd(EXP2_J16 + 8);
+    __m512d tab0 = _mm512_loadu_pd(EXP2_J16_SCALED), tab1 = _mm512_loadu_pd(EXP2_J16_SCALED + 8);
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_loadu_ps(e + i), tab0, tab1));
 #elif defined(__AVX2__)
@@ -318,7 +326,7 @@ PRECISION_NOINLINE static void exp_nonpositive_inplace_f32(float* restrict e, pt
 static inline ptrdiff_t exp_nonpositive_vectors_f32(const float* z, float* e, ptrdiff_t n) {
     ptrdiff_t i = 0;
 #ifdef __AVX512F__
-    __m512d tab0 = _mm512_loadu_pd(EXP2_J16), tab1 = _mm512_loadu_pd(EXP2_J16 + 8);
+    __m512d tab0 = _mm512_loadu_pd(EXP2_J16_SCALED), tab1 = _mm512_loadu_pd(EXP2_J16_SCALED + 8);
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_loadu_ps(z + i), tab0, tab1));
 #elif defined(__AVX2__)
@@ -355,7 +363,7 @@ PRECISION_NOINLINE static void exp_nonpositive_shifted_f32(const float* restrict
                                                            float* restrict e, ptrdiff_t n) {
     ptrdiff_t i = 0;
 #ifdef __AVX512F__
-    __m512d tab0 = _mm512_loadu_pd(EXP2_J16), tab1 = _mm512_loadu_pd(EXP2_J16 + 8);
+    __m512d tab0 = _mm512_loadu_pd(EXP2_J16_SCALED), tab1 = _mm512_loadu_pd(EXP2_J16_SCALED + 8);
     __m512 av = _mm512_set1_ps(a);
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_sub_ps(_mm512_loadu_ps(x + i), av),

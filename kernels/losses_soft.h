@@ -152,13 +152,15 @@ static inline lsv16 lsv_times_nonzero(lsv16 t, lsv16 y) {
 }
 typedef struct { __m512d t0, t1; } lsv_exp_table;
 static inline lsv_exp_table lsv_exp_table_load(void) {
-    lsv_exp_table tab = {_mm512_loadu_pd(EXP2_J16), _mm512_loadu_pd(EXP2_J16 + 8)};
+    lsv_exp_table tab = {_mm512_loadu_pd(EXP2_J16_SCALED), _mm512_loadu_pd(EXP2_J16_SCALED + 8)};
     return tab;
 }
 /* exp_nonpositive_f32 of the 16 z's, each 8 as 8 doubles */
 static inline lsv16 lsv_exp_f32(lsv16 z, const lsv_exp_table* tab) {
-    return lsv_pair(_mm512_cvtpd_ps(exp_nonpositive_f32_x8(_mm512_cvtps_pd(z.lo), tab->t0, tab->t1)),
-                    _mm512_cvtpd_ps(exp_nonpositive_f32_x8(_mm512_cvtps_pd(z.hi), tab->t0, tab->t1)));
+    __m256 lo = _mm256_max_ps(_mm256_set1_ps(-110.0f), z.lo);  /* exp_nonpositive_f32_x8's clamp */
+    __m256 hi = _mm256_max_ps(_mm256_set1_ps(-110.0f), z.hi);
+    return lsv_pair(_mm512_cvtpd_ps(exp_nonpositive_f32_x8(_mm512_cvtps_pd(lo), tab->t0, tab->t1)),
+                    _mm512_cvtpd_ps(exp_nonpositive_f32_x8(_mm512_cvtps_pd(hi), tab->t0, tab->t1)));
 }
 #else   /* AVX2 */
 static inline lsv16 lsv_keep(lsv16 v, ptrdiff_t j, ptrdiff_t n) {
