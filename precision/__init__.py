@@ -40,7 +40,9 @@ def __getattr__(name):
     if name in _SUBMODULES:
         return _import_module(f".{name}", __name__)
     if name in _LOSS_NAMES:
-        return getattr(_import_module(".losses", __name__), name)
+        value = getattr(_import_module(".losses", __name__), name)
+        globals()[name] = value         # later lookups find it without this call
+        return value
     raise AttributeError(f"module 'precision' has no attribute {name!r}")
 
 

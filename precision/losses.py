@@ -338,6 +338,8 @@ def _check_probabilities(rows: np.ndarray, fmt, name: str, num_threads: int, tol
 
 def _batch_divisor(n_rows: int, arith) -> float:
     """N rounded once into A, with a PrecisionWarning when it is not N."""
+    if 0 <= n_rows <= 2 ** arith.p:         # exact in A (2^p <= A's largest finite value)
+        return float(n_rows)
     n_a = float(arith.round(n_rows))
     if n_a != n_rows:
         warnings.warn(
