@@ -1,8 +1,8 @@
 /*
  * losses_soft.h -- softmax cross-entropy of one row of logits with soft targets, in the
  * arithmetic of the storage format, for the AVX2 and AVX-512 builds: float32 (policy f32_f32),
- * float16 (f16_f16) and float64 (f64_f64).  The row code of losses.pyx.tp (_shift_, _exps_, the target check and copy,
- * _ce_soft_grad_ / _ce_row_) makes seven passes over a row: the max, the exps, their sum, the
+ * float16 (f16_f16) and float64 (f64_f64).  The row code of losses.pyx.tp (_shift_, _exps_,
+ * the target check and copy, _ce_soft_grad_ / _ce_row_) makes seven passes over a row: the max, the exps, their sum, the
  * check, the targets' sum, the loss terms with the gradient, their sum.  Here every sum is built
  * in the pass that makes its terms, with the same operations in the same order and the same
  * roundings R to the format (float16: every result rounded by the F16C conversions, which round to
@@ -35,8 +35,8 @@
  * The target check (validate) is the row code's code: PROBS_NONFINITE if some t_i is NaN or
  * infinite, else PROBS_NEGATIVE if some t_i < 0, else PROBS_SUM_OFF if |S - 1| > tolerance, S
  * the pairwise sum of the row (float16: in float, built in pass 2; float32, float64: in double).
- * float32 and float64 avoid that second sum: T = R(Tk + t_k) decides where it can.  T is finite exactly when
- * no t_i is NaN or infinite (NaN and +-inf survive every addition, and a finite T cannot hold
+ * float32 and float64 avoid that second sum: T = R(Tk + t_k) decides where it can.  T is
+ * finite exactly when no t_i is NaN or infinite (NaN and +-inf survive every addition, and a finite T cannot hold
  * one; an overflow to inf also goes to the row code's check), and for t_i >= 0 with
  * S = sum t_i the pairwise float sum is within gamma_(d+1)(2^-24) S of S (d: the depth of the
  * pairwise sum, pairwise_depth(C), plus 1 for the last addition of t_k), the double sum S_d
