@@ -2,8 +2,9 @@
  * losses_soft.h -- softmax cross-entropy of one row of logits with soft targets, in the
  * arithmetic of the storage format, for the AVX2 and AVX-512 builds: float32 (policy f32_f32),
  * float16 (f16_f16) and float64 (f64_f64).  The row code of losses.pyx.tp (_shift_, _exps_,
- * the target check and copy, _ce_soft_grad_ / _ce_row_) makes seven passes over a row: the max, the exps, their sum, the
- * check, the targets' sum, the loss terms with the gradient, their sum.  Here every sum is built
+ * the target check and copy, _ce_soft_grad_ / _ce_row_) makes seven passes over a row: the
+ * max, the exps, their sum, the check, the targets' sum, the loss terms with the gradient, their
+ * sum.  Here every sum is built
  * in the pass that makes its terms, with the same operations in the same order and the same
  * roundings R to the format (float16: every result rounded by the F16C conversions, which round to
  * nearest-even with subnormals and overflow as fp.h's rnd_f16 does for every value that is not a
