@@ -66,13 +66,16 @@ fuzz: build
 # Python is not instrumented, so libasan is preloaded; leaks are not checked (CPython's are not
 # ours); reports go to files under $(SANITIZE_DIR)/reports, which must stay empty (a report also
 # ends the process: -fno-sanitize-recover, abort_on_error).
-SANITIZE_DIR   := build/sanitize
+# SANITIZE_ISA=v3 or v4: sanitize the AVX2 or AVX-512 code paths instead of the baseline build
+SANITIZE_ISA   ?=
+SANITIZE_DIR   := build/sanitize$(if $(SANITIZE_ISA),-$(SANITIZE_ISA))
 SANITIZE_TESTS := test_primitives.py test_losses.py test_losses_bad_input.py test_losses_block.py \
                   test_losses_refine_gap.py test_target_tolerance.py test_linalg.py test_optim.py \
                   test_optim_bad_input.py test_optim_pickle.py test_stats.py test_batchnorm.py \
                   test_parallel.py test_rl.py test_checks.py fuzz
 sanitize: build
-	PRECISION_SANITIZE=1 PRECISION_BUILD_JOBS=1 $(BIN)/python setup.py -q build_ext \
+	PRECISION_SANITIZE=1 PRECISION_SANITIZE_ISA=$(SANITIZE_ISA) PRECISION_BUILD_JOBS=1 \
+		$(BIN)/python setup.py -q build_ext \
 		--build-lib $(SANITIZE_DIR) --build-temp $(SANITIZE_DIR)/temp
 	tar --exclude='*.so' --exclude=__pycache__ -cf - precision | tar -xf - -C $(SANITIZE_DIR)
 	rm -rf $(SANITIZE_DIR)/reports && mkdir -p $(SANITIZE_DIR)/reports

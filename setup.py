@@ -53,22 +53,26 @@ LINK_ARGS = ["-fopenmp"]
 
 
 V3_ARGS = ["-march=x86-64-v3", "-mtune=generic"]
-# PRECISION_SANITIZE: instrumented baseline modules only (`make sanitize` builds them out of tree and
-# runs the kernel tests with libasan preloaded). -O1 keeps the compile affordable; any UB aborts.
+# an AVX-512 build only for the modules where a benchmark (tests/bench) has shown one to pay: the
+# loss kernels, whose exp runs 8 doubles per instruction.
+V4_ARGS = ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512"]
+V4_MODULES = {"losses"}
+# PRECISION_SANITIZE: instrumented modules of one build only (`make sanitize` builds them out of
+# tree and runs the kernel tests with libasan preloaded), the baseline one unless
+# PRECISION_SANITIZE_ISA is v3 or v4: then every module is compiled for that instruction set under
+# its baseline name, so the AVX2 / AVX-512 code paths are the ones sanitized. -O1 keeps the
+# compile affordable; any UB aborts.
 SANITIZE = bool(os.environ.get("PRECISION_SANITIZE"))
 if SANITIZE:
     SANITIZE_ARGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
                      "-fno-sanitize-recover=undefined", "-O1", "-g1"]
     COMPILE_ARGS = [a for a in COMPILE_ARGS if a != "-g0"] + SANITIZE_ARGS
+    COMPILE_ARGS += {"": [], "baseline": [], "v3": V3_ARGS,
+                     "v4": V4_ARGS}[os.environ.get("PRECISION_SANITIZE_ISA", "")]
     LINK_ARGS = LINK_ARGS + SANITIZE_ARGS[:1]
 
 BUILD_V3 = (platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("PRECISION_NO_V3")
             and not SANITIZE)
-# an AVX-512 build only for the modules where a benchmark (tests/bench) has shown one to pay: the
-# loss kernels, whose exp runs 8 doubles per instruction.
-V4_ARGS = ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512"]
-V4_MODULES = {"losses"}
-
 
 def write_if_changed(path: Path, text: str):
     if not path.exists() or path.read_text() != text:
