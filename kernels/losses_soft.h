@@ -562,30 +562,34 @@ enum { LOSSES_SOFT_GRAD_NONE = 0, LOSSES_SOFT_GRAD_ONE, LOSSES_SOFT_GRAD_INVERSE
 /* One row (x, t: C values, C >= 1).  Returns 0, writing nothing, if the row code must take it
  * (a NaN or infinite logit; float16: also a NaN or infinite target); else 1, with *loss = the
  * row's loss in the arithmetic format, g (if grad_mode is not LOSSES_SOFT_GRAD_NONE) the
- * gradient row, e (C values of the compute type: float; float64: double) scratch.  grad_scale: the exact 1/N or N
- * (LOSSES_SOFT_GRAD_INVERSE / _DIVIDE).  validate: *code = the target check's code of t (see the
- * top of this file).  table: float16's exp table (losses.pyx.tp's _exp_neg_f16). */
+ * gradient row, e (C values of the compute type: float; float64: double) scratch.  grad_scale:
+ * the exact 1/N or N (LOSSES_SOFT_GRAD_INVERSE / _DIVIDE).  validate: *code = the target check's
+ * code of t (see the top of this file).  table: float16's exp table (losses.pyx.tp's
+ * _exp_neg_f16).  float64's next_x, next_t: the next row this thread takes (or NULL), fetched
+ * into cache during pass 2 (float64 moves twice the bytes per value; for float32 the prefetches
+ * measured slower). */
 PRECISION_NOINLINE static int losses_soft_row_f32(
         const float* restrict x, const float* restrict t, ptrdiff_t C, int smooth, float c1,
         float c2, int grad_mode, float grad_scale, float* restrict g, float* restrict e,
         int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
     return ls_row(LS_F32, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
-                  tolerance, table, loss);
+                  tolerance, table, NULL, NULL, loss);
 }
 PRECISION_NOINLINE static int losses_soft_row_f16(
         const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
         float c2, int grad_mode, float grad_scale, uint16_t* restrict g, float* restrict e,
         int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
     return ls_row(LS_F16, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
-                  tolerance, table, loss);
+                  tolerance, table, NULL, NULL, loss);
 }
 /* float64: the same with doubles (table unused) */
 PRECISION_NOINLINE static int losses_soft_row_f64(
         const double* restrict x, const double* restrict t, ptrdiff_t C, int smooth, double c1,
         double c2, int grad_mode, double grad_scale, double* restrict g, double* restrict e,
-        int validate, unsigned char* code, double tolerance, const float* table, double* loss) {
+        int validate, unsigned char* code, double tolerance, const float* table,
+        const double* next_x, const double* next_t, double* loss) {
     return ls_row_f64(LS_F64, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate,
-                      code, tolerance, table, loss);
+                      code, tolerance, table, next_x, next_t, loss);
 }
 #else
 #define LOSSES_SOFT_ROWS 0
@@ -614,10 +618,10 @@ static inline int losses_soft_row_f64(const double* x, const double* t, ptrdiff_
                                       int smooth, double c1, double c2, int grad_mode,
                                       double grad_scale, double* g, double* e, int validate,
                                       unsigned char* code, double tolerance, const float* table,
-                                      double* loss) {
+                                      const double* next_x, const double* next_t, double* loss) {
     (void)x; (void)t; (void)C; (void)smooth; (void)c1; (void)c2; (void)grad_mode;
     (void)grad_scale; (void)g; (void)e; (void)validate; (void)code; (void)tolerance;
-    (void)table; (void)loss;
+    (void)table; (void)next_x; (void)next_t; (void)loss;
     return 0;
 }
 #endif

@@ -85,7 +85,7 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
                             ptrdiff_t C, int smooth, LS_E c1, LS_E c2, int grad_mode,
                             LS_E grad_scale, void* restrict g, LS_E* restrict e, int validate,
                             unsigned char* code, double tolerance, const float* table,
-                            LS_E* loss) {
+                            const void* next_x, const void* next_t, LS_E* loss) {
     LS_E a;
     ptrdiff_t k;
     if (!LS_FN(ls_shift)(P, x, C, &a, &k)) return 0;
@@ -110,6 +110,14 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
 #endif
         for (ptrdiff_t i = s; i < s + m; i += 16) {
             ptrdiff_t n = s + m - i, kr = k - i;
+#if !LS_FLOAT
+            if (next_x) {   /* float64: the next row's lines, fetched while the exps compute */
+                _mm_prefetch((const char*)((const LS_E*)next_x + i), _MM_HINT_T0);
+                _mm_prefetch((const char*)((const LS_E*)next_x + i + 8), _MM_HINT_T0);
+                _mm_prefetch((const char*)((const LS_E*)next_t + i), _MM_HINT_T0);
+                _mm_prefetch((const char*)((const LS_E*)next_t + i + 8), _MM_HINT_T0);
+            }
+#endif
             LS_V z = P_(rnd)(P, V_(sub)(P_(load_any)(P, x, i, n), av));
             LS_V ev = P_(exp)(P, z, &tab, table);
             P_(store_e)(e, i, ev, n);
