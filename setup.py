@@ -67,8 +67,11 @@ if SANITIZE:
     SANITIZE_ARGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
                      "-fno-sanitize-recover=undefined", "-O1", "-g1"]
     COMPILE_ARGS = [a for a in COMPILE_ARGS if a != "-g0"] + SANITIZE_ARGS
-    COMPILE_ARGS += {"": [], "baseline": [], "v3": V3_ARGS,
-                     "v4": V4_ARGS}[os.environ.get("PRECISION_SANITIZE_ISA", "")]
+    _isa = os.environ.get("PRECISION_SANITIZE_ISA", "")
+    _isa_args = {"": [], "baseline": [], "v3": V3_ARGS, "v4": V4_ARGS}
+    if _isa not in _isa_args:
+        sys.exit(f"PRECISION_SANITIZE_ISA must be baseline, v3 or v4, got {_isa!r}")
+    COMPILE_ARGS += _isa_args[_isa]
     LINK_ARGS = LINK_ARGS + SANITIZE_ARGS[:1]
 
 BUILD_V3 = (platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("PRECISION_NO_V3")

@@ -303,26 +303,9 @@ EXP_NONPOSITIVE_F64_VECTOR(4, 256, __m256d, __m256i, _mm256, _mm256_set1_epi64x,
 #define EXP_NONPOSITIVE_F64_TAB(tab) const __m256d* tab = NULL
 #endif
 
-/* e[i] = exp(e[i]) over a row in place, and e[i] = exp(x[i] - a) (x already in the arithmetic
-   format: one pass, not two).  The restrict pointers tell GCC the row does not alias the
-   tables, without which it does not vectorise the gathers; inlined, the restrict is lost:
-   hence noinline (one call per row). */
-PRECISION_NOINLINE static void exp_nonpositive_inplace_f32(float* restrict e, ptrdiff_t n) {
-    ptrdiff_t i = 0;
-#ifdef __AVX512F__
-    __m512d tab0 = _mm512_loadu_pd(EXP2_J16_SCALED), tab1 = _mm512_loadu_pd(EXP2_J16_SCALED + 8);
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_loadu_ps(e + i), tab0, tab1));
-#elif defined(__AVX2__)
-    EXP_NONPOSITIVE_AVX2_TAB(tab);
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(e + i),
-                                                            _mm_loadu_ps(e + i + 4), tab));
-#endif
-    for (; i < n; i++) e[i] = exp_nonpositive_f32(e[i]);
-}
 /* e[i] = exp(z[i]) for the first multiple of the vector width of n (0 in the baseline build,
-   whose loops GCC vectorises); returns how many */
+   whose loops GCC vectorises); returns how many.  z may be e (each vector is loaded before its
+   result is stored). */
 static inline ptrdiff_t exp_nonpositive_vectors_f32(const float* z, float* e, ptrdiff_t n) {
     ptrdiff_t i = 0;
 #ifdef __AVX512F__
@@ -338,6 +321,14 @@ static inline ptrdiff_t exp_nonpositive_vectors_f32(const float* z, float* e, pt
     (void)z; (void)e; (void)n;
 #endif
     return i;
+}
+/* e[i] = exp(e[i]) over a row in place, and e[i] = exp(x[i] - a) (x already in the arithmetic
+   format: one pass, not two).  The restrict pointers tell GCC the row does not alias the
+   tables, without which it does not vectorise the gathers of the baseline build's loops;
+   inlined, the restrict is lost: hence noinline (one call per row). */
+PRECISION_NOINLINE static void exp_nonpositive_inplace_f32(float* restrict e, ptrdiff_t n) {
+    ptrdiff_t i = exp_nonpositive_vectors_f32(e, e, n);
+    for (; i < n; i++) e[i] = exp_nonpositive_f32(e[i]);
 }
 PRECISION_NOINLINE static void exp_nonpositive_array_f32(const float* restrict z,
                                                          float* restrict e, ptrdiff_t n) {
