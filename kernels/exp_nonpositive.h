@@ -4,19 +4,27 @@
  * this domain, with the same contract (rounded once from a double within a stated error):
  *
  *   exp_nonpositive_f32  z = (16 m + j) ln2/16 + r with k = 16 m + j = round(16 z / ln 2),
- *       r = R(z - R(k * C)), C = ln2/16 rounded to double (one constant: |k| <= 2540, so the
- *       error of r is below 2^-47 + 2^-46.7 < 2^-45.8 absolute), e^z = 2^m * 2^(j/16) * e^r
- *       with 2^(j/16) correctly rounded from a 16-entry table and e^r by its Taylor polynomial
- *       of degree 6 (|r| <= ln2/32: truncation < 2^-50.9), evaluated as
- *       1 + (r + r^2 q(r)), then (T_j p) 2^m.  The double has a relative error below
- *       2^-45.7 + 2^-50.1 < 2^-45.5 (r, then truncation, the table, the last add and multiply;
- *       sampled: 2^-46.3), so the float is within 0.5 + 2^-21 ulp (tests: against mpmath).
+ *       e^z = 2^m * 2^(j/16) * e^r, 2^(j/16) correctly rounded from a 16-entry table, e^r by its
+ *       Taylor polynomial of degree 6 (|r| <= ln2/32: truncation < 2^-50.9).  The operations,
+ *       in double, with four fused multiply-adds (one rounding each; the baseline build calls
+ *       libm's fma, which rounds the same way, in software where the CPU has no FMA):
+ *           t = fma(z, C16, SHIFT), kd = t - SHIFT           k = round(z C16), C16 = R(16/ln2)
+ *           r = fma(kd, -C, z)                              C = R(ln2/16)
+ *           r2 = r r, a = fma(r, 1/6, 1/2), b = fma(r, 1/120, 1/24), b = fma(r2, 1/720, b)
+ *           p = 1 + fma(r2, fma(r2, b, a), r)                 Estrin's order: short chains
+ *           e = (T_j p) 2^m, rounded to float
+ *       Error of r: |kd| |C - ln2/16| <= 2540 * 2^-59.26 = 2^-47.9 (|k| <= 2540), plus its
+ *       rounding, 2^-59; the double e has a relative error below 2^-47.6 (r, the truncation,
+ *       the last add, the table and the multiply; the polynomial's other roundings weigh
+ *       2^-58 or less), so the float is within 0.5 + 2^-23.6 ulp (tests: against MPFR).
  *       z is clamped at -110 (exp(-110) is below half of float's smallest subnormal: 0 either
- *       way); 2^m >= 2^-159 scales exactly.  Every build computes the same bits: the AVX-512
+ *       way); 2^m >= 2^-159 scales exactly.  Every build computes the same bits: the vector
  *       loops below do the same operations, the lookup as a permute of the table held in two
  *       registers (AVX-512) or permutes of its 32-bit halves held in four (AVX2), and both scale
  *       the entry T_j by 2^m before the multiply instead of the product after it (exact either
- *       way).
+ *       way).  exp_nonpositive_f32_wide is the double before the rounding to float, for the
+ *       test that compares the builds on it (a float compare would miss a changed operation in
+ *       all but one value in 2^29).
  *   exp_nonpositive_f64  z = (64 m + j) ln2/64 + r with |r| <= ln2/128 (Cody-Waite, ln2/64 in
  *       two parts, k*hi exact for |k| < 2^20), 2^(j/64) = TH + TL to twice double precision;
  *       e^r - 1 = q by its Taylor polynomial of degree 6 (truncation < 2^-65),
@@ -38,6 +46,7 @@
 #ifndef PRECISION_EXP_NONPOSITIVE_H
 #define PRECISION_EXP_NONPOSITIVE_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "fp.h"
@@ -97,28 +106,28 @@ static void exp_nonpositive_init(void)
     }
 }
 
-static inline float exp_nonpositive_f32(float zf) {
-    const double SHIFT = 0x1.8p52;
-    const double SIXTEEN_OVER_LN2 = 0x1.71547652b82fep+4;       /* 16 / ln 2 */
-    const double LN2_OVER_16 = 0x1.62e42fefa39efp-5;              /* ln 2 / 16, rounded */
+#define EXP_F32_SHIFT 0x1.8p52
+#define EXP_F32_C16 0x1.71547652b82fep+4             /* 16 / ln 2, rounded */
+#define EXP_F32_C 0x1.62e42fefa39efp-5                /* ln 2 / 16, rounded */
+static inline double exp_nonpositive_f32_wide(float zf) {
     double z = (double)zf;
     z = z < -110.0 ? -110.0 : z;
-    double t = z * SIXTEEN_OVER_LN2 + SHIFT;                     /* k = round(16 z / ln 2) */
-    double kd = t - SHIFT;
-    double r = z - kd * LN2_OVER_16;
-    int64_t k = (int64_t)(fp_f64_bits(t) - fp_f64_bits(SHIFT));
-    double q = 1.0 / 720.0;
-    q = q * r + 1.0 / 120.0;
-    q = q * r + 1.0 / 24.0;
-    q = q * r + 1.0 / 6.0;
-    q = q * r + 0.5;
-    double p = 1.0 + (r + (r * r) * q);
+    double t = fma(z, EXP_F32_C16, EXP_F32_SHIFT);                    /* k = round(16 z / ln 2) */
+    double kd = t - EXP_F32_SHIFT;
+    double r = fma(kd, -EXP_F32_C, z);
+    double r2 = r * r;
+    double a = fma(r, 1.0 / 6.0, 0.5);
+    double b = fma(r, 1.0 / 120.0, 1.0 / 24.0);
+    b = fma(r2, 1.0 / 720.0, b);
+    double p = 1.0 + fma(r2, fma(r2, b, a), r);
+    int64_t k = (int64_t)(fp_f64_bits(t) - fp_f64_bits(EXP_F32_SHIFT));
     /* 2^m, m = k >> 4 >= -159: the bias 16 * 1023 makes k non-negative, so a logical
        shift does it (AVX2 has no 64-bit arithmetic shift; with one, nothing vectorises) */
     double scale = fp_bits_f64((((uint64_t)(k + 16 * 1023)) >> 4) << 52);
     /* NaN z: k is garbage but k & 15 still indexes the table, and NaN * anything is NaN */
-    return (float)((EXP2_J16[k & 15] * p) * scale);             /* the power of 2: exact */
+    return (EXP2_J16[k & 15] * p) * scale;                           /* the power of 2: exact */
 }
+static inline float exp_nonpositive_f32(float z) { return (float)exp_nonpositive_f32_wide(z); }
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -130,17 +139,16 @@ static inline float exp_nonpositive_f32(float zf) {
    normal double (m >= -159), so R(p (T_j 2^m)) is the scalar R(R(T_j p) 2^m) -- as the AVX2 loop
    below, without a scalef (two cycles on AMD's AVX-512) and its multiply by 1/16 */
 static inline __m512d exp_nonpositive_f32_x8(__m512d z, __m512d tab0, __m512d tab1) {
-    const __m512d SHIFT = _mm512_set1_pd(0x1.8p52);
-    __m512d t = _mm512_add_pd(_mm512_mul_pd(z, _mm512_set1_pd(0x1.71547652b82fep+4)), SHIFT);
+    const __m512d SHIFT = _mm512_set1_pd(EXP_F32_SHIFT);
+    __m512d t = _mm512_fmadd_pd(z, _mm512_set1_pd(EXP_F32_C16), SHIFT);
     __m512d kd = _mm512_sub_pd(t, SHIFT);
-    __m512d r = _mm512_sub_pd(z, _mm512_mul_pd(kd, _mm512_set1_pd(0x1.62e42fefa39efp-5)));
-    __m512d q = _mm512_set1_pd(1.0 / 720.0);
-    q = _mm512_add_pd(_mm512_mul_pd(q, r), _mm512_set1_pd(1.0 / 120.0));
-    q = _mm512_add_pd(_mm512_mul_pd(q, r), _mm512_set1_pd(1.0 / 24.0));
-    q = _mm512_add_pd(_mm512_mul_pd(q, r), _mm512_set1_pd(1.0 / 6.0));
-    q = _mm512_add_pd(_mm512_mul_pd(q, r), _mm512_set1_pd(0.5));
+    __m512d r = _mm512_fnmadd_pd(kd, _mm512_set1_pd(EXP_F32_C), z);   /* fma(kd, -C, z) */
+    __m512d r2 = _mm512_mul_pd(r, r);
+    __m512d a = _mm512_fmadd_pd(r, _mm512_set1_pd(1.0 / 6.0), _mm512_set1_pd(0.5));
+    __m512d b = _mm512_fmadd_pd(r, _mm512_set1_pd(1.0 / 120.0), _mm512_set1_pd(1.0 / 24.0));
+    b = _mm512_fmadd_pd(r2, _mm512_set1_pd(1.0 / 720.0), b);
     __m512d p = _mm512_add_pd(_mm512_set1_pd(1.0),
-                              _mm512_add_pd(r, _mm512_mul_pd(_mm512_mul_pd(r, r), q)));
+                              _mm512_fmadd_pd(r2, _mm512_fmadd_pd(r2, b, a), r));
     __m512i bits = _mm512_castpd_si512(t);
     __m512i T = _mm512_castpd_si512(_mm512_permutex2var_pd(tab0, bits, tab1));
     /* NaN z: p is NaN, and NaN times anything is NaN */
@@ -162,57 +170,84 @@ static inline __m512 exp_nonpositive_f32_x16(__m512 z, __m512d tab0, __m512d tab
 
 #if defined(__AVX2__) && !defined(__AVX512F__)
 #include <immintrin.h>
-/* exp_nonpositive_f32 for the AVX2 build, 8 floats at a time as two vectors of 4 doubles: the
-   reduction and the polynomial are the scalar code's operations in its order.  GCC vectorises
-   the scalar table lookup into one load and insert per element; here it is done in registers:
-   the table is held as its 16 high and 16 low 32-bit words (EXP2_J16_HI32 / EXP2_J16_LO32, two
-   registers each), the 8 k's (the low words of t's bits) are packed into one vector, a
-   lane-crossing permute per register picks word k & 7, a blend on bit 3 of k picks the
-   register, and unpacking the low and high words gives the doubles back in the order of the two
-   vectors.  2^m is added to the entry's exponent before the multiply (same bits: see there). */
-static inline __m256d exp_nonpositive_f32_poly_avx2(__m256d z, __m256d* t_out) {
-    const __m256d SHIFT = _mm256_set1_pd(0x1.8p52);
-    z = _mm256_max_pd(_mm256_set1_pd(-110.0), z);        /* -110 > z ? -110 : z (NaN: z) */
-    __m256d t = _mm256_add_pd(_mm256_mul_pd(z, _mm256_set1_pd(0x1.71547652b82fep+4)), SHIFT);
-    __m256d kd = _mm256_sub_pd(t, SHIFT);
-    __m256d r = _mm256_sub_pd(z, _mm256_mul_pd(kd, _mm256_set1_pd(0x1.62e42fefa39efp-5)));
-    __m256d q = _mm256_set1_pd(1.0 / 720.0);
-    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(1.0 / 120.0));
-    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(1.0 / 24.0));
-    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(1.0 / 6.0));
-    q = _mm256_add_pd(_mm256_mul_pd(q, r), _mm256_set1_pd(0.5));
-    *t_out = t;
-    return _mm256_add_pd(_mm256_set1_pd(1.0),
-                         _mm256_add_pd(r, _mm256_mul_pd(_mm256_mul_pd(r, r), q)));
+/* exp_nonpositive_f32_wide for the AVX2 build: N (1 or 2) vectors z[] of 8 floats as 2 N
+   vectors of 4 doubles, d[2 i] from z[i]'s low 4 floats, d[2 i + 1] from its high 4.  The scalar
+   code's operations in its order, each step over all 2 N vectors before the next, so their
+   latencies overlap (with 4 doubles per register, one vector's chain alone keeps the FP units
+   idle).  GCC vectorises the scalar table lookup into one load and insert per element; here it
+   is done in registers: the table is held as its 16 high and 16 low 32-bit words
+   (EXP2_J16_HI32 / EXP2_J16_LO32, two registers each), the 8 k's of a pair of vectors (the low
+   words of t's bits) are packed into one vector, a lane-crossing permute per register picks
+   word k & 7, a blend on bit 3 of k picks the register, and unpacking the low and high words
+   gives the doubles back in the order of the two vectors.  2^m is added to the entry's exponent
+   before the multiply (same bits: see there). */
+#define EXP_AVX2_STEP(N, stmt) for (int c = 0; c < 2 * (N); c++) { stmt; }
+static inline __attribute__((always_inline)) void exp_nonpositive_f32_wide_avx2(
+        const __m256* z, const int N, const __m256 tab[4], __m256d* d) {
+    const __m256d SHIFT = _mm256_set1_pd(EXP_F32_SHIFT);
+    __m256d w[4], t[4], r[4], r2[4], a[4], b[4];
+    for (int i = 0; i < N; i++) {
+        __m256 zc = _mm256_max_ps(_mm256_set1_ps(-110.0f), z[i]);   /* -110 > z ? -110 : z */
+        w[2 * i] = _mm256_cvtps_pd(_mm256_castps256_ps128(zc));
+        w[2 * i + 1] = _mm256_cvtps_pd(_mm256_extractf128_ps(zc, 1));
+    }
+    EXP_AVX2_STEP(N, t[c] = _mm256_fmadd_pd(w[c], _mm256_set1_pd(EXP_F32_C16), SHIFT))
+    EXP_AVX2_STEP(N, r[c] = _mm256_sub_pd(t[c], SHIFT))                             /* kd */
+    EXP_AVX2_STEP(N, r[c] = _mm256_fnmadd_pd(r[c], _mm256_set1_pd(EXP_F32_C), w[c]))
+    EXP_AVX2_STEP(N, r2[c] = _mm256_mul_pd(r[c], r[c]))
+    EXP_AVX2_STEP(N, a[c] = _mm256_fmadd_pd(r[c], _mm256_set1_pd(1.0 / 6.0), _mm256_set1_pd(0.5)))
+    EXP_AVX2_STEP(N, b[c] = _mm256_fmadd_pd(r[c], _mm256_set1_pd(1.0 / 120.0),
+                                            _mm256_set1_pd(1.0 / 24.0)))
+    EXP_AVX2_STEP(N, b[c] = _mm256_fmadd_pd(r2[c], _mm256_set1_pd(1.0 / 720.0), b[c]))
+    EXP_AVX2_STEP(N, a[c] = _mm256_fmadd_pd(r2[c], b[c], a[c]))
+    EXP_AVX2_STEP(N, a[c] = _mm256_fmadd_pd(r2[c], a[c], r[c]))
+    EXP_AVX2_STEP(N, a[c] = _mm256_add_pd(_mm256_set1_pd(1.0), a[c]))                /* p */
+    for (int i = 0; i < N; i++) {
+        /* low words of t0, t1 (k's, as 32-bit integers: SHIFT's low word is 0), in the order
+           (t0[0], t0[1], t1[0], t1[1] | t0[2], t0[3], t1[2], t1[3]) */
+        __m256i k = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castpd_ps(t[2 * i]),
+                                                          _mm256_castpd_ps(t[2 * i + 1]),
+                                                          _MM_SHUFFLE(2, 0, 2, 0)));
+        __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(k, 28));   /* blends read the sign */
+        __asm__("" : "+x"(bit3));   /* else GCC rebuilds the sign mask with a compare */
+        __m256i hi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[0], k),
+                                                          _mm256_permutevar8x32_ps(tab[1], k),
+                                                          bit3));
+        __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[2], k),
+                                     _mm256_permutevar8x32_ps(tab[3], k), bit3);
+        /* T_j 2^m, m = k >> 4, by adding m to T_j's exponent field (no overflow or underflow:
+           |m| <= 176): R(p (T_j 2^m)) is the scalar R(R(T_j p) 2^m), since a double product
+           that is normal scales exactly by a power of 2; with p first, a NaN p gives p's NaN as
+           there */
+        hi = _mm256_add_epi32(hi, _mm256_slli_epi32(_mm256_srai_epi32(k, 4), 20));
+        /* within each 128-bit lane: unpacklo pairs slots 0, 1 (t0's), unpackhi slots 2, 3 */
+        d[2 * i] = _mm256_mul_pd(a[2 * i], _mm256_castps_pd(
+                                     _mm256_unpacklo_ps(lo, _mm256_castsi256_ps(hi))));
+        d[2 * i + 1] = _mm256_mul_pd(a[2 * i + 1], _mm256_castps_pd(
+                                         _mm256_unpackhi_ps(lo, _mm256_castsi256_ps(hi))));
+    }
 }
-
-/* exp of 8 floats z0, z1 (<= 0, -inf, NaN), as one vector; tab: EXP2_J16_HI32[0..7], [8..15],
-   EXP2_J16_LO32[0..7], [8..15] */
-static inline __m256 exp_nonpositive_f32_x8_avx2(__m128 z0, __m128 z1, const __m256 tab[4]) {
-    __m256d t0, t1;
-    __m256d p0 = exp_nonpositive_f32_poly_avx2(_mm256_cvtps_pd(z0), &t0);
-    __m256d p1 = exp_nonpositive_f32_poly_avx2(_mm256_cvtps_pd(z1), &t1);
-    /* low words of t0, t1 (k's, as 32-bit integers: SHIFT's low word is 0), in the order
-       (t0[0], t0[1], t1[0], t1[1] | t0[2], t0[3], t1[2], t1[3]) */
-    __m256i k = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castpd_ps(t0), _mm256_castpd_ps(t1),
-                                                      _MM_SHUFFLE(2, 0, 2, 0)));
-    __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(k, 28));   /* blends read the sign */
-    __asm__("" : "+x"(bit3));   /* else GCC rebuilds the sign mask with a compare */
-    __m256i hi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[0], k),
-                                                      _mm256_permutevar8x32_ps(tab[1], k), bit3));
-    __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[2], k),
-                                 _mm256_permutevar8x32_ps(tab[3], k), bit3);
-    /* T_j 2^m, m = k >> 4, by adding m to T_j's exponent field (no overflow or underflow:
-       |m| <= 176): R(p (T_j 2^m)) is the scalar R(R(T_j p) 2^m), since a double product that
-       is normal scales exactly by a power of 2; with p first, a NaN p gives p's NaN as there */
-    hi = _mm256_add_epi32(hi, _mm256_slli_epi32(_mm256_srai_epi32(k, 4), 20));
-    /* within each 128-bit lane: unpacklo pairs slots 0, 1 (t0's), unpackhi slots 2, 3 (t1's) */
-    __m256d T0 = _mm256_castps_pd(_mm256_unpacklo_ps(lo, _mm256_castsi256_ps(hi)));
-    __m256d T1 = _mm256_castps_pd(_mm256_unpackhi_ps(lo, _mm256_castsi256_ps(hi)));
-    /* one vector, not two 4-float stores: a load of 8 right after them cannot take its value
-       from the store buffer (a stall per call) */
-    return _mm256_set_m128(_mm256_cvtpd_ps(_mm256_mul_pd(p1, T1)),
-                           _mm256_cvtpd_ps(_mm256_mul_pd(p0, T0)));
+#undef EXP_AVX2_STEP
+/* the 8 doubles as one vector of floats, not two 4-float stores: a load of 8 right after them
+   cannot take its value from the store buffer (a stall per call) */
+static inline __m256 exp_nonpositive_f32_narrow_avx2(const __m256d* d) {
+    return _mm256_set_m128(_mm256_cvtpd_ps(d[1]), _mm256_cvtpd_ps(d[0]));
+}
+/* exp of 8 floats z (<= 0, -inf, NaN); tab: EXP2_J16_HI32[0..7], [8..15], EXP2_J16_LO32[0..7],
+   [8..15] */
+static inline __m256 exp_nonpositive_f32_x8_avx2(__m256 z, const __m256 tab[4]) {
+    __m256d d[2];
+    exp_nonpositive_f32_wide_avx2(&z, 1, tab, d);
+    return exp_nonpositive_f32_narrow_avx2(d);
+}
+/* exp of 16 floats, z0 then z1, into *e0, *e1 */
+static inline void exp_nonpositive_f32_x16_avx2(__m256 z0, __m256 z1, const __m256 tab[4],
+                                                __m256* e0, __m256* e1) {
+    __m256 z[2] = {z0, z1};
+    __m256d d[4];
+    exp_nonpositive_f32_wide_avx2(z, 2, tab, d);
+    *e0 = exp_nonpositive_f32_narrow_avx2(d);
+    *e1 = exp_nonpositive_f32_narrow_avx2(d + 2);
 }
 #define EXP_NONPOSITIVE_AVX2_TAB(tab)                                                          \
     __m256 tab[4] = {_mm256_loadu_ps((const float*)EXP2_J16_HI32),                            \
@@ -314,11 +349,49 @@ static inline ptrdiff_t exp_nonpositive_vectors_f32(const float* z, float* e, pt
         _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_loadu_ps(z + i), tab0, tab1));
 #elif defined(__AVX2__)
     EXP_NONPOSITIVE_AVX2_TAB(tab);
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(_mm_loadu_ps(z + i),
-                                                            _mm_loadu_ps(z + i + 4), tab));
+    for (; i + 16 <= n; i += 16) {
+        __m256 e0, e1;
+        exp_nonpositive_f32_x16_avx2(_mm256_loadu_ps(z + i), _mm256_loadu_ps(z + i + 8), tab,
+                                     &e0, &e1);
+        _mm256_storeu_ps(e + i, e0);
+        _mm256_storeu_ps(e + i + 8, e1);
+    }
+    if (i + 8 <= n) {
+        _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(_mm256_loadu_ps(z + i), tab));
+        i += 8;
+    }
 #else
     (void)z; (void)e; (void)n;
+#endif
+    return i;
+}
+/* d[i] = exp_nonpositive_f32_wide(z[i]) by the vector code above, for the first multiple of
+   its width of n (0 in the baseline build); returns how many (for the test that compares the
+   builds on the doubles) */
+static inline ptrdiff_t exp_nonpositive_vectors_wide_f32(const float* z, double* d, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+#ifdef __AVX512F__
+    __m512d tab0 = _mm512_loadu_pd(EXP2_J16_SCALED), tab1 = _mm512_loadu_pd(EXP2_J16_SCALED + 8);
+    for (; i + 8 <= n; i += 8) {
+        __m256 zc = _mm256_max_ps(_mm256_set1_ps(-110.0f), _mm256_loadu_ps(z + i));
+        _mm512_storeu_pd(d + i, exp_nonpositive_f32_x8(_mm512_cvtps_pd(zc), tab0, tab1));
+    }
+#elif defined(__AVX2__)
+    EXP_NONPOSITIVE_AVX2_TAB(tab);
+    __m256d w[4];
+    for (; i + 16 <= n; i += 16) {
+        __m256 zv[2] = {_mm256_loadu_ps(z + i), _mm256_loadu_ps(z + i + 8)};
+        exp_nonpositive_f32_wide_avx2(zv, 2, tab, w);
+        for (int c = 0; c < 4; c++) _mm256_storeu_pd(d + i + 4 * c, w[c]);
+    }
+    if (i + 8 <= n) {
+        __m256 zv = _mm256_loadu_ps(z + i);
+        exp_nonpositive_f32_wide_avx2(&zv, 1, tab, w);
+        for (int c = 0; c < 2; c++) _mm256_storeu_pd(d + i + 4 * c, w[c]);
+        i += 8;
+    }
+#else
+    (void)z; (void)d; (void)n;
 #endif
     return i;
 }
@@ -361,11 +434,19 @@ PRECISION_NOINLINE static void exp_nonpositive_shifted_f32(const float* restrict
                                                         tab0, tab1));
 #elif defined(__AVX2__)
     EXP_NONPOSITIVE_AVX2_TAB(tab);
-    __m128 av = _mm_set1_ps(a);
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(_mm_sub_ps(_mm_loadu_ps(x + i), av),
-                                                            _mm_sub_ps(_mm_loadu_ps(x + i + 4), av),
-                                                            tab));
+    __m256 av = _mm256_set1_ps(a);
+    for (; i + 16 <= n; i += 16) {
+        __m256 e0, e1;
+        exp_nonpositive_f32_x16_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), av),
+                                     _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), av), tab, &e0, &e1);
+        _mm256_storeu_ps(e + i, e0);
+        _mm256_storeu_ps(e + i + 8, e1);
+    }
+    if (i + 8 <= n) {
+        _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(
+                                    _mm256_sub_ps(_mm256_loadu_ps(x + i), av), tab));
+        i += 8;
+    }
 #endif
     for (; i < n; i++) e[i] = exp_nonpositive_f32(x[i] - a);
 }

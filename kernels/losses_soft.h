@@ -195,10 +195,9 @@ static inline lsv_exp_table lsv_exp_table_load(void) {
     return t;
 }
 static inline lsv16 lsv_exp_f32(lsv16 z, const lsv_exp_table* tab) {
-    return lsv_pair(exp_nonpositive_f32_x8_avx2(_mm256_castps256_ps128(z.lo),
-                                                _mm256_extractf128_ps(z.lo, 1), tab->tab),
-                    exp_nonpositive_f32_x8_avx2(_mm256_castps256_ps128(z.hi),
-                                                _mm256_extractf128_ps(z.hi, 1), tab->tab));
+    lsv16 e;
+    exp_nonpositive_f32_x16_avx2(z.lo, z.hi, tab->tab, &e.lo, &e.hi);
+    return e;
 }
 #endif
 
