@@ -27,9 +27,13 @@
  *       all but one value in 2^29).
  *   exp_nonpositive_f64  z = (64 m + j) ln2/64 + r with |r| <= ln2/128 (Cody-Waite, ln2/64 in
  *       two parts, k*hi exact for |k| < 2^20), 2^(j/64) = TH + TL to twice double precision;
- *       e^r - 1 = q by its Taylor polynomial of degree 6 (truncation < 2^-65),
- *       e^z = 2^m (TH + (TL + TH q)): one final rounding of a sum whose other terms are 2^-6 ulp
- *       accurate, so within 0.5 + 2^-6 ulp for normal results.  2^m is applied as two normal
+ *       e^r - 1 = q by its Taylor polynomial of degree 6 (truncation < 2^-65), with fused
+ *       multiply-adds as the float32 exp (libm's fma in the baseline build):
+ *           t = fma(z, R(64/ln2), SHIFT), kd = t - SHIFT, r = fma(kd, -lo, fma(kd, -hi, z))
+ *           r2 = r r, a = fma(r, 1/6, 1/2), b = fma(r, 1/120, 1/24), b = fma(r2, 1/720, b)
+ *           q = fma(r2, fma(r2, b, a), r)
+ *       e^z = 2^m (TH + fma(TH, q, TL)): one final rounding of a sum whose other terms are
+ *       2^-6 ulp accurate, so within 0.5 + 2^-6 ulp for normal results.  2^m is applied as two normal
  *       factors 2^m1 2^m2, so results in the subnormal range are rounded once more (within
  *       1 ulp).  z is clamped at -746 (exp(-746) rounds to 0).
  *   NaN z: k is garbage but k & 63 (k & 15) still indexes the table and NaN * anything is NaN,
@@ -256,24 +260,24 @@ static inline void exp_nonpositive_f32_x16_avx2(__m256 z0, __m256 z1, const __m2
                      _mm256_loadu_ps((const float*)EXP2_J16_LO32 + 8)}
 #endif
 
+#define EXP_F64_C64 0x1.71547652b82fep+6                  /* 64 / ln 2, rounded */
+#define EXP_F64_HI (6.93147180369123816490e-01 / 64)       /* ln 2 / 64 in two parts */
+#define EXP_F64_LO (1.90821492927058770002e-10 / 64)
 static inline double exp_nonpositive_f64(double z) {
     const double SHIFT = 0x1.8p52;
-    const double SIXTYFOUR_OVER_LN2 = 0x1.71547652b82fep+6;
-    const double LN2_64_HI = 6.93147180369123816490e-01 / 64;
-    const double LN2_64_LO = 1.90821492927058770002e-10 / 64;
     z = z < -746.0 ? -746.0 : z;
-    double kd = (z * SIXTYFOUR_OVER_LN2 + SHIFT) - SHIFT;
-    double r = (z - kd * LN2_64_HI) - kd * LN2_64_LO;
-    int64_t k = (int64_t)(fp_f64_bits(kd + SHIFT) - fp_f64_bits(SHIFT));  /* >= -68900 */
+    double t = fma(z, EXP_F64_C64, SHIFT);
+    double kd = t - SHIFT;
+    double r = fma(kd, -EXP_F64_LO, fma(kd, -EXP_F64_HI, z));
+    int64_t k = (int64_t)(fp_f64_bits(t) - fp_f64_bits(SHIFT));  /* >= -68900 */
     uint64_t K = (uint64_t)(k + 64 * 2048);               /* biased: logical shifts below */
-    double q = 1.0 / 720.0;
-    q = q * r + 1.0 / 120.0;
-    q = q * r + 1.0 / 24.0;
-    q = q * r + 1.0 / 6.0;
-    q = q * r + 0.5;
-    q = r + (r * r) * q;
+    double r2 = r * r;
+    double a = fma(r, 1.0 / 6.0, 0.5);
+    double b = fma(r, 1.0 / 120.0, 1.0 / 24.0);
+    b = fma(r2, 1.0 / 720.0, b);
+    double q = fma(r2, fma(r2, b, a), r);
     double th = EXP2_J64_HI[k & 63], tl = EXP2_J64_LO[k & 63];
-    double y = th + (tl + th * q);
+    double y = th + fma(th, q, tl);
     /* m = (K >> 6) - 2048 = m1 + m2, m1 = floor(m / 2): both >= -538, normal powers of 2 */
     double s1 = fp_bits_f64(((K >> 7) - 1) << 52);
     double s2 = fp_bits_f64(((K >> 6) - (K >> 7) - 1) << 52);
@@ -291,22 +295,21 @@ static inline double exp_nonpositive_f64(double z) {
 static inline V exp_nonpositive_f64_x##W(V z, const V* tab) {                                 \
     const V SHIFT = P##_set1_pd(0x1.8p52);                                                    \
     z = P##_max_pd(P##_set1_pd(-746.0), z);                                                   \
-    V t = P##_add_pd(P##_mul_pd(z, P##_set1_pd(0x1.71547652b82fep+6)), SHIFT);               \
+    V t = P##_fmadd_pd(z, P##_set1_pd(EXP_F64_C64), SHIFT);                                   \
     V kd = P##_sub_pd(t, SHIFT);                                                              \
-    V r = P##_sub_pd(P##_sub_pd(z, P##_mul_pd(kd, P##_set1_pd(6.93147180369123816490e-01 / 64))), \
-                     P##_mul_pd(kd, P##_set1_pd(1.90821492927058770002e-10 / 64)));           \
+    V r = P##_fnmadd_pd(kd, P##_set1_pd(EXP_F64_LO),                                          \
+                        P##_fnmadd_pd(kd, P##_set1_pd(EXP_F64_HI), z));                       \
     VI K = P##_add_epi64(P##_sub_epi64(P##_castpd_si##B(t),                                   \
                                        SET1I((long long)fp_f64_bits(0x1.8p52))),              \
                          SET1I(64 * 2048));                /* k + 64 * 2048, as the scalar K */ \
-    V q = P##_set1_pd(1.0 / 720.0);                                                           \
-    q = P##_add_pd(P##_mul_pd(q, r), P##_set1_pd(1.0 / 120.0));                               \
-    q = P##_add_pd(P##_mul_pd(q, r), P##_set1_pd(1.0 / 24.0));                                \
-    q = P##_add_pd(P##_mul_pd(q, r), P##_set1_pd(1.0 / 6.0));                                 \
-    q = P##_add_pd(P##_mul_pd(q, r), P##_set1_pd(0.5));                                       \
-    q = P##_add_pd(r, P##_mul_pd(P##_mul_pd(r, r), q));                                       \
+    V r2 = P##_mul_pd(r, r);                                                                  \
+    V a = P##_fmadd_pd(r, P##_set1_pd(1.0 / 6.0), P##_set1_pd(0.5));                          \
+    V b = P##_fmadd_pd(r, P##_set1_pd(1.0 / 120.0), P##_set1_pd(1.0 / 24.0));                 \
+    b = P##_fmadd_pd(r2, P##_set1_pd(1.0 / 720.0), b);                                        \
+    V q = P##_fmadd_pd(r2, P##_fmadd_pd(r2, b, a), r);                                        \
     VI j = P##_and_si##B(K, SET1I(63));                    /* k & 63 */                       \
     V th = PICK(tab, EXP2_J64_HI, j), tl = PICK(tab + 8, EXP2_J64_LO, j);                    \
-    V y = P##_add_pd(th, P##_add_pd(tl, P##_mul_pd(th, q)));                                  \
+    V y = P##_add_pd(th, P##_fmadd_pd(th, q, tl));                                            \
     VI K7 = P##_srli_epi64(K, 7), one = SET1I(1);                                             \
     V s1 = P##_castsi##B##_pd(P##_slli_epi64(P##_sub_epi64(K7, one), 52));                    \
     V s2 = P##_castsi##B##_pd(P##_slli_epi64(                                                 \
