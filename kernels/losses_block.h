@@ -132,19 +132,14 @@ static inline float losses_block_log1p_bf16(float s) {
                                       + RND(RND((ACC)[4][r] + (ACC)[5][r])                         \
                                             + RND((ACC)[6][r] + (ACC)[7][r]))))
 
-/* c ? x : y, for the running selects a[r] = c ? v : a[r] and the leaf terms.  For double, and
-   for float in the AVX2 build, by bit operations: written as a conditional, GCC makes these
-   masked stores (vmaskmov), whose value the next iteration's load cannot take from the store
-   buffer (a stall per class: a third of the AVX2 float32 block's time on 65536 x 10); for float
-   in the AVX-512 build the conditional measured faster (its masked moves stay in registers). */
-#if defined(__AVX2__) && !defined(__AVX512F__)
+/* c ? x : y, for the running selects a[r] = c ? v : a[r] and the leaf terms, by bit
+   operations: written as a conditional, GCC makes these masked stores (vmaskmov), whose value
+   the next iteration's load cannot take from the store buffer (a stall per class: a quarter to
+   a third of the float32 block's time on 65536 x 10, in the AVX2 and the AVX-512 build). */
 static inline float losses_block_select_f32(int c, float x, float y) {
     uint32_t m = (uint32_t)0 - (uint32_t)(c != 0);
     return fp_bits_f32((fp_f32_bits(x) & m) | (fp_f32_bits(y) & ~m));
 }
-#else
-static inline float losses_block_select_f32(int c, float x, float y) { return c ? x : y; }
-#endif
 static inline double losses_block_select_f64(int c, double x, double y) {
     uint64_t m = (uint64_t)0 - (uint64_t)(c != 0);
     return fp_bits_f64((fp_f64_bits(x) & m) | (fp_f64_bits(y) & ~m));
