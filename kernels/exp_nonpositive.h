@@ -11,17 +11,17 @@
  *           t = fma(z, C16, SHIFT), kd = t - SHIFT           k = round(z C16), C16 = R(16/ln2)
  *           r = fma(kd, -C, z)                              C = R(ln2/16)
  *           r2 = r r, a = fma(r, 1/6, 1/2), b = fma(r, 1/120, 1/24), b = fma(r2, 1/720, b)
- *           p = 1 + fma(r2, fma(r2, b, a), r)                 Estrin's order: short chains
- *           e = (T_j p) 2^m, rounded to float
+ *           p1 = fma(r2, fma(r2, b, a), r)                    e^r - 1, in Estrin's order
+ *           e = fma(T_j, p1, T_j) 2^m, rounded to float         T_j e^r, rounded once
  *       Error of r: |kd| |C - ln2/16| <= 2540 * 2^-59.26 = 2^-47.9 (|k| <= 2540), plus its
  *       rounding, 2^-59; the double e has a relative error below 2^-47.6 (r, the truncation,
- *       the last add, the table and the multiply; the polynomial's other roundings weigh
- *       2^-58 or less), so the float is within 0.5 + 2^-23.6 ulp (tests: against MPFR).
+ *       the table and the last fma; the polynomial's own roundings weigh 2^-58 or less), so
+ *       the float is within 0.5 + 2^-23.6 ulp (tests: against MPFR).
  *       z is clamped at -110 (exp(-110) is below half of float's smallest subnormal: 0 either
  *       way); 2^m >= 2^-159 scales exactly.  Every build computes the same bits: the vector
  *       loops below do the same operations, the lookup as a permute of the table held in two
  *       registers (AVX-512) or permutes of its 32-bit halves held in four (AVX2), and both scale
- *       the entry T_j by 2^m before the multiply instead of the product after it (exact either
+ *       the entry T_j by 2^m before the fma instead of its result after it (exact either
  *       way).  exp_nonpositive_f32_wide is the double before the rounding to float, for the
  *       test that compares the builds on it (a float compare would miss a changed operation in
  *       all but one value in 2^29).
@@ -123,13 +123,14 @@ static inline double exp_nonpositive_f32_wide(float zf) {
     double a = fma(r, 1.0 / 6.0, 0.5);
     double b = fma(r, 1.0 / 120.0, 1.0 / 24.0);
     b = fma(r2, 1.0 / 720.0, b);
-    double p = 1.0 + fma(r2, fma(r2, b, a), r);
+    double p1 = fma(r2, fma(r2, b, a), r);
     int64_t k = (int64_t)(fp_f64_bits(t) - fp_f64_bits(EXP_F32_SHIFT));
     /* 2^m, m = k >> 4 >= -159: the bias 16 * 1023 makes k non-negative, so a logical
        shift does it (AVX2 has no 64-bit arithmetic shift; with one, nothing vectorises) */
     double scale = fp_bits_f64((((uint64_t)(k + 16 * 1023)) >> 4) << 52);
-    /* NaN z: k is garbage but k & 15 still indexes the table, and NaN * anything is NaN */
-    return (EXP2_J16[k & 15] * p) * scale;                           /* the power of 2: exact */
+    /* NaN z: k is garbage but k & 15 still indexes the table, and p1 is NaN */
+    double T = EXP2_J16[k & 15];
+    return fma(T, p1, T) * scale;                                    /* the power of 2: exact */
 }
 static inline float exp_nonpositive_f32(float z) { return (float)exp_nonpositive_f32_wide(z); }
 
@@ -151,12 +152,11 @@ static inline __m512d exp_nonpositive_f32_x8(__m512d z, __m512d tab0, __m512d ta
     __m512d a = _mm512_fmadd_pd(r, _mm512_set1_pd(1.0 / 6.0), _mm512_set1_pd(0.5));
     __m512d b = _mm512_fmadd_pd(r, _mm512_set1_pd(1.0 / 120.0), _mm512_set1_pd(1.0 / 24.0));
     b = _mm512_fmadd_pd(r2, _mm512_set1_pd(1.0 / 720.0), b);
-    __m512d p = _mm512_add_pd(_mm512_set1_pd(1.0),
-                              _mm512_fmadd_pd(r2, _mm512_fmadd_pd(r2, b, a), r));
+    __m512d p1 = _mm512_fmadd_pd(r2, _mm512_fmadd_pd(r2, b, a), r);
     __m512i bits = _mm512_castpd_si512(t);
     __m512i T = _mm512_castpd_si512(_mm512_permutex2var_pd(tab0, bits, tab1));
-    /* NaN z: p is NaN, and NaN times anything is NaN */
-    return _mm512_mul_pd(p, _mm512_castsi512_pd(_mm512_add_epi64(T, _mm512_slli_epi64(bits, 48))));
+    __m512d Tm = _mm512_castsi512_pd(_mm512_add_epi64(T, _mm512_slli_epi64(bits, 48)));
+    return _mm512_fmadd_pd(Tm, p1, Tm);           /* NaN z: p1 is NaN, and so is the result */
 }
 #define EXP_NONPOSITIVE_CLAMP_F32(z) _mm512_max_ps(_mm512_set1_ps(-110.0f), z)  /* NaN: z */
 
@@ -204,8 +204,7 @@ static inline __attribute__((always_inline)) void exp_nonpositive_f32_wide_avx2(
                                             _mm256_set1_pd(1.0 / 24.0)))
     EXP_AVX2_STEP(N, b[c] = _mm256_fmadd_pd(r2[c], _mm256_set1_pd(1.0 / 720.0), b[c]))
     EXP_AVX2_STEP(N, a[c] = _mm256_fmadd_pd(r2[c], b[c], a[c]))
-    EXP_AVX2_STEP(N, a[c] = _mm256_fmadd_pd(r2[c], a[c], r[c]))
-    EXP_AVX2_STEP(N, a[c] = _mm256_add_pd(_mm256_set1_pd(1.0), a[c]))                /* p */
+    EXP_AVX2_STEP(N, a[c] = _mm256_fmadd_pd(r2[c], a[c], r[c]))                     /* p1 */
     for (int i = 0; i < N; i++) {
         /* low words of t0, t1 (k's, as 32-bit integers: SHIFT's low word is 0), in the order
            (t0[0], t0[1], t1[0], t1[1] | t0[2], t0[3], t1[2], t1[3]) */
@@ -220,15 +219,14 @@ static inline __attribute__((always_inline)) void exp_nonpositive_f32_wide_avx2(
         __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[2], k),
                                      _mm256_permutevar8x32_ps(tab[3], k), bit3);
         /* T_j 2^m, m = k >> 4, by adding m to T_j's exponent field (no overflow or underflow:
-           |m| <= 176): R(p (T_j 2^m)) is the scalar R(R(T_j p) 2^m), since a double product
-           that is normal scales exactly by a power of 2; with p first, a NaN p gives p's NaN as
-           there */
+           |m| <= 176): R(T_j 2^m + T_j 2^m p1) is the scalar R(R(T_j + T_j p1) 2^m), since a
+           normal double scales exactly by a power of 2 */
         hi = _mm256_add_epi32(hi, _mm256_slli_epi32(_mm256_srai_epi32(k, 4), 20));
         /* within each 128-bit lane: unpacklo pairs slots 0, 1 (t0's), unpackhi slots 2, 3 */
-        d[2 * i] = _mm256_mul_pd(a[2 * i], _mm256_castps_pd(
-                                     _mm256_unpacklo_ps(lo, _mm256_castsi256_ps(hi))));
-        d[2 * i + 1] = _mm256_mul_pd(a[2 * i + 1], _mm256_castps_pd(
-                                         _mm256_unpackhi_ps(lo, _mm256_castsi256_ps(hi))));
+        __m256d T0 = _mm256_castps_pd(_mm256_unpacklo_ps(lo, _mm256_castsi256_ps(hi)));
+        __m256d T1 = _mm256_castps_pd(_mm256_unpackhi_ps(lo, _mm256_castsi256_ps(hi)));
+        d[2 * i] = _mm256_fmadd_pd(T0, a[2 * i], T0);
+        d[2 * i + 1] = _mm256_fmadd_pd(T1, a[2 * i + 1], T1);
     }
 }
 #undef EXP_AVX2_STEP

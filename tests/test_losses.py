@@ -208,7 +208,7 @@ def test_exp_of_nonpositive_values_within_one_ulp(fmt):
 def test_float32_exp_double_within_its_stated_relative_error():
     """exp_nonpositive.h's float32 exp is a double within 2^-47.6 of e^z relative (its header:
     the reduction's constant ln2/16 rounded, times |k| <= 2540, weighs 2^-47.9; the truncation
-    2^-51; three roundings 2^-53 each), rounded once to float.  Checked on that double against
+    2^-51; the table's and the last fma's roundings 2^-53 each), rounded once to float.  Checked on that double against
     mpmath, at z where |k| is largest (near the clamp at -110, where the bound is reached within
     a tenth of a bit) and over the whole range."""
     rng = np.random.default_rng(47)
