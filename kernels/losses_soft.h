@@ -28,6 +28,12 @@
  *           w_i = t'_i != 0 ? R(t'_i R(L - R(x_i - a))) : 0, and
  *           g_i = R(R(T R(e_i / D)) - t'_i), times the exact 1/N (N a power of 2) or divided by
  *           N, except g_k = R(R(Tk - R(t'_k s)) / D) (times 1/N or / N).
+ * float64 gradient rows whose address is a multiple of 64 bytes (the API allocates its gradients so)
+ * are written with streaming stores, past the caches: the gradient is not read again here, and a
+ * normal store first reads each line from memory, a quarter of the row's traffic (x, t, the
+ * gradient's read and its write); 13 % of the AVX-512 time on 4096 x 1000 in a harness.  For
+ * float32 the same measured slower (a fifth slower in the AVX2 build).  An sfence ends the row's
+ * streamed stores.  The values are the same; only how they reach memory differs.
  * float16: a row whose T is not finite (a NaN or infinite target, or a sum past 65504) goes to
  * the row code before anything is written: NaN payloads are the one place where the F16C
  * rounding and rnd_f16 differ, and a finite T means no NaN can arise (e <= 1, D >= 1, every
@@ -357,6 +363,11 @@ LS_INLINE void lsd_store_any(const int P, void* p, ptrdiff_t i, ldv16 v, ptrdiff
 }
 LS_INLINE ldv16 lsd_load_e(const double* e, ptrdiff_t i, ptrdiff_t n) { return lsd_load_any(LS_F64, e, i, n); }
 LS_INLINE void lsd_store_e(double* e, ptrdiff_t i, ldv16 v, ptrdiff_t n) { lsd_store_any(LS_F64, e, i, v, n); }
+/* 16 doubles to p + i, 64-byte aligned, past the caches (see the top) */
+LS_INLINE void lsd_stream16(void* p, ptrdiff_t i, ldv16 v) {
+    double* d = (double*)p + i;
+    LDV_EACH(q) LDR_(stream_pd)(d + LDW * q, v.r[q]);
+}
 LS_INLINE double lsd_ld1(const int P, const void* p, ptrdiff_t i) { (void)P; return ((const double*)p)[i]; }
 LS_INLINE void lsd_st1(const int P, void* p, ptrdiff_t i, double v) { (void)P; ((double*)p)[i] = v; }
 LS_INLINE ldv16 lsd_exp(const int P, ldv16 z, const ldv_exp_table* tab, const float* table) {

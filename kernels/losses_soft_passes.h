@@ -48,6 +48,9 @@ LS_INLINE LS_E LS_FN(ls_pass3)(const int P, const void* restrict x, const void* 
     LS_V Lv = V_(set1)(L), Dv = V_(set1)(D), Tv = V_(set1)(T), sv = V_(set1)(scale);
     SUMMATION_TREE_DECLARE_AS(wsum, LS_E);
     LS_E loss;
+#if !LS_FLOAT
+    const int stream = mode != LOSSES_SOFT_GRAD_NONE && ((uintptr_t)g & 63) == 0;
+#endif
     for (ptrdiff_t s = 0; s < C; s += SUMMATION_LEAF) {
         ptrdiff_t m = C - s < SUMMATION_LEAF ? C - s : SUMMATION_LEAF;
         LS_LANES aw = P_(lanes_zero)();
@@ -69,6 +72,10 @@ LS_INLINE LS_E LS_FN(ls_pass3)(const int P, const void* restrict x, const void* 
                 gv = P_(rnd)(P, V_(sub)(P_(rnd)(P, V_(mul)(Tv, gv)), tv));
                 if (mode == LOSSES_SOFT_GRAD_INVERSE) gv = P_(rnd)(P, V_(mul)(gv, sv));
                 if (mode == LOSSES_SOFT_GRAD_DIVIDE) gv = P_(rnd)(P, V_(div)(gv, sv));
+#if !LS_FLOAT
+                if (n >= 16 && stream) P_(stream16)(g, i, gv);  /* float64: see the top */
+                else
+#endif
                 P_(store_any)(P, g, i, gv, n);
             }
         }
@@ -77,6 +84,9 @@ LS_INLINE LS_E LS_FN(ls_pass3)(const int P, const void* restrict x, const void* 
     }
     if (P == LS_F16) SUMMATION_TREE_FINISH_AS(wsum, LS_E, LS_RND_F16, loss);
     else SUMMATION_TREE_FINISH_AS(wsum, LS_E, LS_RND_F32, loss);
+#if !LS_FLOAT
+    if (stream) _mm_sfence();   /* the streamed stores before anything after them (g_k, ...) */
+#endif
     return loss;
 }
 

@@ -336,6 +336,17 @@ def _check_probabilities(rows: np.ndarray, fmt, name: str, num_threads: int, tol
     _raise_for_codes(codes, rows, fmt, name, tol, tol_name)
 
 
+def _empty_aligned(shape, dtype, align=64):
+    """np.empty(shape, dtype) whose data starts at a multiple of `align` bytes (numpy's own large
+    arrays start 16 bytes past a page): the loss kernels write float64 gradient rows that start so
+    with streaming stores (kernels/losses_soft.h)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(nbytes + align, dtype=np.uint8)
+    start = -buf.ctypes.data % align
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def _batch_divisor(n_rows: int, arith) -> float:
     """N rounded once into A, with a PrecisionWarning when it is not N."""
     if 0 <= n_rows <= 2 ** arith.p:         # exact in A (2^p <= A's largest finite value)
@@ -534,7 +545,7 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
     batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
     grad = None
     if return_grad:
-        grad = grad_out if grad_out is not None else np.empty(x.shape, dtype=fmt.dtype)
+        grad = grad_out if grad_out is not None else _empty_aligned(x.shape, fmt.dtype)
     row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
     codes = np.empty(n, dtype=np.uint8) if fused_check else None
     kernel = getattr(_kernels(), f"softmax_cross_entropy_{fmt.short}_{arith.short}")

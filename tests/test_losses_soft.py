@@ -40,14 +40,26 @@ def assert_same(mine, theirs):
             assert same_bits(u, v).all(), (u, v)
 
 
-def run(module, x, t, *, smooth, reduction, batch, grad, validate, tolerance, threads):
-    """One call of the kernel of x's format (float32, float16 or float64 storage and arithmetic)."""
+def gradient_buffer(shape, S, offset):
+    """An array of S filled with 7, starting `offset` bytes past a multiple of 64 (float64 rows
+    that start at a multiple of 64 are written with streaming stores, the others are not)."""
+    nbytes = int(np.prod(shape)) * S.dtype.itemsize
+    buf = np.empty(nbytes + 64 + offset, np.uint8)
+    start = -buf.ctypes.data % 64 + offset
+    g = buf[start:start + nbytes].view(S.dtype).reshape(shape)
+    g[...] = S.round(7.0)
+    return g
+
+
+def run(module, x, t, *, smooth, reduction, batch, grad, validate, tolerance, threads, offset=0):
+    """One call of the kernel of x's format (float32, float16 or float64 storage and arithmetic),
+    its gradient into a buffer `offset` bytes past a multiple of 64."""
     n = x.shape[0]
     S = {pr.float16.dtype: pr.float16, pr.float64.dtype: pr.float64}.get(x.dtype, pr.float32)
     sv = S.storage_view
     loss = np.empty(n if reduction == "none" else 1, S.dtype)
     row_loss = np.empty(n, COMPUTE[S.bits])
-    g = np.full(x.shape, S.round(7.0)) if grad else None
+    g = gradient_buffer(x.shape, S, offset) if grad else None
     codes = np.full(n, 99, np.uint8) if validate else None
     c1, c2 = (0.875, S.round(0.125 / x.shape[1])) if smooth else (1.0, 0.0)
     getattr(module, f"softmax_cross_entropy_{S.short}_{S.short}")(
@@ -105,9 +117,9 @@ def targets(rng, n, c, kind, tolerance, S=pr.float32):
        smooth=st.booleans(),
        scaling=st.sampled_from([("mean", None), ("mean", 4.0), ("sum", 1.0), ("none", 1.0)]),
        grad=st.booleans(), validate=st.booleans(), threads=st.sampled_from([1, 2]),
-       special=st.booleans())
+       special=st.booleans(), offset=st.sampled_from([0, 8, 32]))
 def test_every_build_gives_the_row_codes_bits(fmt, seed, c, n, logit_kind, target_kind, smooth,
-                                              scaling, grad, validate, threads, special):
+                                              scaling, grad, validate, threads, special, offset):
     S = FORMATS[fmt]
     rng = np.random.default_rng(seed)
     x = logits(rng, n, c, logit_kind, S)
@@ -118,7 +130,7 @@ def test_every_build_gives_the_row_codes_bits(fmt, seed, c, n, logit_kind, targe
     reduction, batch = scaling
     batch = float(n) if batch is None else batch        # N = n: a power of two or not
     kw = dict(smooth=smooth, reduction=reduction, batch=batch, grad=grad, validate=validate,
-              tolerance=tolerance, threads=threads)
+              tolerance=tolerance, threads=threads, offset=offset)
     with np.errstate(all="ignore"):
         want = run(BUILDS[""], x, t, **kw)
         for module in WIDE_BUILDS.values():
@@ -163,3 +175,33 @@ def test_nan_and_infinite_targets_give_the_row_codes_bits(fmt):
             want = run(BUILDS[""], x, t, **kw)
             for module in WIDE_BUILDS.values():
                 assert_same(run(module, x, t, **kw), want)
+
+
+@pytest.mark.parametrize("offset", [0, 8, 64 + 24])
+def test_float64_gradient_rows_streamed_or_not_give_the_row_codes_bits(offset):
+    """float64 gradient rows that start at a multiple of 64 bytes are written with streaming
+    stores (kernels/losses_soft.h), the others with normal ones: with the buffer aligned, 8 or
+    88 bytes off, and rows of 1000 doubles (every row aligned as the buffer), 37 and 200 (rows
+    aligned in turn), every build writes the baseline's bits, the last row's tail and g_k too."""
+    rng = np.random.default_rng(31 + offset)
+    for c in (1000, 37, 200):
+        x = logits(rng, 9, c, "normal", pr.float64)
+        x[3, -1] = 50                           # a row whose max (g_k) is in the tail
+        t = targets(rng, 9, c, "dirichlet", 2.0**-7, pr.float64)
+        kw = dict(smooth=False, reduction="mean", batch=9.0, grad=True, validate=True,
+                  tolerance=2.0**-7, threads=2, offset=offset)
+        want = run(BUILDS[""], x, t, **kw)
+        for module in WIDE_BUILDS.values():
+            assert_same(run(module, x, t, **kw), want)
+
+
+def test_the_api_allocates_gradients_at_a_multiple_of_64_bytes():
+    """softmax_cross_entropy's own gradient arrays start at a multiple of 64 bytes (so float64 rows
+    are streamed) and are ordinary C-contiguous writable arrays of the logits' shape and dtype."""
+    rng = np.random.default_rng(2)
+    for dtype in (np.float64, np.float32):
+        x = rng.standard_normal((33, 70)).astype(dtype)
+        t = rng.dirichlet(np.ones(70), size=33).astype(dtype)
+        _, g = pr.softmax_cross_entropy(x, t, return_grad=True)
+        assert g.ctypes.data % 64 == 0
+        assert g.shape == x.shape and g.dtype == dtype and g.flags.c_contiguous and g.flags.writeable
