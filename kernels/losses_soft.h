@@ -1,17 +1,18 @@
 /*
  * losses_soft.h -- softmax cross-entropy of one row of logits with soft targets, in the
  * arithmetic of the storage format, for the AVX2 and AVX-512 builds: float32 (policy f32_f32),
- * float16 (f16_f16) and float64 (f64_f64).  The row code of losses.pyx.tp (_shift_, _exps_,
+ * float16 (f16_f16), bfloat16 (bf16_bf16) and float64 (f64_f64).  The row code of losses.pyx.tp (_shift_, _exps_,
  * the target check and copy, _ce_soft_grad_ / _ce_row_) makes seven passes over a row: the
  * max, the exps, their sum, the check, the targets' sum, the loss terms with the gradient, their
  * sum.  Here every sum is built
  * in the pass that makes its terms, with the same operations in the same order and the same
  * roundings R to the format (float16: every result rounded by the F16C conversions, which round to
  * nearest-even with subnormals and overflow as fp.h's rnd_f16 does for every value that is not a
- * NaN; float64: no rounding but the operations' own), so the results are the same bits (tests
+ * NaN; bfloat16: by rnd_bf16's bit trick on 8 lanes, without its NaN select; float64: no rounding
+ * but the operations' own), so the results are the same bits (tests
  * compare the builds; the baseline build runs the row code).  The passes are written once
  * (losses_soft_passes.h) over 16 values of the compute type: lsv16 (16 floats, float32 and
- * float16) and ldv16 (16 doubles, float64), with the same operation names:
+ * the 16-bit formats) and ldv16 (16 doubles, float64), with the same operation names:
  *
  *   pass 1  a = max x_i and k = the first index attaining it.  Values compared as floats: -0 and
  *           +0 are equal, so k (the first x_k equal to the max) and a = x_k are the row code's,
@@ -34,10 +35,12 @@
  * gradient's read and its write); 13 % of the AVX-512 time on 4096 x 1000 in a harness.  For
  * float32 the same measured slower (a fifth slower in the AVX2 build).  An sfence ends the row's
  * streamed stores.  The values are the same; only how they reach memory differs.
- * float16: a row whose T is not finite (a NaN or infinite target, or a sum past 65504) goes to
- * the row code before anything is written: NaN payloads are the one place where the F16C
- * rounding and rnd_f16 differ, and a finite T means no NaN can arise (e <= 1, D >= 1, every
- * t' finite, t' != 0 guards the product with L - z, z <= 0).
+ * float16 and bfloat16: a row whose T is not finite (a NaN or infinite target, or a sum past the
+ * format's largest value) goes to the row code before anything is written: NaNs are the one
+ * place where the F16C rounding or the bfloat16 bit trick without its select and rnd_f16 /
+ * rnd_bf16 differ, and a finite T means no NaN can arise (e <= 1, D >= 1, every t' finite,
+ * t' != 0 guards the product with L - z, z <= 0; bfloat16's x - a may overflow to -inf, whose
+ * exp is 0 and whose L - z is +inf, a NaN only times a zero t', which the guard skips).
  *
  * The target check (validate) is the row code's code: PROBS_NONFINITE if some t_i is NaN or
  * infinite, else PROBS_NEGATIVE if some t_i < 0, else PROBS_SUM_OFF if |S - 1| > tolerance, S
@@ -207,8 +210,9 @@ static inline lsv16 lsv_exp_f32(lsv16 z, const lsv_exp_table* tab) {
 }
 #endif
 
-/* ---- the policies: storage = arithmetic = float32, float16 or float64 -------------------- */
-enum { LS_F32 = 0, LS_F16 = 1, LS_F64 = 2 };
+/* ---- the policies: storage = arithmetic = float32, float16, bfloat16 or float64 ---------- */
+enum { LS_F32 = 0, LS_F16 = 1, LS_F64 = 2, LS_BF16 = 3 };
+#define LS_IS16(P) ((P) == LS_F16 || (P) == LS_BF16)
 #define LS_INLINE static inline __attribute__((always_inline))
 
 /* ---- 16 doubles: two 8-double registers (AVX-512) or four of 4 (AVX2), for float64 (policy
@@ -400,21 +404,45 @@ LS_INLINE double lsd_check_row(const void* t, ptrdiff_t C, int* flags) {
 
 
 static inline __m256 ls_round_none(__m256 v) { return v; }
+/* rnd_bf16 of 8 floats that are not NaN (fp.h's bit trick: drop the 16 low bits, ties to even) */
+static inline __m256 ls_round_bf16(__m256 v) {
+    __m256i u = _mm256_castps_si256(v);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    u = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF)));
+    return _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32((int)0xFFFF0000u)));
+}
+/* 8 bfloat16 values as floats, and back (exact: the floats are values of bfloat16) */
+static inline __m256 ls_widen_bf16(__m128i h) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+static inline __m256i ls_narrow_bf16(lsv16 v) {     /* 16 bfloat16 values, in order */
+    __m256i p = _mm256_packus_epi32(_mm256_srli_epi32(_mm256_castps_si256(v.lo), 16),
+                                    _mm256_srli_epi32(_mm256_castps_si256(v.hi), 16));
+    return _mm256_permute4x64_epi64(p, _MM_SHUFFLE(3, 1, 2, 0));
+}
 /* rnd_f16 of 8 floats that are not NaN */
 static inline __m256 ls_round_f16(__m256 v) {
     return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 LS_INLINE lsv16 ls_rnd(const int P, lsv16 v) {
     if (P == LS_F16) return lsv_pair(ls_round_f16(v.lo), ls_round_f16(v.hi));
+    if (P == LS_BF16) return lsv_pair(ls_round_bf16(v.lo), ls_round_bf16(v.hi));
     return v;
 }
-LS_INLINE float ls_rnd1(const int P, float v) { return P == LS_F16 ? rnd_f16(v) : v; }
+LS_INLINE float ls_rnd1(const int P, float v) {
+    return P == LS_F16 ? rnd_f16(v) : P == LS_BF16 ? rnd_bf16(v) : v;
+}
 /* 16 values of the storage format from element i of p, exactly as floats */
 LS_INLINE lsv16 ls_load(const int P, const void* p, ptrdiff_t i) {
     if (P == LS_F16) {
         const uint16_t* h = (const uint16_t*)p + i;
         return lsv_pair(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)h)),
                         _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(h + 8))));
+    }
+    if (P == LS_BF16) {
+        const uint16_t* h = (const uint16_t*)p + i;
+        return lsv_pair(ls_widen_bf16(_mm_loadu_si128((const __m128i*)h)),
+                        ls_widen_bf16(_mm_loadu_si128((const __m128i*)(h + 8))));
     }
     const float* f = (const float*)p + i;
     return lsv_pair(_mm256_loadu_ps(f), _mm256_loadu_ps(f + 8));
@@ -429,10 +457,15 @@ LS_INLINE lsv16 ls_load_n(const int P, const void* p, ptrdiff_t i, ptrdiff_t n) 
         return lsv_pair(_mm256_cvtph_ps(_mm256_castsi256_si128(h)),
                         _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
     }
+    if (P == LS_BF16) {
+        __m128i h0 = _mm_maskz_loadu_epi16((__mmask8)m, (const uint16_t*)p + i);
+        __m128i h1 = _mm_maskz_loadu_epi16((__mmask8)(m >> 8), (const uint16_t*)p + i + 8);
+        return lsv_pair(ls_widen_bf16(h0), ls_widen_bf16(h1));
+    }
     const float* f = (const float*)p + i;
     return lsv_pair(_mm256_maskz_loadu_ps((__mmask8)m, f), _mm256_maskz_loadu_ps((__mmask8)(m >> 8), f + 8));
 #else
-    if (P == LS_F16) {
+    if (LS_IS16(P)) {
         uint16_t buf[16] = {0};
         for (ptrdiff_t j = 0; j < n; j++) buf[j] = ((const uint16_t*)p)[i + j];
         return ls_load(P, buf, 0);
@@ -455,6 +488,10 @@ LS_INLINE void ls_store(const int P, void* p, ptrdiff_t i, lsv16 v) {
         _mm_storeu_si128((__m128i*)(h + 8), _mm256_cvtps_ph(v.hi, _MM_FROUND_TO_NEAREST_INT));
         return;
     }
+    if (P == LS_BF16) {
+        _mm256_storeu_si256((__m256i*)((uint16_t*)p + i), ls_narrow_bf16(v));
+        return;
+    }
     float* f = (float*)p + i;
     _mm256_storeu_ps(f, v.lo);
     _mm256_storeu_ps(f + 8, v.hi);
@@ -472,11 +509,15 @@ LS_INLINE void ls_store_any(const int P, void* p, ptrdiff_t i, lsv16 v, ptrdiff_
         _mm_mask_storeu_epi16(h + 8, (__mmask8)(m >> 8), _mm256_cvtps_ph(v.hi, _MM_FROUND_TO_NEAREST_INT));
         return;
     }
+    if (P == LS_BF16) {
+        _mm256_mask_storeu_epi16((uint16_t*)p + i, (__mmask16)m, ls_narrow_bf16(v));
+        return;
+    }
     float* f = (float*)p + i;
     _mm256_mask_storeu_ps(f, (__mmask8)m, v.lo);
     _mm256_mask_storeu_ps(f + 8, (__mmask8)(m >> 8), v.hi);
 #else
-    if (P == LS_F16) {
+    if (LS_IS16(P)) {
         uint16_t buf[16];
         ls_store(P, buf, 0, v);
         for (ptrdiff_t j = 0; j < n; j++) ((uint16_t*)p)[i + j] = buf[j];
@@ -490,10 +531,12 @@ LS_INLINE void ls_store_any(const int P, void* p, ptrdiff_t i, lsv16 v, ptrdiff_
 #endif
 }
 LS_INLINE float ls_ld1(const int P, const void* p, ptrdiff_t i) {
-    return P == LS_F16 ? ld16_f16(((const uint16_t*)p)[i]) : ((const float*)p)[i];
+    return P == LS_F16 ? ld16_f16(((const uint16_t*)p)[i])
+         : P == LS_BF16 ? ld16_bf16(((const uint16_t*)p)[i]) : ((const float*)p)[i];
 }
 LS_INLINE void ls_st1(const int P, void* p, ptrdiff_t i, float v) {
     if (P == LS_F16) ((uint16_t*)p)[i] = st16_f16(v);
+    else if (P == LS_BF16) ((uint16_t*)p)[i] = st16_bf16(v);
     else ((float*)p)[i] = v;
 }
 /* the float16 exp of z <= 0: table[losses_exp_index_f16(z)] (losses_block.h), 8 lanes */
@@ -505,19 +548,30 @@ static inline __m256 ls_exp8_f16(__m256 z, const float* table) {
     index = _mm256_sub_epi32(index, _mm256_cmpgt_epi32(au, _mm256_set1_epi32(0x7F800000)));
     return _mm256_i32gather_ps(table, index, 4);
 }
+/* the bfloat16 exp of z <= 0: table[magnitude bits >> 16] (losses.pyx.tp's _exp_nonpositive_bf16) */
+static inline __m256 ls_exp8_bf16(__m256 z, const float* table) {
+    __m256i au = _mm256_and_si256(_mm256_castps_si256(z), _mm256_set1_epi32(0x7FFFFFFF));
+    return _mm256_i32gather_ps(table, _mm256_srli_epi32(au, 16), 4);
+}
 LS_INLINE lsv16 ls_exp(const int P, lsv16 z, const lsv_exp_table* tab, const float* table) {
     if (P == LS_F16) return lsv_pair(ls_exp8_f16(z.lo, table), ls_exp8_f16(z.hi, table));
+    if (P == LS_BF16) return lsv_pair(ls_exp8_bf16(z.lo, table), ls_exp8_bf16(z.hi, table));
     return lsv_exp_f32(z, tab);
 }
-LS_INLINE float ls_log1p(const int P, float s) { return P == LS_F16 ? log1p_f16(s) : log1p_f32(s); }
+LS_INLINE float ls_log1p(const int P, float s) {
+    return P == LS_F16 ? log1p_f16(s) : P == LS_BF16 ? log1p_bf16(s) : log1p_f32(s);
+}
 LS_INLINE __m256 ls_lanes(const int P, __m256 acc, lsv16 v) {
-    return lsv_lanes(acc, v, P == LS_F16 ? ls_round_f16 : ls_round_none);
+    return lsv_lanes(acc, v, P == LS_F16 ? ls_round_f16 : P == LS_BF16 ? ls_round_bf16 : ls_round_none);
 }
 /* ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), each sum rounded */
 LS_INLINE float ls_leaf_sum(const int P, __m256 acc) {
     float l[8];
     _mm256_storeu_ps(l, acc);
     if (P == LS_F16) return summation_lanes_f16(l);
+    if (P == LS_BF16)
+        return rnd_bf16(rnd_bf16(rnd_bf16(l[0] + l[1]) + rnd_bf16(l[2] + l[3]))
+                        + rnd_bf16(rnd_bf16(l[4] + l[5]) + rnd_bf16(l[6] + l[7])));
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 /* the scratch row e (floats), 16 at element i, the first n (< 16) if n is smaller */
@@ -540,6 +594,7 @@ LS_INLINE double ls_check_row(const void* t, ptrdiff_t C, int* flags) {
 }
 #define LS_RND_F32(x) (x)
 #define LS_RND_F16(x) rnd_f16(x)
+#define LS_RND_BF16(x) rnd_bf16(x)
 
 /* how the gradient is scaled: by nothing (N = 1), by the exact inverse of N, or divided by N */
 enum { LOSSES_SOFT_GRAD_NONE = 0, LOSSES_SOFT_GRAD_ONE, LOSSES_SOFT_GRAD_INVERSE, LOSSES_SOFT_GRAD_DIVIDE };
@@ -592,6 +647,13 @@ PRECISION_NOINLINE static int losses_soft_row_f16(
     return ls_row(LS_F16, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
                   tolerance, table, NULL, NULL, loss);
 }
+PRECISION_NOINLINE static int losses_soft_row_bf16(
+        const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
+        float c2, int grad_mode, float grad_scale, uint16_t* restrict g, float* restrict e,
+        int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
+    return ls_row(LS_BF16, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
+                  tolerance, table, NULL, NULL, loss);
+}
 /* float64: the same with doubles (table unused) */
 PRECISION_NOINLINE static int losses_soft_row_f64(
         const double* restrict x, const double* restrict t, ptrdiff_t C, int smooth, double c1,
@@ -623,6 +685,14 @@ static inline int losses_soft_row_f16(const uint16_t* x, const uint16_t* t, ptrd
     (void)grad_scale; (void)g; (void)e; (void)validate; (void)code; (void)tolerance;
     (void)table; (void)loss;
     return 0;
+}
+static inline int losses_soft_row_bf16(const uint16_t* x, const uint16_t* t, ptrdiff_t C,
+                                       int smooth, float c1, float c2, int grad_mode,
+                                       float grad_scale, uint16_t* g, float* e, int validate,
+                                       unsigned char* code, double tolerance, const float* table,
+                                       float* loss) {
+    return losses_soft_row_f16(x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate,
+                               code, tolerance, table, loss);
 }
 static inline int losses_soft_row_f64(const double* x, const double* t, ptrdiff_t C,
                                       int smooth, double c1, double c2, int grad_mode,

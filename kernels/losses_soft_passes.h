@@ -63,7 +63,7 @@ LS_INLINE LS_E LS_FN(ls_pass3)(const int P, const void* restrict x, const void* 
                 if (n < 16) tv = V_(keep)(tv, -1, n);
             }
             LS_V y = P_(rnd)(P, V_(sub)(Lv, z));
-            LS_V w = P == LS_F16 ? V_(where_nonzero)(tv, P_(rnd)(P, V_(mul)(tv, y)))
+            LS_V w = LS_IS16(P) ? V_(where_nonzero)(tv, P_(rnd)(P, V_(mul)(tv, y)))
                                  : V_(times_nonzero)(tv, y);
             aw = P_(lanes)(P, aw, w);
             if (mode != LOSSES_SOFT_GRAD_NONE) {
@@ -80,9 +80,11 @@ LS_INLINE LS_E LS_FN(ls_pass3)(const int P, const void* restrict x, const void* 
             }
         }
         if (P == LS_F16) SUMMATION_TREE_PUSH_AS(wsum, LS_E, LS_RND_F16, P_(leaf_sum)(P, aw));
+        else if (P == LS_BF16) SUMMATION_TREE_PUSH_AS(wsum, LS_E, LS_RND_BF16, P_(leaf_sum)(P, aw));
         else SUMMATION_TREE_PUSH_AS(wsum, LS_E, LS_RND_F32, P_(leaf_sum)(P, aw));
     }
     if (P == LS_F16) SUMMATION_TREE_FINISH_AS(wsum, LS_E, LS_RND_F16, loss);
+    else if (P == LS_BF16) SUMMATION_TREE_FINISH_AS(wsum, LS_E, LS_RND_BF16, loss);
     else SUMMATION_TREE_FINISH_AS(wsum, LS_E, LS_RND_F32, loss);
 #if !LS_FLOAT
     if (stream) _mm_sfence();   /* the streamed stores before anything after them (g_k, ...) */
@@ -99,7 +101,7 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
     LS_E a;
     ptrdiff_t k;
     if (!LS_FN(ls_shift)(P, x, C, &a, &k)) return 0;
-    if (P != LS_F16 && validate && smooth) {    /* the check reads t, the sums below t' */
+    if (!LS_IS16(P) && validate && smooth) {    /* the check reads t, the sums below t' */
         int flags;
         double total = P_(check_row)(t, C, &flags);
         *code = losses_probs_code(flags, total, tolerance);
@@ -134,7 +136,7 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
             LS_V tv = P_(load_any)(P, t, i, n);
             tmin = V_(min)(tmin, tv);
 #if LS_FLOAT
-            if (P == LS_F16) ac = lsv_lanes(ac, tv, ls_round_none);
+            if (LS_IS16(P)) ac = lsv_lanes(ac, tv, ls_round_none);
 #endif
             if (smooth) tv = P_(rnd)(P, V_(add)(P_(rnd)(P, V_(mul)(c1v, tv)), c2v));
             if (n < 16 || (kr >= 0 && kr < 16)) {
@@ -151,6 +153,12 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
             SUMMATION_TREE_PUSH_AS(csum, float, LS_RND_F32, ls_leaf_sum(LS_F32, ac));
             continue;
         }
+        if (P == LS_BF16) {
+            SUMMATION_TREE_PUSH_AS(esum, float, LS_RND_BF16, ls_leaf_sum(P, ae));
+            SUMMATION_TREE_PUSH_AS(tsum, float, LS_RND_BF16, ls_leaf_sum(P, at));
+            SUMMATION_TREE_PUSH_AS(csum, float, LS_RND_F32, ls_leaf_sum(LS_F32, ac));
+            continue;
+        }
 #endif
         SUMMATION_TREE_PUSH_AS(esum, LS_E, LS_RND_F32, P_(leaf_sum)(P, ae));
         SUMMATION_TREE_PUSH_AS(tsum, LS_E, LS_RND_F32, P_(leaf_sum)(P, at));
@@ -159,6 +167,9 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
     if (P == LS_F16) {
         SUMMATION_TREE_FINISH_AS(esum, LS_E, LS_RND_F16, total);
         SUMMATION_TREE_FINISH_AS(tsum, LS_E, LS_RND_F16, Tk);
+    } else if (P == LS_BF16) {
+        SUMMATION_TREE_FINISH_AS(esum, LS_E, LS_RND_BF16, total);
+        SUMMATION_TREE_FINISH_AS(tsum, LS_E, LS_RND_BF16, Tk);
     } else {
         SUMMATION_TREE_FINISH_AS(esum, LS_E, LS_RND_F32, total);
         SUMMATION_TREE_FINISH_AS(tsum, LS_E, LS_RND_F32, Tk);
@@ -167,7 +178,7 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
     if (smooth) tk = P_(rnd1)(P, P_(rnd1)(P, c1 * tk) + c2);
     LS_E T = P_(rnd1)(P, Tk + tk);
 #if LS_FLOAT
-    if (P == LS_F16) {
+    if (LS_IS16(P)) {
         if (!(T - T == 0)) return 0;    /* a NaN or infinite target (see the top): the row code */
         if (validate) {
             float check;

@@ -1,7 +1,8 @@
 """The three-pass soft-target rows (kernels/losses_soft.h) against the row code.
 
-In the AVX2 and AVX-512 builds, softmax_cross_entropy with soft targets in float32, float16 or
-float64 storage and arithmetic computes each row in three passes; the baseline build runs the row code,
+In the AVX2 and AVX-512 builds, softmax_cross_entropy with soft targets in float32, float16,
+bfloat16 or float64 storage and arithmetic computes each row in three passes; the baseline build
+runs the row code,
 which test_losses.py checks against the op-by-op emulation.  The promise is the same bits: every
 output (row losses, the reduced loss, the gradient, the target check's codes) of every build is
 compared bit for bit with the baseline's (a NaN's sign and payload aside: where two NaNs meet,
@@ -23,7 +24,7 @@ from precision._kernels import variants
 from tests.helpers import same_bits
 from tests.test_losses import K
 
-FORMATS = {"f32": pr.float32, "f16": pr.float16, "f64": pr.float64}
+FORMATS = {"f32": pr.float32, "f16": pr.float16, "bf16": pr.bfloat16, "f64": pr.float64}
 COMPUTE = {16: np.float32, 32: np.float32, 64: np.float64}     # the row losses' type
 BUILDS = variants("losses")
 WIDE_BUILDS = {suffix: module for suffix, module in BUILDS.items() if suffix}
@@ -52,10 +53,12 @@ def gradient_buffer(shape, S, offset):
 
 
 def run(module, x, t, *, smooth, reduction, batch, grad, validate, tolerance, threads, offset=0):
-    """One call of the kernel of x's format (float32, float16 or float64 storage and arithmetic),
+    """One call of the kernel of x's format (float32, float16, bfloat16 or float64 storage and
+    arithmetic),
     its gradient into a buffer `offset` bytes past a multiple of 64."""
     n = x.shape[0]
-    S = {pr.float16.dtype: pr.float16, pr.float64.dtype: pr.float64}.get(x.dtype, pr.float32)
+    S = {pr.float16.dtype: pr.float16, pr.bfloat16.dtype: pr.bfloat16,
+         pr.float64.dtype: pr.float64}.get(x.dtype, pr.float32)
     sv = S.storage_view
     loss = np.empty(n if reduction == "none" else 1, S.dtype)
     row_loss = np.empty(n, COMPUTE[S.bits])
@@ -81,9 +84,13 @@ def logits(rng, n, c, kind, S=pr.float32):
         x = np.round(rng.standard_normal((n, c)))
         x[::3] = -np.abs(x[::3])
         x[1::3, rng.integers(0, c)] = -0.0
-    elif kind == "wide":            # exps down to the subnormals and to 0; float16: x - a overflows
-        x = {16: lambda: rng.uniform(-65504, 65504, (n, c)), 32: lambda: rng.uniform(-120, 5, (n, c)),
-             64: lambda: rng.uniform(-800, 5, (n, c))}[S.bits]()
+    elif kind == "wide":            # exps down to the subnormals and to 0; 16-bit: x - a overflows
+        if S is pr.bfloat16:
+            x = rng.uniform(-3e38, 3e38, (n, c))
+        else:
+            x = {16: lambda: rng.uniform(-65504, 65504, (n, c)),
+                 32: lambda: rng.uniform(-120, 5, (n, c)),
+                 64: lambda: rng.uniform(-800, 5, (n, c))}[S.bits]()
     else:                           # the max in the last (tail) chunk
         x = rng.standard_normal((n, c))
         x[:, -1] = 10
@@ -96,7 +103,7 @@ def targets(rng, n, c, kind, tolerance, S=pr.float32):
         t[rng.random((n, c)) < 0.5] = 0
         t /= np.maximum(t.sum(axis=1, keepdims=True), 1e-300)
     if kind == "boundary":          # sums 1 +- tolerance, give or take a few ulps of the sum
-        ulp = {16: 2.0**-9, 32: 2.0**-22, 64: 2.0**-51}[S.bits]
+        ulp = 2.0**-6 if S is pr.bfloat16 else {16: 2.0**-9, 32: 2.0**-22, 64: 2.0**-51}[S.bits]
         for r in range(n):
             target = 1 + rng.choice([-1, 1]) * tolerance * (1 + rng.integers(-4, 5) * ulp)
             t[r] = t[r] * (target / S.round(t[r]).astype(np.float64).sum())
@@ -157,8 +164,8 @@ def test_the_float_sum_decides_only_far_from_the_tolerance(fmt):
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_nan_and_infinite_targets_give_the_row_codes_bits(fmt):
-    """Targets with NaN and infinities, checked or not: float16 hands such rows to the row code
-    (its check finds them), float32 and float64 keep them; every output equals the baseline's (a
+    """Targets with NaN and infinities, checked or not: float16 and bfloat16 hand such rows to
+    the row code (its check finds them), float32 and float64 keep them; every output equals the baseline's (a
     NaN where it has a NaN) and so does every code of the check."""
     S = FORMATS[fmt]
     rng = np.random.default_rng(9)
