@@ -290,6 +290,32 @@ def test_float32_exp_equals_the_scalar_exp_before_rounding_in_every_build():
     assert same_bits(floats.astype(np.float32), want.astype(np.float32)).all()
 
 
+@pytest.mark.parametrize("fmt", [pr.float32, pr.float16, pr.bfloat16, pr.float64],
+                         ids=lambda f: f.name)
+def test_gradient_buffers_aligned_or_not_get_the_same_bits(fmt):
+    """The API's own gradient (64-byte aligned: float64 rows are then streamed past the caches)
+    and a grad_out 8 bytes off a multiple of 64 (normal stores) hold the same bits, for row
+    lengths around the 16-value chunks and 128-value leaves, with and without smoothing.  In
+    `make sanitize` (one build, the AVX2 or AVX-512 one) this also runs the three-pass rows'
+    tails and stores under ASan/UBSan, which test_losses_soft.py (it compares builds) cannot."""
+    rng = np.random.default_rng(41)
+    for c in (1, 15, 16, 17, 127, 129, 1000):
+        x = fmt.round(rng.standard_normal((5, c)) * 3)
+        t = fmt.round(rng.dirichlet(np.ones(c), size=5))
+        for smoothing in (0.0, 0.1):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", pr.PrecisionWarning)
+                _, g = pr.softmax_cross_entropy(x, t, return_grad=True, label_smoothing=smoothing)
+                assert g.ctypes.data % 64 == 0
+                nbytes = g.nbytes
+                buf = np.empty(nbytes + 72, np.uint8)
+                start = -buf.ctypes.data % 64 + 8
+                off = buf[start:start + nbytes].view(fmt.dtype).reshape(x.shape)
+                pr.softmax_cross_entropy(x, t, return_grad=True, grad_out=off,
+                                         label_smoothing=smoothing)
+            assert same_bits(off, g).all()
+
+
 def test_float64_exp_row_loops_equal_the_scalar_exp_in_every_build():
     """The float64 exp's row loops (vectorised by GCC, the table lookups element by element)
     and the vector exp of the three-pass rows (losses_soft.h; AVX-512 and AVX2 builds) compute
