@@ -211,8 +211,13 @@ static inline lsv16 lsv_exp_f32(lsv16 z, const lsv_exp_table* tab) {
 #endif
 
 /* ---- the policies: storage = arithmetic = float32, float16, bfloat16 or float64 ---------- */
-enum { LS_F32 = 0, LS_F16 = 1, LS_F64 = 2, LS_BF16 = 3 };
-#define LS_IS16(P) ((P) == LS_F16 || (P) == LS_BF16)
+/* LS_F16A32, LS_BF16A32: 16-bit storage, float32 arithmetic (accum="float32"), whose gradient
+   row goes to a float scratch for the refinement check (losses_soft_row_f16_f32 below) */
+enum { LS_F32 = 0, LS_F16 = 1, LS_F64 = 2, LS_BF16 = 3, LS_F16A32 = 4, LS_BF16A32 = 5 };
+#define LS_IS16(P) ((P) == LS_F16 || (P) == LS_BF16)           /* 16-bit arithmetic */
+#define LS_S16(P) (LS_IS16(P) || (P) == LS_F16A32 || (P) == LS_BF16A32)     /* 16-bit storage */
+#define LS_SF16(P) ((P) == LS_F16 || (P) == LS_F16A32)
+#define LS_SBF16(P) ((P) == LS_BF16 || (P) == LS_BF16A32)
 #define LS_INLINE static inline __attribute__((always_inline))
 
 /* ---- 16 doubles: two 8-double registers (AVX-512) or four of 4 (AVX2), for float64 (policy
@@ -434,12 +439,12 @@ LS_INLINE float ls_rnd1(const int P, float v) {
 }
 /* 16 values of the storage format from element i of p, exactly as floats */
 LS_INLINE lsv16 ls_load(const int P, const void* p, ptrdiff_t i) {
-    if (P == LS_F16) {
+    if (LS_SF16(P)) {
         const uint16_t* h = (const uint16_t*)p + i;
         return lsv_pair(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)h)),
                         _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(h + 8))));
     }
-    if (P == LS_BF16) {
+    if (LS_SBF16(P)) {
         const uint16_t* h = (const uint16_t*)p + i;
         return lsv_pair(ls_widen_bf16(_mm_loadu_si128((const __m128i*)h)),
                         ls_widen_bf16(_mm_loadu_si128((const __m128i*)(h + 8))));
@@ -451,13 +456,13 @@ LS_INLINE lsv16 ls_load(const int P, const void* p, ptrdiff_t i) {
 LS_INLINE lsv16 ls_load_n(const int P, const void* p, ptrdiff_t i, ptrdiff_t n) {
 #if defined(__AVX512F__)
     unsigned m = (1u << n) - 1;
-    if (P == LS_F16) {
+    if (LS_SF16(P)) {
         __m256i h = _mm256_castsi128_si256(_mm_maskz_loadu_epi16((__mmask8)m, (const uint16_t*)p + i));
         h = _mm256_inserti128_si256(h, _mm_maskz_loadu_epi16((__mmask8)(m >> 8), (const uint16_t*)p + i + 8), 1);
         return lsv_pair(_mm256_cvtph_ps(_mm256_castsi256_si128(h)),
                         _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
     }
-    if (P == LS_BF16) {
+    if (LS_SBF16(P)) {
         __m128i h0 = _mm_maskz_loadu_epi16((__mmask8)m, (const uint16_t*)p + i);
         __m128i h1 = _mm_maskz_loadu_epi16((__mmask8)(m >> 8), (const uint16_t*)p + i + 8);
         return lsv_pair(ls_widen_bf16(h0), ls_widen_bf16(h1));
@@ -465,7 +470,7 @@ LS_INLINE lsv16 ls_load_n(const int P, const void* p, ptrdiff_t i, ptrdiff_t n) 
     const float* f = (const float*)p + i;
     return lsv_pair(_mm256_maskz_loadu_ps((__mmask8)m, f), _mm256_maskz_loadu_ps((__mmask8)(m >> 8), f + 8));
 #else
-    if (LS_IS16(P)) {
+    if (LS_S16(P)) {
         uint16_t buf[16] = {0};
         for (ptrdiff_t j = 0; j < n; j++) buf[j] = ((const uint16_t*)p)[i + j];
         return ls_load(P, buf, 0);
@@ -531,8 +536,8 @@ LS_INLINE void ls_store_any(const int P, void* p, ptrdiff_t i, lsv16 v, ptrdiff_
 #endif
 }
 LS_INLINE float ls_ld1(const int P, const void* p, ptrdiff_t i) {
-    return P == LS_F16 ? ld16_f16(((const uint16_t*)p)[i])
-         : P == LS_BF16 ? ld16_bf16(((const uint16_t*)p)[i]) : ((const float*)p)[i];
+    return LS_SF16(P) ? ld16_f16(((const uint16_t*)p)[i])
+         : LS_SBF16(P) ? ld16_bf16(((const uint16_t*)p)[i]) : ((const float*)p)[i];
 }
 LS_INLINE void ls_st1(const int P, void* p, ptrdiff_t i, float v) {
     if (P == LS_F16) ((uint16_t*)p)[i] = st16_f16(v);
@@ -638,21 +643,40 @@ PRECISION_NOINLINE static int losses_soft_row_f32(
         float c2, int grad_mode, float grad_scale, float* restrict g, float* restrict e,
         int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
     return ls_row(LS_F32, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
-                  tolerance, table, NULL, NULL, loss);
+                  tolerance, table, NULL, NULL, NULL, NULL, loss);
 }
 PRECISION_NOINLINE static int losses_soft_row_f16(
         const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
         float c2, int grad_mode, float grad_scale, uint16_t* restrict g, float* restrict e,
         int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
     return ls_row(LS_F16, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
-                  tolerance, table, NULL, NULL, loss);
+                  tolerance, table, NULL, NULL, NULL, NULL, loss);
 }
 PRECISION_NOINLINE static int losses_soft_row_bf16(
         const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
         float c2, int grad_mode, float grad_scale, uint16_t* restrict g, float* restrict e,
         int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
     return ls_row(LS_BF16, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
-                  tolerance, table, NULL, NULL, loss);
+                  tolerance, table, NULL, NULL, NULL, NULL, loss);
+}
+/* 16-bit storage, float32 arithmetic (accum="float32"): the row in A into the float scratch w
+ * (not stored to S: the caller runs the row code's refinement check on it, then rounds it into
+ * S), the targets in A into tt, the exps into e, and a, k, s, Tk, t_k, D, T into state[0..6]. */
+PRECISION_NOINLINE static int losses_soft_row_f16_f32(
+        const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
+        float c2, int grad_mode, float grad_scale, float* restrict w, float* restrict e,
+        float* restrict tt, int validate, unsigned char* code, double tolerance, double* state,
+        float* loss) {
+    return ls_row(LS_F16A32, x, t, C, smooth, c1, c2, grad_mode, grad_scale, w, e, validate,
+                  code, tolerance, NULL, NULL, NULL, tt, state, loss);
+}
+PRECISION_NOINLINE static int losses_soft_row_bf16_f32(
+        const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
+        float c2, int grad_mode, float grad_scale, float* restrict w, float* restrict e,
+        float* restrict tt, int validate, unsigned char* code, double tolerance, double* state,
+        float* loss) {
+    return ls_row(LS_BF16A32, x, t, C, smooth, c1, c2, grad_mode, grad_scale, w, e, validate,
+                  code, tolerance, NULL, NULL, NULL, tt, state, loss);
 }
 /* float64: the same with doubles (table unused) */
 PRECISION_NOINLINE static int losses_soft_row_f64(
@@ -661,7 +685,7 @@ PRECISION_NOINLINE static int losses_soft_row_f64(
         int validate, unsigned char* code, double tolerance, const float* table,
         const double* next_x, const double* next_t, double* loss) {
     return ls_row_f64(LS_F64, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate,
-                      code, tolerance, table, next_x, next_t, loss);
+                      code, tolerance, table, next_x, next_t, NULL, NULL, loss);
 }
 #else
 #define LOSSES_SOFT_ROWS 0
@@ -694,6 +718,17 @@ static inline int losses_soft_row_bf16(const uint16_t* x, const uint16_t* t, ptr
     return losses_soft_row_f16(x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate,
                                code, tolerance, table, loss);
 }
+static inline int losses_soft_row_f16_f32(const uint16_t* x, const uint16_t* t, ptrdiff_t C,
+                                          int smooth, float c1, float c2, int grad_mode,
+                                          float grad_scale, float* w, float* e, float* tt,
+                                          int validate, unsigned char* code, double tolerance,
+                                          double* state, float* loss) {
+    (void)x; (void)t; (void)C; (void)smooth; (void)c1; (void)c2; (void)grad_mode;
+    (void)grad_scale; (void)w; (void)e; (void)tt; (void)validate; (void)code; (void)tolerance;
+    (void)state; (void)loss;
+    return 0;
+}
+#define losses_soft_row_bf16_f32 losses_soft_row_f16_f32
 static inline int losses_soft_row_f64(const double* x, const double* t, ptrdiff_t C,
                                       int smooth, double c1, double c2, int grad_mode,
                                       double grad_scale, double* g, double* e, int validate,

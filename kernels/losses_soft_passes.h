@@ -43,7 +43,7 @@ LS_INLINE int LS_FN(ls_shift)(const int P, const void* x, ptrdiff_t C, LS_E* a, 
 LS_INLINE LS_E LS_FN(ls_pass3)(const int P, const void* restrict x, const void* restrict t,
                                ptrdiff_t C, LS_E a, int smooth, LS_E c1, LS_E c2, LS_E L, LS_E D,
                                LS_E T, const int mode, LS_E scale, void* restrict g,
-                               const LS_E* restrict e) {
+                               const LS_E* restrict e, LS_E* restrict tt_out) {
     LS_V av = V_(set1)(a), c1v = V_(set1)(c1), c2v = V_(set1)(c2);
     LS_V Lv = V_(set1)(L), Dv = V_(set1)(D), Tv = V_(set1)(T), sv = V_(set1)(scale);
     SUMMATION_TREE_DECLARE_AS(wsum, LS_E);
@@ -62,6 +62,7 @@ LS_INLINE LS_E LS_FN(ls_pass3)(const int P, const void* restrict x, const void* 
                 tv = P_(rnd)(P, V_(add)(P_(rnd)(P, V_(mul)(c1v, tv)), c2v));
                 if (n < 16) tv = V_(keep)(tv, -1, n);
             }
+            if (tt_out) P_(store_e)(tt_out, i, tv, n);   /* the targets in A, for the check */
             LS_V y = P_(rnd)(P, V_(sub)(Lv, z));
             LS_V w = LS_IS16(P) ? V_(where_nonzero)(tv, P_(rnd)(P, V_(mul)(tv, y)))
                                  : V_(times_nonzero)(tv, y);
@@ -97,11 +98,12 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
                             ptrdiff_t C, int smooth, LS_E c1, LS_E c2, int grad_mode,
                             LS_E grad_scale, void* restrict g, LS_E* restrict e, int validate,
                             unsigned char* code, double tolerance, const float* table,
-                            const void* next_x, const void* next_t, LS_E* loss) {
+                            const void* next_x, const void* next_t, LS_E* restrict tt_out,
+                            double* state, LS_E* loss) {
     LS_E a;
     ptrdiff_t k;
     if (!LS_FN(ls_shift)(P, x, C, &a, &k)) return 0;
-    if (!LS_IS16(P) && validate && smooth) {    /* the check reads t, the sums below t' */
+    if (!LS_S16(P) && validate && smooth) {    /* the check reads t, the sums below t' */
         int flags;
         double total = P_(check_row)(t, C, &flags);
         *code = losses_probs_code(flags, total, tolerance);
@@ -136,7 +138,7 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
             LS_V tv = P_(load_any)(P, t, i, n);
             tmin = V_(min)(tmin, tv);
 #if LS_FLOAT
-            if (LS_IS16(P)) ac = lsv_lanes(ac, tv, ls_round_none);
+            if (LS_S16(P)) ac = lsv_lanes(ac, tv, ls_round_none);
 #endif
             if (smooth) tv = P_(rnd)(P, V_(add)(P_(rnd)(P, V_(mul)(c1v, tv)), c2v));
             if (n < 16 || (kr >= 0 && kr < 16)) {
@@ -159,6 +161,12 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
             SUMMATION_TREE_PUSH_AS(csum, float, LS_RND_F32, ls_leaf_sum(LS_F32, ac));
             continue;
         }
+        if (LS_S16(P)) {            /* 16-bit storage, float32 arithmetic */
+            SUMMATION_TREE_PUSH_AS(esum, float, LS_RND_F32, ls_leaf_sum(P, ae));
+            SUMMATION_TREE_PUSH_AS(tsum, float, LS_RND_F32, ls_leaf_sum(P, at));
+            SUMMATION_TREE_PUSH_AS(csum, float, LS_RND_F32, ls_leaf_sum(LS_F32, ac));
+            continue;
+        }
 #endif
         SUMMATION_TREE_PUSH_AS(esum, LS_E, LS_RND_F32, P_(leaf_sum)(P, ae));
         SUMMATION_TREE_PUSH_AS(tsum, LS_E, LS_RND_F32, P_(leaf_sum)(P, at));
@@ -178,7 +186,7 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
     if (smooth) tk = P_(rnd1)(P, P_(rnd1)(P, c1 * tk) + c2);
     LS_E T = P_(rnd1)(P, Tk + tk);
 #if LS_FLOAT
-    if (LS_IS16(P)) {
+    if (LS_S16(P)) {
         if (!(T - T == 0)) return 0;    /* a NaN or infinite target (see the top): the row code */
         if (validate) {
             float check;
@@ -208,23 +216,32 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
     switch (grad_mode) {
     case LOSSES_SOFT_GRAD_ONE:
         loss_row = LS_FN(ls_pass3)(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_ONE,
-                            grad_scale, g, e);
+                            grad_scale, g, e, tt_out);
         break;
     case LOSSES_SOFT_GRAD_INVERSE:
         loss_row = LS_FN(ls_pass3)(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_INVERSE,
-                            grad_scale, g, e);
+                            grad_scale, g, e, tt_out);
         gk = P_(rnd1)(P, gk * grad_scale);
         break;
     case LOSSES_SOFT_GRAD_DIVIDE:
         loss_row = LS_FN(ls_pass3)(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_DIVIDE,
-                            grad_scale, g, e);
+                            grad_scale, g, e, tt_out);
         gk = P_(rnd1)(P, gk / grad_scale);
         break;
     default:
         loss_row = LS_FN(ls_pass3)(P, x, t, C, a, smooth, c1, c2, L, D, T, LOSSES_SOFT_GRAD_NONE,
-                            grad_scale, g, e);
+                            grad_scale, g, e, tt_out);
     }
     if (grad_mode != LOSSES_SOFT_GRAD_NONE) P_(st1)(P, g, k, gk);
+    if (state) {    /* what the refinement check of the row code reads (losses.pyx.tp) */
+        state[0] = (double)a;
+        state[1] = (double)k;
+        state[2] = (double)total;
+        state[3] = (double)Tk;
+        state[4] = (double)tk;
+        state[5] = (double)D;
+        state[6] = (double)T;
+    }
     *loss = loss_row;
     return 1;
 }

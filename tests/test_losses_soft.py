@@ -52,7 +52,8 @@ def gradient_buffer(shape, S, offset):
     return g
 
 
-def run(module, x, t, *, smooth, reduction, batch, grad, validate, tolerance, threads, offset=0):
+def run(module, x, t, *, smooth, reduction, batch, grad, validate, tolerance, threads, offset=0,
+        accum=None):
     """One call of the kernel of x's format (float32, float16, bfloat16 or float64 storage and
     arithmetic),
     its gradient into a buffer `offset` bytes past a multiple of 64."""
@@ -65,7 +66,10 @@ def run(module, x, t, *, smooth, reduction, batch, grad, validate, tolerance, th
     g = gradient_buffer(x.shape, S, offset) if grad else None
     codes = np.full(n, 99, np.uint8) if validate else None
     c1, c2 = (0.875, S.round(0.125 / x.shape[1])) if smooth else (1.0, 0.0)
-    getattr(module, f"softmax_cross_entropy_{S.short}_{S.short}")(
+    A = accum or S
+    if accum is not None:
+        row_loss = np.empty(n, COMPUTE[A.bits])
+    getattr(module, f"softmax_cross_entropy_{S.short}_{A.short}")(
         sv(x), sv(t), None, smooth, c1, float(c2), K.REDUCTIONS[reduction], batch, sv(loss),
         row_loss, None if g is None else sv(g), threads, codes, tolerance,
         0.125 if smooth else 0.0)
@@ -212,3 +216,39 @@ def test_the_api_allocates_gradients_at_a_multiple_of_64_bytes():
         _, g = pr.softmax_cross_entropy(x, t, return_grad=True)
         assert g.ctypes.data % 64 == 0
         assert g.shape == x.shape and g.dtype == dtype and g.flags.c_contiguous and g.flags.writeable
+
+
+@settings(deadline=None)
+@given(fmt=st.sampled_from(["f16", "bf16"]), seed=st.integers(0, 2**32 - 1),
+       c=st.one_of(st.integers(1, 40), st.integers(100, 300), st.sampled_from([128, 1000])),
+       n=st.integers(1, 6), target_kind=st.sampled_from(["dirichlet", "zeros", "bad", "teacher"]),
+       smooth=st.booleans(), scaling=st.sampled_from([("mean", None), ("mean", 4.0), ("sum", 1.0)]),
+       validate=st.booleans(), threads=st.sampled_from([1, 2]), special=st.booleans())
+def test_float32_arithmetic_on_16_bit_storage_gives_the_row_codes_bits(
+        fmt, seed, c, n, target_kind, smooth, scaling, validate, threads, special):
+    """accum="float32" with 16-bit storage: the three passes write the row in float32 to a
+    scratch, then the row code's refinement check runs on it and the flagged rows are recomputed
+    in double or double-double before the rounding into S.  Every output equals the baseline's
+    (the row code), also for "teacher" targets (a rounded softmax of the logits: the gradient
+    cancels, so rows get refined)."""
+    S = FORMATS[fmt]
+    rng = np.random.default_rng(seed)
+    x = logits(rng, n, c, "normal", S)
+    if special:
+        x[rng.integers(0, n), rng.integers(0, c)] = S.round(rng.choice([np.nan, np.inf, -np.inf]))
+    tolerance = 2.0**-5
+    if target_kind == "teacher":
+        with np.errstate(all="ignore"):
+            z = np.asarray(x, np.float64) * 0.999
+            p = np.exp(z - np.nanmax(np.where(np.isfinite(z), z, -np.inf), axis=1, keepdims=True))
+            t = S.round(np.nan_to_num(p / np.nansum(p, axis=1, keepdims=True)))
+    else:
+        t = targets(rng, n, c, target_kind, tolerance, S)
+    reduction, batch = scaling
+    batch = float(n) if batch is None else batch
+    kw = dict(smooth=smooth, reduction=reduction, batch=batch, grad=True, validate=validate,
+              tolerance=tolerance, threads=threads, accum=pr.float32)
+    with np.errstate(all="ignore"):
+        want = run(BUILDS[""], x, t, **kw)
+        for module in WIDE_BUILDS.values():
+            assert_same(run(module, x, t, **kw), want)
