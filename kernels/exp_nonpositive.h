@@ -339,32 +339,43 @@ EXP_NONPOSITIVE_F64_VECTOR(4, 256, __m256d, __m256i, _mm256, _mm256_set1_epi64x,
 #define EXP_NONPOSITIVE_F64_TAB(tab) const __m256d* tab = NULL
 #endif
 
-/* e[i] = exp(z[i]) for the first multiple of the vector width of n (0 in the baseline build,
-   whose loops GCC vectorises); returns how many.  z may be e (each vector is loaded before its
-   result is stored). */
-static inline ptrdiff_t exp_nonpositive_vectors_f32(const float* z, float* e, ptrdiff_t n) {
+/* e[i] = exp(R(x[i] - a)) (shift) or exp(x[i]) for the first multiple of the vector width of n
+   (0 in the baseline build, whose loops GCC vectorises); returns how many.  x may be e (each
+   vector is loaded before its result is stored). */
+static inline __attribute__((always_inline)) ptrdiff_t exp_nonpositive_vectors_shift_f32(
+        const float* x, float a, const int shift, float* e, ptrdiff_t n) {
     ptrdiff_t i = 0;
 #ifdef __AVX512F__
     __m512d tab0 = _mm512_loadu_pd(EXP2_J16_SCALED), tab1 = _mm512_loadu_pd(EXP2_J16_SCALED + 8);
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_loadu_ps(z + i), tab0, tab1));
+    __m512 av = _mm512_set1_ps(a);
+    for (; i + 16 <= n; i += 16) {
+        __m512 z = _mm512_loadu_ps(x + i);
+        if (shift) z = _mm512_sub_ps(z, av);
+        _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(z, tab0, tab1));
+    }
 #elif defined(__AVX2__)
     EXP_NONPOSITIVE_AVX2_TAB(tab);
-    for (; i + 16 <= n; i += 16) {
-        __m256 e0, e1;
-        exp_nonpositive_f32_x16_avx2(_mm256_loadu_ps(z + i), _mm256_loadu_ps(z + i + 8), tab,
-                                     &e0, &e1);
+    __m256 av = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 16) {
+        __m256 z0 = _mm256_loadu_ps(x + i), e0, e1;
+        if (shift) z0 = _mm256_sub_ps(z0, av);
+        if (i + 16 > n) {           /* the last 8 */
+            _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(z0, tab));
+            return i + 8;
+        }
+        __m256 z1 = _mm256_loadu_ps(x + i + 8);
+        if (shift) z1 = _mm256_sub_ps(z1, av);
+        exp_nonpositive_f32_x16_avx2(z0, z1, tab, &e0, &e1);
         _mm256_storeu_ps(e + i, e0);
         _mm256_storeu_ps(e + i + 8, e1);
     }
-    if (i + 8 <= n) {
-        _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(_mm256_loadu_ps(z + i), tab));
-        i += 8;
-    }
 #else
-    (void)z; (void)e; (void)n;
+    (void)x; (void)a; (void)shift; (void)e; (void)n;
 #endif
     return i;
+}
+static inline ptrdiff_t exp_nonpositive_vectors_f32(const float* z, float* e, ptrdiff_t n) {
+    return exp_nonpositive_vectors_shift_f32(z, 0.0f, 0, e, n);
 }
 /* d[i] = exp_nonpositive_f32_wide(z[i]) by the vector code above, for the first multiple of
    its width of n (0 in the baseline build); returns how many (for the test that compares the
@@ -426,29 +437,7 @@ PRECISION_NOINLINE static void exp_nonpositive_inplace_f64(double* restrict e, p
 }
 PRECISION_NOINLINE static void exp_nonpositive_shifted_f32(const float* restrict x, float a,
                                                            float* restrict e, ptrdiff_t n) {
-    ptrdiff_t i = 0;
-#ifdef __AVX512F__
-    __m512d tab0 = _mm512_loadu_pd(EXP2_J16_SCALED), tab1 = _mm512_loadu_pd(EXP2_J16_SCALED + 8);
-    __m512 av = _mm512_set1_ps(a);
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(_mm512_sub_ps(_mm512_loadu_ps(x + i), av),
-                                                        tab0, tab1));
-#elif defined(__AVX2__)
-    EXP_NONPOSITIVE_AVX2_TAB(tab);
-    __m256 av = _mm256_set1_ps(a);
-    for (; i + 16 <= n; i += 16) {
-        __m256 e0, e1;
-        exp_nonpositive_f32_x16_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), av),
-                                     _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), av), tab, &e0, &e1);
-        _mm256_storeu_ps(e + i, e0);
-        _mm256_storeu_ps(e + i + 8, e1);
-    }
-    if (i + 8 <= n) {
-        _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(
-                                    _mm256_sub_ps(_mm256_loadu_ps(x + i), av), tab));
-        i += 8;
-    }
-#endif
+    ptrdiff_t i = exp_nonpositive_vectors_shift_f32(x, a, 1, e, n);
     for (; i < n; i++) e[i] = exp_nonpositive_f32(x[i] - a);
 }
 /* e[i] = exp(z[i]) by the vector exp above for the first multiple of its width of n (0 in the

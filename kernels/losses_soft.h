@@ -598,8 +598,7 @@ LS_INLINE double ls_check_row(const void* t, ptrdiff_t C, int* flags) {
     return losses_check_row_f32((const float*)t, C, flags);
 }
 #define LS_RND_F32(x) (x)
-#define LS_RND_F16(x) rnd_f16(x)
-#define LS_RND_BF16(x) rnd_bf16(x)
+#define LS_RND_P(x) P_(rnd1)(P, x)     /* the policy's rounding, in the passes (P in scope) */
 
 /* how the gradient is scaled: by nothing (N = 1), by the exact inverse of N, or divided by N */
 enum { LOSSES_SOFT_GRAD_NONE = 0, LOSSES_SOFT_GRAD_ONE, LOSSES_SOFT_GRAD_INVERSE, LOSSES_SOFT_GRAD_DIVIDE };
@@ -634,8 +633,8 @@ enum { LOSSES_SOFT_GRAD_NONE = 0, LOSSES_SOFT_GRAD_ONE, LOSSES_SOFT_GRAD_INVERSE
  * row's loss in the arithmetic format, g (if grad_mode is not LOSSES_SOFT_GRAD_NONE) the
  * gradient row, e (C values of the compute type: float; float64: double) scratch.  grad_scale:
  * the exact 1/N or N (LOSSES_SOFT_GRAD_INVERSE / _DIVIDE).  validate: *code = the target check's
- * code of t (see the top of this file).  table: float16's exp table (losses.pyx.tp's
- * _exp_neg_f16).  float64's next_x, next_t: the next row this thread takes (or NULL), fetched
+ * code of t (see the top of this file).  table: the 16-bit formats' exp table (losses.pyx.tp's
+ * _exp_neg_f16 / _exp_neg_bf16).  float64's next_x, next_t: the next row this thread takes (or NULL), fetched
  * into cache during pass 2 (float64 moves twice the bytes per value; for float32 the prefetches
  * measured slower). */
 PRECISION_NOINLINE static int losses_soft_row_f32(
@@ -645,39 +644,31 @@ PRECISION_NOINLINE static int losses_soft_row_f32(
     return ls_row(LS_F32, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
                   tolerance, table, NULL, NULL, NULL, NULL, loss);
 }
-PRECISION_NOINLINE static int losses_soft_row_f16(
-        const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
-        float c2, int grad_mode, float grad_scale, uint16_t* restrict g, float* restrict e,
-        int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
-    return ls_row(LS_F16, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
-                  tolerance, table, NULL, NULL, NULL, NULL, loss);
+/* float16, bfloat16: the same with 16-bit storage and arithmetic */
+#define LS_DEFINE_ROW16(S, POLICY)                                                                \
+PRECISION_NOINLINE static int losses_soft_row_##S(                                               \
+        const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1, \
+        float c2, int grad_mode, float grad_scale, uint16_t* restrict g, float* restrict e,      \
+        int validate, unsigned char* code, double tolerance, const float* table, float* loss) {  \
+    return ls_row(POLICY, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,  \
+                  tolerance, table, NULL, NULL, NULL, NULL, loss);                              \
 }
-PRECISION_NOINLINE static int losses_soft_row_bf16(
-        const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
-        float c2, int grad_mode, float grad_scale, uint16_t* restrict g, float* restrict e,
-        int validate, unsigned char* code, double tolerance, const float* table, float* loss) {
-    return ls_row(LS_BF16, x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate, code,
-                  tolerance, table, NULL, NULL, NULL, NULL, loss);
-}
+LS_DEFINE_ROW16(f16, LS_F16)
+LS_DEFINE_ROW16(bf16, LS_BF16)
 /* 16-bit storage, float32 arithmetic (accum="float32"): the row in A into the float scratch w
  * (not stored to S: the caller runs the row code's refinement check on it, then rounds it into
  * S), the targets in A into tt, the exps into e, and a, k, s, Tk, t_k, D, T into state[0..6]. */
-PRECISION_NOINLINE static int losses_soft_row_f16_f32(
-        const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
-        float c2, int grad_mode, float grad_scale, float* restrict w, float* restrict e,
-        float* restrict tt, int validate, unsigned char* code, double tolerance, double* state,
-        float* loss) {
-    return ls_row(LS_F16A32, x, t, C, smooth, c1, c2, grad_mode, grad_scale, w, e, validate,
-                  code, tolerance, NULL, NULL, NULL, tt, state, loss);
+#define LS_DEFINE_ROW_A32(S, POLICY)                                                              \
+PRECISION_NOINLINE static int losses_soft_row_##S##_f32(                                         \
+        const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1, \
+        float c2, int grad_mode, float grad_scale, float* restrict w, float* restrict e,        \
+        float* restrict tt, int validate, unsigned char* code, double tolerance, double* state,  \
+        float* loss) {                                                                            \
+    return ls_row(POLICY, x, t, C, smooth, c1, c2, grad_mode, grad_scale, w, e, validate, code,  \
+                  tolerance, NULL, NULL, NULL, tt, state, loss);                                \
 }
-PRECISION_NOINLINE static int losses_soft_row_bf16_f32(
-        const uint16_t* restrict x, const uint16_t* restrict t, ptrdiff_t C, int smooth, float c1,
-        float c2, int grad_mode, float grad_scale, float* restrict w, float* restrict e,
-        float* restrict tt, int validate, unsigned char* code, double tolerance, double* state,
-        float* loss) {
-    return ls_row(LS_BF16A32, x, t, C, smooth, c1, c2, grad_mode, grad_scale, w, e, validate,
-                  code, tolerance, NULL, NULL, NULL, tt, state, loss);
-}
+LS_DEFINE_ROW_A32(f16, LS_F16A32)
+LS_DEFINE_ROW_A32(bf16, LS_BF16A32)
 /* float64: the same with doubles (table unused) */
 PRECISION_NOINLINE static int losses_soft_row_f64(
         const double* restrict x, const double* restrict t, ptrdiff_t C, int smooth, double c1,
@@ -710,14 +701,7 @@ static inline int losses_soft_row_f16(const uint16_t* x, const uint16_t* t, ptrd
     (void)table; (void)loss;
     return 0;
 }
-static inline int losses_soft_row_bf16(const uint16_t* x, const uint16_t* t, ptrdiff_t C,
-                                       int smooth, float c1, float c2, int grad_mode,
-                                       float grad_scale, uint16_t* g, float* e, int validate,
-                                       unsigned char* code, double tolerance, const float* table,
-                                       float* loss) {
-    return losses_soft_row_f16(x, t, C, smooth, c1, c2, grad_mode, grad_scale, g, e, validate,
-                               code, tolerance, table, loss);
-}
+#define losses_soft_row_bf16 losses_soft_row_f16
 static inline int losses_soft_row_f16_f32(const uint16_t* x, const uint16_t* t, ptrdiff_t C,
                                           int smooth, float c1, float c2, int grad_mode,
                                           float grad_scale, float* w, float* e, float* tt,

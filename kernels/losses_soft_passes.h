@@ -80,13 +80,9 @@ LS_INLINE LS_E LS_FN(ls_pass3)(const int P, const void* restrict x, const void* 
                 P_(store_any)(P, g, i, gv, n);
             }
         }
-        if (P == LS_F16) SUMMATION_TREE_PUSH_AS(wsum, LS_E, LS_RND_F16, P_(leaf_sum)(P, aw));
-        else if (P == LS_BF16) SUMMATION_TREE_PUSH_AS(wsum, LS_E, LS_RND_BF16, P_(leaf_sum)(P, aw));
-        else SUMMATION_TREE_PUSH_AS(wsum, LS_E, LS_RND_F32, P_(leaf_sum)(P, aw));
+        SUMMATION_TREE_PUSH_AS(wsum, LS_E, LS_RND_P, P_(leaf_sum)(P, aw));
     }
-    if (P == LS_F16) SUMMATION_TREE_FINISH_AS(wsum, LS_E, LS_RND_F16, loss);
-    else if (P == LS_BF16) SUMMATION_TREE_FINISH_AS(wsum, LS_E, LS_RND_BF16, loss);
-    else SUMMATION_TREE_FINISH_AS(wsum, LS_E, LS_RND_F32, loss);
+    SUMMATION_TREE_FINISH_AS(wsum, LS_E, LS_RND_P, loss);
 #if !LS_FLOAT
     if (stream) _mm_sfence();   /* the streamed stores before anything after them (g_k, ...) */
 #endif
@@ -149,39 +145,14 @@ LS_INLINE int LS_FN(ls_row)(const int P, const void* restrict x, const void* res
             at = P_(lanes)(P, at, tv);
         }
 #if LS_FLOAT
-        if (P == LS_F16) {
-            SUMMATION_TREE_PUSH_AS(esum, float, LS_RND_F16, ls_leaf_sum(P, ae));
-            SUMMATION_TREE_PUSH_AS(tsum, float, LS_RND_F16, ls_leaf_sum(P, at));
-            SUMMATION_TREE_PUSH_AS(csum, float, LS_RND_F32, ls_leaf_sum(LS_F32, ac));
-            continue;
-        }
-        if (P == LS_BF16) {
-            SUMMATION_TREE_PUSH_AS(esum, float, LS_RND_BF16, ls_leaf_sum(P, ae));
-            SUMMATION_TREE_PUSH_AS(tsum, float, LS_RND_BF16, ls_leaf_sum(P, at));
-            SUMMATION_TREE_PUSH_AS(csum, float, LS_RND_F32, ls_leaf_sum(LS_F32, ac));
-            continue;
-        }
-        if (LS_S16(P)) {            /* 16-bit storage, float32 arithmetic */
-            SUMMATION_TREE_PUSH_AS(esum, float, LS_RND_F32, ls_leaf_sum(P, ae));
-            SUMMATION_TREE_PUSH_AS(tsum, float, LS_RND_F32, ls_leaf_sum(P, at));
-            SUMMATION_TREE_PUSH_AS(csum, float, LS_RND_F32, ls_leaf_sum(LS_F32, ac));
-            continue;
-        }
+        if (LS_S16(P)) SUMMATION_TREE_PUSH_AS(csum, float, LS_RND_F32, ls_leaf_sum(LS_F32, ac));
 #endif
-        SUMMATION_TREE_PUSH_AS(esum, LS_E, LS_RND_F32, P_(leaf_sum)(P, ae));
-        SUMMATION_TREE_PUSH_AS(tsum, LS_E, LS_RND_F32, P_(leaf_sum)(P, at));
+        SUMMATION_TREE_PUSH_AS(esum, LS_E, LS_RND_P, P_(leaf_sum)(P, ae));
+        SUMMATION_TREE_PUSH_AS(tsum, LS_E, LS_RND_P, P_(leaf_sum)(P, at));
     }
     LS_E total, Tk;
-    if (P == LS_F16) {
-        SUMMATION_TREE_FINISH_AS(esum, LS_E, LS_RND_F16, total);
-        SUMMATION_TREE_FINISH_AS(tsum, LS_E, LS_RND_F16, Tk);
-    } else if (P == LS_BF16) {
-        SUMMATION_TREE_FINISH_AS(esum, LS_E, LS_RND_BF16, total);
-        SUMMATION_TREE_FINISH_AS(tsum, LS_E, LS_RND_BF16, Tk);
-    } else {
-        SUMMATION_TREE_FINISH_AS(esum, LS_E, LS_RND_F32, total);
-        SUMMATION_TREE_FINISH_AS(tsum, LS_E, LS_RND_F32, Tk);
-    }
+    SUMMATION_TREE_FINISH_AS(esum, LS_E, LS_RND_P, total);
+    SUMMATION_TREE_FINISH_AS(tsum, LS_E, LS_RND_P, Tk);
     LS_E tk = P_(ld1)(P, t, k);
     if (smooth) tk = P_(rnd1)(P, P_(rnd1)(P, c1 * tk) + c2);
     LS_E T = P_(rnd1)(P, Tk + tk);

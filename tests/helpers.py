@@ -24,3 +24,11 @@ def ulps_apart(a, b, before):
     big = np.maximum(np.maximum(np.abs(a), np.abs(b)), np.abs(np.asarray(before, np.float64)))
     ulp = np.spacing(big.astype(dtype)).astype(np.float64)
     return np.where(a == b, 0.0, np.abs(a - b) / ulp)
+
+
+def buffer_at(shape, dtype, offset):
+    """An uninitialised C-contiguous array whose data starts `offset` bytes past a multiple of 64
+    (the loss kernels stream float64 gradient rows that start at a multiple of 64)."""
+    from precision.losses import _empty_aligned
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return _empty_aligned((nbytes + offset,), np.uint8)[offset:].view(dtype).reshape(shape)

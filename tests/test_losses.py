@@ -34,7 +34,7 @@ import precision as pr
 from precision import losses
 from precision._kernels import _primitives, load, variants
 from precision.exact import emulate, registry
-from tests.helpers import same_bits
+from tests.helpers import buffer_at, same_bits
 from tests.losses_reference import (
     LOGIT_KINDS,
     SPECIAL_LOGIT_KINDS,
@@ -307,10 +307,7 @@ def test_gradient_buffers_aligned_or_not_get_the_same_bits(fmt):
                 warnings.simplefilter("ignore", pr.PrecisionWarning)
                 _, g = pr.softmax_cross_entropy(x, t, return_grad=True, label_smoothing=smoothing)
                 assert g.ctypes.data % 64 == 0
-                nbytes = g.nbytes
-                buf = np.empty(nbytes + 72, np.uint8)
-                start = -buf.ctypes.data % 64 + 8
-                off = buf[start:start + nbytes].view(fmt.dtype).reshape(x.shape)
+                off = buffer_at(x.shape, fmt.dtype, 8)
                 pr.softmax_cross_entropy(x, t, return_grad=True, grad_out=off,
                                          label_smoothing=smoothing)
             assert same_bits(off, g).all()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import precision as pr
 from precision._kernels import variants
-from tests.helpers import same_bits
+from tests.helpers import buffer_at, same_bits
 from tests.test_losses import K
 
 FORMATS = {"f32": pr.float32, "f16": pr.float16, "bf16": pr.bfloat16, "f64": pr.float64}
@@ -44,10 +44,7 @@ def assert_same(mine, theirs):
 def gradient_buffer(shape, S, offset):
     """An array of S filled with 7, starting `offset` bytes past a multiple of 64 (float64 rows
     that start at a multiple of 64 are written with streaming stores, the others are not)."""
-    nbytes = int(np.prod(shape)) * S.dtype.itemsize
-    buf = np.empty(nbytes + 64 + offset, np.uint8)
-    start = -buf.ctypes.data % 64 + offset
-    g = buf[start:start + nbytes].view(S.dtype).reshape(shape)
+    g = buffer_at(shape, S.dtype, offset)
     g[...] = S.round(7.0)
     return g
 
