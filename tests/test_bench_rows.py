@@ -21,6 +21,14 @@ def test_a_row_imports_only_the_library_it_times(setup):
     assert float(done.stdout) > 0
 
 
+def test_a_torch_row_runs_from_its_own_module():
+    """torch's rows live in tests/bench/timed_torch.py, which only a torch row's process imports."""
+    pytest.importorskip("torch")
+    done = run_row(dict(setup="loss_torch", n=8, c=5, fmt="float32", threads=1, calls=2, warmup=1))
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) > 0
+
+
 def test_a_row_that_imported_a_peer_it_does_not_time_is_refused():
     code = ("import sys, torch; sys.argv[1:] = []; from tests.bench import timed; "
             "timed.main(dict(setup='loss_numpy', n=8, c=5, fmt='float32', calls=1, warmup=0))")

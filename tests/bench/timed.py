@@ -4,7 +4,8 @@
                                   "threads": 1, "calls": 15, "warmup": 3}'
 
 prints the median time of the calls in ms. Each ``setup_*`` function imports only the library it
-times, builds the data and returns the call to time, so a row's process holds nothing else.
+times, builds the data and returns the call to time, so a row's process holds nothing else;
+torch's rows are in timed_torch.py, imported only by a torch row's process.
 """
 import json
 import sys
@@ -41,19 +42,6 @@ def setup_loss_numpy(n, c, fmt, threads=1):
     return call
 
 
-def setup_loss_torch(n, c, fmt, threads):
-    import torch
-
-    torch.set_num_threads(threads)
-    x64, t64 = _loss_data(n, c)
-    xt, tt = torch.from_numpy(x64.astype(fmt)), torch.from_numpy(t64.astype(fmt))
-
-    def call():
-        leaf = xt.detach().requires_grad_(True)
-        torch.nn.functional.cross_entropy(leaf, tt).backward()
-    return call
-
-
 def _adam_data(fmt, n=10_000_000):
     rng = np.random.default_rng(0)
     p = rng.standard_normal(n, dtype=np.float32)
@@ -67,17 +55,6 @@ def setup_adam_precision(fmt, threads, eps=1e-8, state=None):
     p, g = (pr.format(fmt).round(a) for a in _adam_data(fmt))
     opt = pr.optim.Adam(lr=1e-3, eps=eps, state_format=state, num_threads=threads)
     return lambda: opt.step(p, g)
-
-
-def setup_adam_torch(fmt, threads):
-    import torch
-
-    torch.set_num_threads(threads)
-    p, g = (a.astype(fmt) for a in _adam_data(fmt))
-    pt = torch.from_numpy(p)
-    pt.grad = torch.from_numpy(g)
-    opt = torch.optim.Adam([pt], lr=1e-3, fused=True)
-    return opt.step
 
 
 def setup_adam_numpy(fmt, threads=1):
@@ -96,7 +73,11 @@ def setup_adam_numpy(fmt, threads=1):
 def main(spec: dict) -> float:
     spec = dict(spec)
     name = spec.pop("setup")
-    setup = globals()[f"setup_{name}"]
+    if name.endswith("_torch"):     # torch's rows live in a module of their own
+        from tests.bench import timed_torch
+        setup = getattr(timed_torch, f"setup_{name}")
+    else:
+        setup = globals()[f"setup_{name}"]
     calls, warmup = spec.pop("calls"), spec.pop("warmup")
     warnings.simplefilter("ignore")
     call = setup(**spec)
