@@ -93,8 +93,10 @@ static const double EXP2_J64_LO_INIT[64] = {
 };
 static double EXP2_J64_HI[64], EXP2_J64_LO[64];
 static double EXP2_J16[16];
-static uint32_t EXP2_J16_HI32[16], EXP2_J16_LO32[16];   /* EXP2_J16's words (the AVX2 lookup) */
 static double EXP2_J16_SCALED[16];      /* bits of EXP2_J16[j] - (j << 48) (the AVX-512 lookup) */
+#if defined(__AVX2__) && !defined(__AVX512F__)
+static void exp_nonpositive_init_avx2(void);        /* the AVX2 lookup's tables: see there */
+#endif
 
 static void exp_nonpositive_init(void)
 {
@@ -104,10 +106,11 @@ static void exp_nonpositive_init(void)
     }
     for (int j = 0; j < 16; j++) {
         EXP2_J16[j] = EXP2_J64_HI_INIT[4 * j];
-        EXP2_J16_HI32[j] = (uint32_t)(fp_f64_bits(EXP2_J16[j]) >> 32);
-        EXP2_J16_LO32[j] = (uint32_t)fp_f64_bits(EXP2_J16[j]);
         EXP2_J16_SCALED[j] = fp_bits_f64(fp_f64_bits(EXP2_J16[j]) - ((uint64_t)j << 48));
     }
+#if defined(__AVX2__) && !defined(__AVX512F__)
+    exp_nonpositive_init_avx2();
+#endif
 }
 
 #define EXP_F32_SHIFT 0x1.8p52
@@ -174,88 +177,155 @@ static inline __m512 exp_nonpositive_f32_x16(__m512 z, __m512d tab0, __m512d tab
 
 #if defined(__AVX2__) && !defined(__AVX512F__)
 #include <immintrin.h>
-/* exp_nonpositive_f32_wide for the AVX2 build: N (1 or 2) vectors z[] of 8 floats as 2 N
-   vectors of 4 doubles, d[2 i] from z[i]'s low 4 floats, d[2 i + 1] from its high 4.  The scalar
-   code's operations in its order, each step over all 2 N vectors before the next, so their
-   latencies overlap (with 4 doubles per register, one vector's chain alone keeps the FP units
-   idle).  GCC vectorises the scalar table lookup into one load and insert per element; here it
-   is done in registers: the table is held as its 16 high and 16 low 32-bit words
-   (EXP2_J16_HI32 / EXP2_J16_LO32, two registers each), the 8 k's of a pair of vectors (the low
-   words of t's bits) are packed into one vector, a lane-crossing permute per register picks
-   word k & 7, a blend on bit 3 of k picks the register, and unpacking the low and high words
-   gives the doubles back in the order of the two vectors.  2^m is added to the entry's exponent
-   before the multiply (same bits: see there). */
-#define EXP_AVX2_STEP(N, stmt) for (int c = 0; c < 2 * (N); c++) { stmt; }
-static inline __attribute__((always_inline)) void exp_nonpositive_f32_wide_avx2(
-        const __m256* z, const int N, const __m256 tab[4], __m256d* d) {
-    const __m256d SHIFT = _mm256_set1_pd(EXP_F32_SHIFT);
-    __m256d w[4], t[4], r[4], r2[4], a[4], b[4];
-    for (int i = 0; i < N; i++) {
-        __m256 zc = _mm256_max_ps(_mm256_set1_ps(-110.0f), z[i]);   /* -110 > z ? -110 : z */
-        w[2 * i] = _mm256_cvtps_pd(_mm256_castps256_ps128(zc));
-        w[2 * i + 1] = _mm256_cvtps_pd(_mm256_extractf128_ps(zc, 1));
+/* exp_nonpositive_f32_wide for the AVX2 build, 16 floats z0, z1 -> 16 doubles d[0..3] (d[0]:
+   z0[0..3], d[1]: z0[4..7], d[2], d[3]: z1's): the scalar code's operations in its order, for
+   the four 4-double vectors in lockstep through the reduction (one vector's chain alone leaves
+   the FP units idle), then each vector's polynomial.  Written in assembly: GCC's register
+   allocation of the same steps as intrinsics, with 16 vector registers, came out at some 145
+   instructions per 16 values in the row loop (copies of constants, spills of t and a, the
+   table held in registers); here it is 88, every constant an operand in memory, 12 registers,
+   and the row loop 8-9 % faster (docs/losses.md).  The table lookup is done in registers: the
+   table is held as its 16 high and 16 low 32-bit words, the high ones less j << 16; the 8 k's
+   of a pair of vectors (the low words of t's bits: SHIFT's low word is 0) are packed into one
+   vector, a lane-crossing permute of each half of the table picks word k & 7, a blend on bit 3
+   of k picks the half, and unpacking the low and high words gives the doubles back in the order
+   of the two vectors.  Adding k << 16 (= m << 20 + j << 16 mod 2^32, m = k >> 4) to the high
+   word makes it T_j 2^m, a normal double (|m| <= 176): R(T_j 2^m + T_j 2^m p1) is the scalar
+   R(R(T_j + T_j p1) 2^m), since a normal double scales exactly by a power of 2. */
+typedef struct {
+    float m110[8];                          /* the clamp */
+    double c16[4], shift[4], c[4];          /* EXP_F32_C16, EXP_F32_SHIFT, EXP_F32_C */
+    double p6[4], p2[4], p120[4], p24[4], p720[4];   /* 1/6, 1/2, 1/120, 1/24, 1/720 */
+    uint32_t hi0[8], hi1[8], lo0[8], lo1[8];  /* EXP2_J16[j]'s words, hi less j << 16 */
+} __attribute__((aligned(32))) exp_avx2_constants;
+static exp_avx2_constants EXP_AVX2;
+static void exp_nonpositive_init_avx2(void)
+{
+    for (int i = 0; i < 8; i++) EXP_AVX2.m110[i] = -110.0f;
+    for (int i = 0; i < 4; i++) {
+        EXP_AVX2.c16[i] = EXP_F32_C16;
+        EXP_AVX2.shift[i] = EXP_F32_SHIFT;
+        EXP_AVX2.c[i] = EXP_F32_C;
+        EXP_AVX2.p6[i] = 1.0 / 6.0;
+        EXP_AVX2.p2[i] = 0.5;
+        EXP_AVX2.p120[i] = 1.0 / 120.0;
+        EXP_AVX2.p24[i] = 1.0 / 24.0;
+        EXP_AVX2.p720[i] = 1.0 / 720.0;
     }
-    EXP_AVX2_STEP(N, t[c] = _mm256_fmadd_pd(w[c], _mm256_set1_pd(EXP_F32_C16), SHIFT))
-    EXP_AVX2_STEP(N, r[c] = _mm256_sub_pd(t[c], SHIFT))                             /* kd */
-    EXP_AVX2_STEP(N, r[c] = _mm256_fnmadd_pd(r[c], _mm256_set1_pd(EXP_F32_C), w[c]))
-    EXP_AVX2_STEP(N, r2[c] = _mm256_mul_pd(r[c], r[c]))
-    EXP_AVX2_STEP(N, a[c] = _mm256_fmadd_pd(r[c], _mm256_set1_pd(1.0 / 6.0), _mm256_set1_pd(0.5)))
-    EXP_AVX2_STEP(N, b[c] = _mm256_fmadd_pd(r[c], _mm256_set1_pd(1.0 / 120.0),
-                                            _mm256_set1_pd(1.0 / 24.0)))
-    EXP_AVX2_STEP(N, b[c] = _mm256_fmadd_pd(r2[c], _mm256_set1_pd(1.0 / 720.0), b[c]))
-    EXP_AVX2_STEP(N, a[c] = _mm256_fmadd_pd(r2[c], b[c], a[c]))
-    EXP_AVX2_STEP(N, a[c] = _mm256_fmadd_pd(r2[c], a[c], r[c]))                     /* p1 */
-    for (int i = 0; i < N; i++) {
-        /* low words of t0, t1 (k's, as 32-bit integers: SHIFT's low word is 0), in the order
-           (t0[0], t0[1], t1[0], t1[1] | t0[2], t0[3], t1[2], t1[3]) */
-        __m256i k = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castpd_ps(t[2 * i]),
-                                                          _mm256_castpd_ps(t[2 * i + 1]),
-                                                          _MM_SHUFFLE(2, 0, 2, 0)));
-        __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(k, 28));   /* blends read the sign */
-        __asm__("" : "+x"(bit3));   /* else GCC rebuilds the sign mask with a compare */
-        __m256i hi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[0], k),
-                                                          _mm256_permutevar8x32_ps(tab[1], k),
-                                                          bit3));
-        __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tab[2], k),
-                                     _mm256_permutevar8x32_ps(tab[3], k), bit3);
-        /* T_j 2^m, m = k >> 4, by adding m to T_j's exponent field (no overflow or underflow:
-           |m| <= 176): R(T_j 2^m + T_j 2^m p1) is the scalar R(R(T_j + T_j p1) 2^m), since a
-           normal double scales exactly by a power of 2 */
-        hi = _mm256_add_epi32(hi, _mm256_slli_epi32(_mm256_srai_epi32(k, 4), 20));
-        /* within each 128-bit lane: unpacklo pairs slots 0, 1 (t0's), unpackhi slots 2, 3 */
-        __m256d T0 = _mm256_castps_pd(_mm256_unpacklo_ps(lo, _mm256_castsi256_ps(hi)));
-        __m256d T1 = _mm256_castps_pd(_mm256_unpackhi_ps(lo, _mm256_castsi256_ps(hi)));
-        d[2 * i] = _mm256_fmadd_pd(T0, a[2 * i], T0);
-        d[2 * i + 1] = _mm256_fmadd_pd(T1, a[2 * i + 1], T1);
+    for (uint32_t j = 0; j < 8; j++) {
+        uint64_t b0 = fp_f64_bits(EXP2_J16[j]), b1 = fp_f64_bits(EXP2_J16[j + 8]);
+        EXP_AVX2.hi0[j] = (uint32_t)(b0 >> 32) - (j << 16);
+        EXP_AVX2.hi1[j] = (uint32_t)(b1 >> 32) - ((j + 8) << 16);
+        EXP_AVX2.lo0[j] = (uint32_t)b0;
+        EXP_AVX2.lo1[j] = (uint32_t)b1;
     }
 }
-#undef EXP_AVX2_STEP
+#define EXP_AVX2_AT(field) "%c[o_" #field "](%[K])"     /* a field of EXP_AVX2, in memory */
+#define EXP_AVX2_OFFSET(field) [o_##field] "i"(offsetof(exp_avx2_constants, field))
+/* one vector's polynomial and product (R: r in, the double e out; T: T_j 2^m; Q, A, B scratch):
+     r2 = r r, a = fma(r, 1/6, 1/2), b = fma(r, 1/120, 1/24), b = fma(r2, 1/720, b),
+     a = fma(r2, b, a), p1 = fma(r2, a, r), e = fma(T, p1, T) */
+#define EXP_AVX2_POLY(R, T, Q, A, B)                                                           \
+    "vmulpd %[" R "], %[" R "], %[" Q "]\n\t"                                                  \
+    "vmovapd " EXP_AVX2_AT(p6) ", %[" A "]\n\t"                                                \
+    "vfmadd213pd " EXP_AVX2_AT(p2) ", %[" R "], %[" A "]\n\t"                                  \
+    "vmovapd " EXP_AVX2_AT(p120) ", %[" B "]\n\t"                                              \
+    "vfmadd213pd " EXP_AVX2_AT(p24) ", %[" R "], %[" B "]\n\t"                                 \
+    "vfmadd231pd " EXP_AVX2_AT(p720) ", %[" Q "], %[" B "]\n\t"                                \
+    "vfmadd231pd %[" B "], %[" Q "], %[" A "]\n\t"                                             \
+    "vfmadd231pd %[" A "], %[" Q "], %[" R "]\n\t"                                             \
+    "vfmadd213pd %[" T "], %[" T "], %[" R "]\n\t"
+/* the table lookup of a pair of vectors (K: their packed k's, clobbered; T0, T1 out; M, H, L,
+   X scratch) */
+#define EXP_AVX2_LOOKUP(Kv, T0, T1, M, H, L, X)                                                \
+    "vpslld $28, %[" Kv "], %[" M "]\n\t"                /* bit 3 of k -> the sign: the blend's */ \
+    "vpermps " EXP_AVX2_AT(hi0) ", %[" Kv "], %[" H "]\n\t"                                    \
+    "vpermps " EXP_AVX2_AT(hi1) ", %[" Kv "], %[" X "]\n\t"                                    \
+    "vblendvps %[" M "], %[" X "], %[" H "], %[" H "]\n\t"                                     \
+    "vpermps " EXP_AVX2_AT(lo0) ", %[" Kv "], %[" L "]\n\t"                                    \
+    "vpermps " EXP_AVX2_AT(lo1) ", %[" Kv "], %[" X "]\n\t"                                    \
+    "vblendvps %[" M "], %[" X "], %[" L "], %[" L "]\n\t"                                     \
+    "vpslld $16, %[" Kv "], %[" Kv "]\n\t"                                                     \
+    "vpaddd %[" Kv "], %[" H "], %[" H "]\n\t"                  /* high words + k << 16 */     \
+    "vunpcklps %[" H "], %[" L "], %[" T0 "]\n\t"                                              \
+    "vunpckhps %[" H "], %[" L "], %[" T1 "]\n\t"
+static inline __attribute__((always_inline)) void exp_nonpositive_f32_x16_wide_avx2(
+        __m256 z0, __m256 z1, __m256d d[4]) {
+    __m256d v0, v1, v2, v3, s0, s1, s2, s3, s6, s7, s8, s9;
+    v0 = _mm256_castps_pd(z0);
+    v1 = _mm256_castps_pd(z1);
+    __asm__(
+        /* w = (double)max(-110, z) (the max's first operand -110: a NaN z stays NaN) */
+        "vmovaps " EXP_AVX2_AT(m110) ", %[s3]\n\t"
+        "vmaxps %[v0], %[s3], %[v0]\n\t"
+        "vmaxps %[v1], %[s3], %[v1]\n\t"
+        "vcvtps2pd %x[v0], %[s0]\n\t"
+        "vextractf128 $1, %[v0], %x[v0]\n\t"
+        "vcvtps2pd %x[v0], %[s1]\n\t"
+        "vcvtps2pd %x[v1], %[s2]\n\t"
+        "vextractf128 $1, %[v1], %x[v1]\n\t"
+        "vcvtps2pd %x[v1], %[s3]\n\t"                      /* w: s0, s1, s2, s3 */
+        /* t = fma(w, C16, SHIFT) */
+        "vmovapd " EXP_AVX2_AT(c16) ", %[v0]\n\t"
+        "vfmadd213pd " EXP_AVX2_AT(shift) ", %[s0], %[v0]\n\t"
+        "vmovapd " EXP_AVX2_AT(c16) ", %[v1]\n\t"
+        "vfmadd213pd " EXP_AVX2_AT(shift) ", %[s1], %[v1]\n\t"
+        "vmovapd " EXP_AVX2_AT(c16) ", %[v2]\n\t"
+        "vfmadd213pd " EXP_AVX2_AT(shift) ", %[s2], %[v2]\n\t"
+        "vmovapd " EXP_AVX2_AT(c16) ", %[v3]\n\t"
+        "vfmadd213pd " EXP_AVX2_AT(shift) ", %[s3], %[v3]\n\t"
+        /* the k's of each pair: (t0[0], t0[1], t1[0], t1[1] | t0[2], t0[3], t1[2], t1[3]) */
+        "vshufps $0x88, %[v1], %[v0], %[s6]\n\t"
+        "vshufps $0x88, %[v3], %[v2], %[s7]\n\t"
+        /* kd = t - SHIFT, r = fma(kd, -C, w) */
+        "vsubpd " EXP_AVX2_AT(shift) ", %[v0], %[v0]\n\t"
+        "vsubpd " EXP_AVX2_AT(shift) ", %[v1], %[v1]\n\t"
+        "vsubpd " EXP_AVX2_AT(shift) ", %[v2], %[v2]\n\t"
+        "vsubpd " EXP_AVX2_AT(shift) ", %[v3], %[v3]\n\t"
+        "vfnmadd132pd " EXP_AVX2_AT(c) ", %[s0], %[v0]\n\t"
+        "vfnmadd132pd " EXP_AVX2_AT(c) ", %[s1], %[v1]\n\t"
+        "vfnmadd132pd " EXP_AVX2_AT(c) ", %[s2], %[v2]\n\t"
+        "vfnmadd132pd " EXP_AVX2_AT(c) ", %[s3], %[v3]\n\t"     /* r: v0, v1, v2, v3 */
+        EXP_AVX2_LOOKUP("s6", "s0", "s3", "s0", "s1", "s2", "s3")     /* T: s0, s3 */
+        EXP_AVX2_LOOKUP("s7", "s1", "s7", "s1", "s2", "s6", "s8")     /* T: s1, s7 */
+        EXP_AVX2_POLY("v0", "s0", "s8", "s2", "s6")
+        EXP_AVX2_POLY("v1", "s3", "s2", "s9", "s0")
+        EXP_AVX2_POLY("v2", "s1", "s9", "s6", "s8")
+        EXP_AVX2_POLY("v3", "s7", "s0", "s2", "s3")
+        : [v0] "+x"(v0), [v1] "+x"(v1), [v2] "=&x"(v2), [v3] "=&x"(v3), [s0] "=&x"(s0),
+          [s1] "=&x"(s1), [s2] "=&x"(s2), [s3] "=&x"(s3), [s6] "=&x"(s6), [s7] "=&x"(s7),
+          [s8] "=&x"(s8), [s9] "=&x"(s9)
+        : [K] "r"(&EXP_AVX2), "m"(EXP_AVX2), EXP_AVX2_OFFSET(m110), EXP_AVX2_OFFSET(c16),
+          EXP_AVX2_OFFSET(shift), EXP_AVX2_OFFSET(c), EXP_AVX2_OFFSET(p6), EXP_AVX2_OFFSET(p2),
+          EXP_AVX2_OFFSET(p120), EXP_AVX2_OFFSET(p24), EXP_AVX2_OFFSET(p720),
+          EXP_AVX2_OFFSET(hi0), EXP_AVX2_OFFSET(hi1), EXP_AVX2_OFFSET(lo0), EXP_AVX2_OFFSET(lo1));
+    d[0] = v0;
+    d[1] = v1;
+    d[2] = v2;
+    d[3] = v3;
+}
+#undef EXP_AVX2_AT
+#undef EXP_AVX2_OFFSET
+#undef EXP_AVX2_POLY
+#undef EXP_AVX2_LOOKUP
 /* the 8 doubles as one vector of floats, not two 4-float stores: a load of 8 right after them
    cannot take its value from the store buffer (a stall per call) */
 static inline __m256 exp_nonpositive_f32_narrow_avx2(const __m256d* d) {
     return _mm256_set_m128(_mm256_cvtpd_ps(d[1]), _mm256_cvtpd_ps(d[0]));
 }
-/* exp of 8 floats z (<= 0, -inf, NaN); tab: EXP2_J16_HI32[0..7], [8..15], EXP2_J16_LO32[0..7],
-   [8..15] */
-static inline __m256 exp_nonpositive_f32_x8_avx2(__m256 z, const __m256 tab[4]) {
-    __m256d d[2];
-    exp_nonpositive_f32_wide_avx2(&z, 1, tab, d);
-    return exp_nonpositive_f32_narrow_avx2(d);
-}
-/* exp of 16 floats, z0 then z1, into *e0, *e1 */
-static inline void exp_nonpositive_f32_x16_avx2(__m256 z0, __m256 z1, const __m256 tab[4],
-                                                __m256* e0, __m256* e1) {
-    __m256 z[2] = {z0, z1};
+/* exp of 16 floats (<= 0, -inf, NaN), z0 then z1, into *e0, *e1 */
+static inline void exp_nonpositive_f32_x16_avx2(__m256 z0, __m256 z1, __m256* e0, __m256* e1) {
     __m256d d[4];
-    exp_nonpositive_f32_wide_avx2(z, 2, tab, d);
+    exp_nonpositive_f32_x16_wide_avx2(z0, z1, d);
     *e0 = exp_nonpositive_f32_narrow_avx2(d);
     *e1 = exp_nonpositive_f32_narrow_avx2(d + 2);
 }
-#define EXP_NONPOSITIVE_AVX2_TAB(tab)                                                          \
-    __m256 tab[4] = {_mm256_loadu_ps((const float*)EXP2_J16_HI32),                            \
-                     _mm256_loadu_ps((const float*)EXP2_J16_HI32 + 8),                        \
-                     _mm256_loadu_ps((const float*)EXP2_J16_LO32),                            \
-                     _mm256_loadu_ps((const float*)EXP2_J16_LO32 + 8)}
+/* exp of 8 floats: the 16-value code on z twice (for the tails only) */
+static inline __m256 exp_nonpositive_f32_x8_avx2(__m256 z) {
+    __m256d d[4];
+    exp_nonpositive_f32_x16_wide_avx2(z, z, d);
+    return exp_nonpositive_f32_narrow_avx2(d);
+}
 #endif
 
 #define EXP_F64_C64 0x1.71547652b82fep+6                  /* 64 / ln 2, rounded */
@@ -354,18 +424,17 @@ static inline __attribute__((always_inline)) ptrdiff_t exp_nonpositive_vectors_s
         _mm512_storeu_ps(e + i, exp_nonpositive_f32_x16(z, tab0, tab1));
     }
 #elif defined(__AVX2__)
-    EXP_NONPOSITIVE_AVX2_TAB(tab);
     __m256 av = _mm256_set1_ps(a);
     for (; i + 8 <= n; i += 16) {
         __m256 z0 = _mm256_loadu_ps(x + i), e0, e1;
         if (shift) z0 = _mm256_sub_ps(z0, av);
         if (i + 16 > n) {           /* the last 8 */
-            _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(z0, tab));
+            _mm256_storeu_ps(e + i, exp_nonpositive_f32_x8_avx2(z0));
             return i + 8;
         }
         __m256 z1 = _mm256_loadu_ps(x + i + 8);
         if (shift) z1 = _mm256_sub_ps(z1, av);
-        exp_nonpositive_f32_x16_avx2(z0, z1, tab, &e0, &e1);
+        exp_nonpositive_f32_x16_avx2(z0, z1, &e0, &e1);
         _mm256_storeu_ps(e + i, e0);
         _mm256_storeu_ps(e + i + 8, e1);
     }
@@ -389,16 +458,14 @@ static inline ptrdiff_t exp_nonpositive_vectors_wide_f32(const float* z, double*
         _mm512_storeu_pd(d + i, exp_nonpositive_f32_x8(_mm512_cvtps_pd(zc), tab0, tab1));
     }
 #elif defined(__AVX2__)
-    EXP_NONPOSITIVE_AVX2_TAB(tab);
     __m256d w[4];
     for (; i + 16 <= n; i += 16) {
-        __m256 zv[2] = {_mm256_loadu_ps(z + i), _mm256_loadu_ps(z + i + 8)};
-        exp_nonpositive_f32_wide_avx2(zv, 2, tab, w);
+        exp_nonpositive_f32_x16_wide_avx2(_mm256_loadu_ps(z + i), _mm256_loadu_ps(z + i + 8), w);
         for (int c = 0; c < 4; c++) _mm256_storeu_pd(d + i + 4 * c, w[c]);
     }
-    if (i + 8 <= n) {
+    if (i + 8 <= n) {                   /* the last 8, as the tails of the loops above */
         __m256 zv = _mm256_loadu_ps(z + i);
-        exp_nonpositive_f32_wide_avx2(&zv, 1, tab, w);
+        exp_nonpositive_f32_x16_wide_avx2(zv, zv, w);
         for (int c = 0; c < 2; c++) _mm256_storeu_pd(d + i + 4 * c, w[c]);
         i += 8;
     }
