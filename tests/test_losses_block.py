@@ -192,14 +192,16 @@ def test_bad_soft_targets_give_the_same_error(s, a):
 
 
 @pytest.mark.parametrize("s,a", POLICIES, ids=POLICY_IDS)
-def test_every_build_gives_identical_bits_on_short_rows(s, a):
+@pytest.mark.parametrize("c,stride", [(10, 1), (1, 1), (7, 1), (8, 2), (17, 1), (33, -1)])
+def test_every_build_gives_identical_bits_on_short_rows(s, a, c, stride):
     """Every build this CPU runs (SSE2, AVX2, AVX-512), block path on, against each other and
-    each against its own row path."""
+    each against its own row path; widths around the float32 tiles' 8-class transposes (their
+    tails, one and several tiles) and rows every other one or reversed."""
     S, A = FMT[s], FMT[a]
     rng = np.random.default_rng(11)
-    n, c = 53, 10
-    x = make_logits(rng, S, n, c, "normal")
-    x[40, 2] = S.round(np.inf)                           # one block falls back
+    n = 53
+    x = make_logits(rng, S, 2 * n, c, "normal")[::stride][:n]
+    x[40, c // 2] = S.round(np.inf)                      # one block falls back
     t = make_targets(rng, S, x.astype(np.float64), "sparse")
     labels = (np.arange(n) % c).astype(np.int64)
     sv = S.storage_view
