@@ -249,19 +249,158 @@ static inline void losses_block_store_f32(const float* T, ptrdiff_t C, float* g,
             }
         }
 }
+/* the same for double tiles (float64 arithmetic): 4 vectors of 4 lanes, 4 x 4 transposes */
+static inline int losses_block_max_f64(const double* Z, ptrdiff_t C, double* a, double* kf) {
+    __m256d av[4], kv[4], nv[4];
+    for (int q = 0; q < 4; q++) {
+        av[q] = _mm256_loadu_pd(Z + 4 * q);
+        kv[q] = _mm256_setzero_pd();
+        nv[q] = _mm256_sub_pd(av[q], av[q]);
+    }
+    for (ptrdiff_t i = 1; i < C; i++) {
+        __m256d fi = _mm256_set1_pd((double)i);
+        for (int q = 0; q < 4; q++) {
+            __m256d v = _mm256_loadu_pd(Z + i * LOSSES_BLOCK_ROWS + 4 * q);
+            __m256d bigger = _mm256_cmp_pd(v, av[q], _CMP_GT_OQ);
+            av[q] = _mm256_blendv_pd(av[q], v, bigger);
+            kv[q] = _mm256_blendv_pd(kv[q], fi, bigger);
+            nv[q] = _mm256_add_pd(nv[q], _mm256_sub_pd(v, v));
+        }
+    }
+    __m256d special = _mm256_setzero_pd();
+    for (int q = 0; q < 4; q++) {
+        _mm256_storeu_pd(a + 4 * q, av[q]);
+        _mm256_storeu_pd(kf + 4 * q, kv[q]);
+        special = _mm256_or_pd(special, _mm256_cmp_pd(nv[q], _mm256_setzero_pd(), _CMP_NEQ_UQ));
+    }
+    return _mm256_movemask_pd(special) != 0;
+}
+static inline void losses_block_t4(__m256d v[4]) {
+    __m256d t0 = _mm256_unpacklo_pd(v[0], v[1]), t1 = _mm256_unpackhi_pd(v[0], v[1]);
+    __m256d t2 = _mm256_unpacklo_pd(v[2], v[3]), t3 = _mm256_unpackhi_pd(v[2], v[3]);
+    v[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    v[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    v[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    v[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+static inline void losses_block_load_f64(const double* x, ptrdiff_t rs, ptrdiff_t C, double* T) {
+    for (int r0 = 0; r0 < LOSSES_BLOCK_ROWS; r0 += 4)
+        for (ptrdiff_t i0 = 0; i0 < C; i0 += 4) {
+            ptrdiff_t n = C - i0 < 4 ? C - i0 : 4;
+            __m256d v[4];
+            if (n == 4) {
+                for (int j = 0; j < 4; j++) v[j] = _mm256_loadu_pd(x + (r0 + j) * rs + i0);
+            } else {
+                __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+                for (int j = 0; j < 4; j++) v[j] = _mm256_maskload_pd(x + (r0 + j) * rs + i0, m);
+            }
+            losses_block_t4(v);
+            for (ptrdiff_t c = 0; c < n; c++)
+                _mm256_storeu_pd(T + (i0 + c) * LOSSES_BLOCK_ROWS + r0, v[c]);
+        }
+}
+static inline void losses_block_store_f64(const double* T, ptrdiff_t C, double* g, ptrdiff_t gs) {
+    for (int r0 = 0; r0 < LOSSES_BLOCK_ROWS; r0 += 4)
+        for (ptrdiff_t i0 = 0; i0 < C; i0 += 4) {
+            ptrdiff_t n = C - i0 < 4 ? C - i0 : 4;
+            __m256d v[4];
+            for (int c = 0; c < 4; c++)
+                v[c] = c < n ? _mm256_loadu_pd(T + (i0 + c) * LOSSES_BLOCK_ROWS + r0)
+                             : _mm256_setzero_pd();
+            losses_block_t4(v);
+            for (int j = 0; j < 4; j++) {
+                double* p = g + (r0 + j) * gs + i0;
+                if (n == 4) {
+                    _mm256_storeu_pd(p, v[j]);
+                    continue;
+                }
+                __m128d w = _mm256_castpd256_pd128(v[j]);
+                if (n & 2) {
+                    _mm_storeu_pd(p, w);
+                    w = _mm256_extractf128_pd(v[j], 1);
+                    p += 2;
+                }
+                if (n & 1) _mm_store_sd(p, w);
+            }
+        }
+}
 #else
-static inline int losses_block_max_f32(const float* Z, ptrdiff_t C, float* a, float* kf) {
-    (void)Z; (void)C; (void)a; (void)kf;
-    return -1;                  /* never called: LOSSES_BLOCK_TRANSPOSES is 0 */
-}
+/* never called (LOSSES_BLOCK_TRANSPOSES is 0): the block code names them in dead branches */
 #define LOSSES_BLOCK_TRANSPOSES 0
-static inline void losses_block_load_f32(const float* x, ptrdiff_t rs, ptrdiff_t C, float* T) {
-    (void)x; (void)rs; (void)C; (void)T;
+#define LOSSES_BLOCK_NEVER(T, S)                                                                   \
+static inline int losses_block_max_##S(const T* Z, ptrdiff_t C, T* a, T* kf) {                     \
+    (void)Z; (void)C; (void)a; (void)kf;                                                           \
+    return -1;                                                                                     \
+}                                                                                                  \
+static inline void losses_block_load_##S(const T* x, ptrdiff_t rs, ptrdiff_t C, T* Z) {            \
+    (void)x; (void)rs; (void)C; (void)Z;                                                           \
+}                                                                                                  \
+static inline void losses_block_store_##S(const T* Z, ptrdiff_t C, T* g, ptrdiff_t gs) {           \
+    (void)Z; (void)C; (void)g; (void)gs;                                                           \
 }
-static inline void losses_block_store_f32(const float* T, ptrdiff_t C, float* g, ptrdiff_t gs) {
-    (void)T; (void)C; (void)g; (void)gs;
-}
+LOSSES_BLOCK_NEVER(float, f32)
+LOSSES_BLOCK_NEVER(double, f64)
+#undef LOSSES_BLOCK_NEVER
 #endif
+
+/* The 16-bit formats' tiles: T[i][r] = x[r * rs + i] and back, g[r * gs + i] = T[i][r], by
+   8 x 8 transposes of 16-bit words (SSE2: every x86-64 build) for each 8 classes, the last
+   C % 8 one by one (a 16-byte load there would read past the row). */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline void losses_block_t8_u16(__m128i v[8]) {
+    __m128i a[8], b[8];
+    for (int j = 0; j < 8; j += 2) {
+        a[j] = _mm_unpacklo_epi16(v[j], v[j + 1]);
+        a[j + 1] = _mm_unpackhi_epi16(v[j], v[j + 1]);
+    }
+    for (int j = 0; j < 8; j += 4) {
+        b[j] = _mm_unpacklo_epi32(a[j], a[j + 2]);
+        b[j + 1] = _mm_unpackhi_epi32(a[j], a[j + 2]);
+        b[j + 2] = _mm_unpacklo_epi32(a[j + 1], a[j + 3]);
+        b[j + 3] = _mm_unpackhi_epi32(a[j + 1], a[j + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        v[2 * j] = _mm_unpacklo_epi64(b[j], b[j + 4]);
+        v[2 * j + 1] = _mm_unpackhi_epi64(b[j], b[j + 4]);
+    }
+}
+#define LOSSES_BLOCK_C8(C) ((C) / 8 * 8)        /* the classes the 16-bit transposes take */
+#else
+#define LOSSES_BLOCK_C8(C) 0
+#endif
+static inline void losses_block_load_u16(const uint16_t* x, ptrdiff_t rs, ptrdiff_t C,
+                                         uint16_t* T) {
+    enum { R = LOSSES_BLOCK_ROWS };
+#if defined(__SSE2__)
+    for (int r0 = 0; r0 < R; r0 += 8)
+        for (ptrdiff_t i0 = 0; i0 < LOSSES_BLOCK_C8(C); i0 += 8) {
+            __m128i v[8];
+            for (int j = 0; j < 8; j++)
+                v[j] = _mm_loadu_si128((const __m128i*)(x + (r0 + j) * rs + i0));
+            losses_block_t8_u16(v);
+            for (int c = 0; c < 8; c++) _mm_storeu_si128((__m128i*)(T + (i0 + c) * R + r0), v[c]);
+        }
+#endif
+    for (ptrdiff_t i = LOSSES_BLOCK_C8(C); i < C; i++)
+        LOSSES_BLOCK_LANES(T[i * R + r] = x[r * rs + i])
+}
+static inline void losses_block_store_u16(const uint16_t* T, ptrdiff_t C, uint16_t* g,
+                                          ptrdiff_t gs) {
+    enum { R = LOSSES_BLOCK_ROWS };
+#if defined(__SSE2__)
+    for (int r0 = 0; r0 < R; r0 += 8)
+        for (ptrdiff_t i0 = 0; i0 < LOSSES_BLOCK_C8(C); i0 += 8) {
+            __m128i v[8];
+            for (int c = 0; c < 8; c++)
+                v[c] = _mm_loadu_si128((const __m128i*)(T + (i0 + c) * R + r0));
+            losses_block_t8_u16(v);
+            for (int j = 0; j < 8; j++) _mm_storeu_si128((__m128i*)(g + (r0 + j) * gs + i0), v[j]);
+        }
+#endif
+    for (ptrdiff_t i = LOSSES_BLOCK_C8(C); i < C; i++)
+        LOSSES_BLOCK_LANES(g[r * gs + i] = T[i * R + r])
+}
 
 /* The start of every block function: the logits X[i][r] transposed into Z (declared by the
    caller, as are XS, a, kf), a = the row's max, kf = its first index; returns 1 from the caller
@@ -270,10 +409,12 @@ static inline void losses_block_store_f32(const float* T, ptrdiff_t C, float* g,
     /* the logits, transposed (16-bit formats: a plain strided copy, then the loads, so that       \
        each loop vectorises) */                                                                    \
     if (sizeof(S) == 2) {                                                                          \
-        LOSSES_BLOCK_FOR(C, XS[i][r] = x[r * rs + i])                                              \
+        losses_block_load_u16((const uint16_t*)x, rs, C, (uint16_t*)&XS[0][0]);                    \
         LOSSES_BLOCK_FOR(C, Z[i][r] = LD(XS[i][r]))                                                \
     } else if (LOSSES_BLOCK_TRANSPOSES && sizeof(S) == 4 && sizeof(T) == 4) {     /* float32 */  \
         losses_block_load_f32((const float*)x, rs, C, (float*)&Z[0][0]);                           \
+    } else if (LOSSES_BLOCK_TRANSPOSES && sizeof(S) == 8) {                        /* float64 */  \
+        losses_block_load_f64((const double*)x, rs, C, (double*)&Z[0][0]);                        \
     } else {                                                                                       \
         LOSSES_BLOCK_FOR(C, Z[i][r] = LD(x[r * rs + i]))                                           \
     }                                                                                              \
@@ -282,6 +423,8 @@ static inline void losses_block_store_f32(const float* T, ptrdiff_t C, float* g,
     int special = 0;                                                                               \
     if (LOSSES_BLOCK_TRANSPOSES && sizeof(T) == 4) {                                               \
         special = losses_block_max_f32((const float*)&Z[0][0], C, (float*)a, (float*)kf);          \
+    } else if (LOSSES_BLOCK_TRANSPOSES) {                                                          \
+        special = losses_block_max_f64((const double*)&Z[0][0], C, (double*)a, (double*)kf);      \
     } else {                                                                                       \
         T nonfinite[R];                                                                            \
         LOSSES_BLOCK_LANES(a[r] = Z[0][r]; kf[r] = 0; nonfinite[r] = Z[0][r] - Z[0][r])            \
@@ -363,26 +506,27 @@ static int losses_ce_block_##P(                                                 
     LOSSES_BLOCK_LANES(L[r] = LOG1P(s[r]))                                                         \
     /* the targets */                                                                              \
     if (soft) {                                                                                    \
-        int t_f32 = LOSSES_BLOCK_TRANSPOSES && sizeof(S) == 4 && sizeof(T) == 4;                   \
-        if (t_f32) losses_block_load_f32((const float*)t, ts, C, (float*)&TT[0][0]);              \
-        if (codes == NULL) {                                                                       \
-            if (!t_f32) LOSSES_BLOCK_FOR(C, TT[i][r] = LD(t[r * ts + i]))                          \
+        /* the targets in A: transposed (float32, float64), or transposed into XS (free until   \
+           the gradient) and converted (16-bit storage) */                                         \
+        if (LOSSES_BLOCK_TRANSPOSES && sizeof(S) == 4 && sizeof(T) == 4) {                         \
+            losses_block_load_f32((const float*)t, ts, C, (float*)&TT[0][0]);                      \
+        } else if (LOSSES_BLOCK_TRANSPOSES && sizeof(S) == 8) {                                    \
+            losses_block_load_f64((const double*)t, ts, C, (double*)&TT[0][0]);                    \
+        } else if (sizeof(S) == 2) {                                                               \
+            losses_block_load_u16((const uint16_t*)t, ts, C, (uint16_t*)&XS[0][0]);                \
+            LOSSES_BLOCK_FOR(C, TT[i][r] = LD(XS[i][r]))                                           \
         } else {                                                                                   \
+            LOSSES_BLOCK_FOR(C, TT[i][r] = LD(t[r * ts + i]))                                      \
+        }                                                                                          \
+        if (codes != NULL) {                                                                       \
             /* the check of losses_check_row_S, lane by lane, on the values (exact in T): a NaN    \
-               or an infinity (u - u is not 0), a value < 0 (not -0), the 8-lane sum in ACC;       \
-               16-bit formats and float32: in a loop of its own, after the loads */                \
+               or an infinity (u - u is not 0), a value < 0 (not -0), the 8-lane sum in ACC */     \
             ACC sum[8][R];                                                                         \
             T nonfinite_t[R];                                                                      \
             int negative[R];                                                                       \
             for (int j = 0; j < 8; j++) LOSSES_BLOCK_LANES(sum[j][r] = 0)                          \
             LOSSES_BLOCK_LANES(nonfinite_t[r] = 0; negative[r] = 0)                                \
-            if (sizeof(S) == 2 || t_f32) {                                                         \
-                if (!t_f32) LOSSES_BLOCK_FOR(C, TT[i][r] = LD(t[r * ts + i]))                      \
-                LOSSES_BLOCK_FOR(C, LOSSES_BLOCK_CHECK(T, ACC, TT[i][r]))                          \
-            } else {                                                                               \
-                LOSSES_BLOCK_FOR(C, TT[i][r] = LD(t[r * ts + i]);                                  \
-                                    LOSSES_BLOCK_CHECK(T, ACC, TT[i][r]))                          \
-            }                                                                                      \
+            LOSSES_BLOCK_FOR(C, LOSSES_BLOCK_CHECK(T, ACC, TT[i][r]))                              \
             for (int r = 0; r < R; r++) {                                                          \
                 ACC total = ((sum[0][r] + sum[1][r]) + (sum[2][r] + sum[3][r]))                    \
                             + ((sum[4][r] + sum[5][r]) + (sum[6][r] + sum[7][r]));                 \
@@ -470,9 +614,11 @@ static int losses_ce_block_##P(                                                 
     }                                                                                              \
     if (sizeof(S) == 2) {                                                                          \
         LOSSES_BLOCK_FOR(C, XS[i][r] = ST(Z[i][r]))                                                \
-        LOSSES_BLOCK_FOR(C, g[r * gs + i] = XS[i][r])                                              \
+        losses_block_store_u16((const uint16_t*)&XS[0][0], C, (uint16_t*)g, gs);                  \
     } else if (LOSSES_BLOCK_TRANSPOSES && sizeof(S) == 4 && sizeof(T) == 4) {     /* float32 */  \
         losses_block_store_f32((const float*)&Z[0][0], C, (float*)g, gs);                          \
+    } else if (LOSSES_BLOCK_TRANSPOSES && sizeof(S) == 8) {                        /* float64 */  \
+        losses_block_store_f64((const double*)&Z[0][0], C, (double*)g, gs);                        \
     } else {                                                                                       \
         LOSSES_BLOCK_FOR(C, g[r * gs + i] = ST(Z[i][r]))                                           \
     }                                                                                              \
@@ -593,9 +739,11 @@ static int losses_softmax_block_##P(const S* restrict x, ptrdiff_t rs, S* restri
     }                                                                                              \
     if (sizeof(S) == 2) {                                                                          \
         LOSSES_BLOCK_FOR(C, XS[i][r] = ST(Z[i][r]))                                                \
-        LOSSES_BLOCK_FOR(C, out[r * os + i] = XS[i][r])                                            \
+        losses_block_store_u16((const uint16_t*)&XS[0][0], C, (uint16_t*)out, os);                 \
     } else if (LOSSES_BLOCK_TRANSPOSES && sizeof(S) == 4 && sizeof(T) == 4) {     /* float32 */  \
         losses_block_store_f32((const float*)&Z[0][0], C, (float*)out, os);                        \
+    } else if (LOSSES_BLOCK_TRANSPOSES && sizeof(S) == 8) {                        /* float64 */  \
+        losses_block_store_f64((const double*)&Z[0][0], C, (double*)out, os);                      \
     } else {                                                                                       \
         LOSSES_BLOCK_FOR(C, out[r * os + i] = ST(Z[i][r]))                                         \
     }                                                                                              \
