@@ -20,9 +20,9 @@
  *       z is clamped at -110 (exp(-110) is below half of float's smallest subnormal: 0 either
  *       way); 2^m >= 2^-159 scales exactly.  Every build computes the same bits: the vector
  *       loops below do the same operations, the lookup as a permute of the table held in two
- *       registers (AVX-512) or permutes of its 32-bit halves held in four (AVX2), and both scale
- *       the entry T_j by 2^m before the fma instead of its result after it (exact either
- *       way).  exp_nonpositive_f32_wide is the double before the rounding to float, for the
+ *       registers (AVX-512) or permutes of its 32-bit halves (AVX2, written in assembly), and
+ *       both scale the entry T_j by 2^m before the fma instead of its result after it (exact
+ *       either way).  exp_nonpositive_f32_wide is the double before the rounding to float, for the
  *       test that compares the builds on it (a float compare would miss a changed operation in
  *       all but one value in 2^29).
  *   exp_nonpositive_f64  z = (64 m + j) ln2/64 + r with |r| <= ln2/128 (Cody-Waite, ln2/64 in
@@ -183,8 +183,8 @@ static inline __m512 exp_nonpositive_f32_x16(__m512 z, __m512d tab0, __m512d tab
    the FP units idle), then each vector's polynomial.  Written in assembly: GCC's register
    allocation of the same steps as intrinsics, with 16 vector registers, came out at some 145
    instructions per 16 values in the row loop (copies of constants, spills of t and a, the
-   table held in registers); here it is 88, every constant an operand in memory, 12 registers,
-   and the row loop 8-9 % faster (docs/losses.md).  The table lookup is done in registers: the
+   table held in registers); here it is 85, every constant an operand in memory, 12 registers,
+   and the row loop 8-10 % faster (docs/losses.md).  The table lookup is done in registers: the
    table is held as its 16 high and 16 low 32-bit words, the high ones less j << 16; the 8 k's
    of a pair of vectors (the low words of t's bits: SHIFT's low word is 0) are packed into one
    vector, a lane-crossing permute of each half of the table picks word k & 7, a blend on bit 3

@@ -8,8 +8,10 @@
  *
  *     X[i][r] = x[row r, class i]        (i < C <= LOSSES_BLOCK_MAX_C, r < R)
  *
- * and every step of the row algorithm becomes a loop over r of constant length R, which GCC
- * turns into vector instructions with the ROW as the vector lane.  Each lane executes exactly
+ * (in the AVX2 and AVX-512 builds by 8 x 8 or 4 x 4 transposes in registers for float32 and
+ * float64, by 8 x 8 transposes of 16-bit words for the 16-bit formats in every build; GCC copies
+ * strided tiles one element at a time) and every step of the row algorithm becomes a loop over r
+ * of constant length R, which GCC turns into vector instructions with the ROW as the vector lane.  Each lane executes exactly
  * the operations of the row code, in the same order, with the same primitives (fp.h's rounding,
  * the kernels' exp of z <= 0, fp.h's log1p once per row): the results are the same bits.
  * In particular the pairwise sum of a row with C <= 128 is one leaf: lane j of the leaf adds
