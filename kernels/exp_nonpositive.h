@@ -191,7 +191,8 @@ static inline __m512 exp_nonpositive_f32_x16(__m512 z, __m512d tab0, __m512d tab
    of k picks the half, and unpacking the low and high words gives the doubles back in the order
    of the two vectors.  Adding k << 16 (= m << 20 + j << 16 mod 2^32, m = k >> 4) to the high
    word makes it T_j 2^m, a normal double (|m| <= 176): R(T_j 2^m + T_j 2^m p1) is the scalar
-   R(R(T_j + T_j p1) 2^m), since a normal double scales exactly by a power of 2. */
+   R(R(T_j + T_j p1) 2^m), since a normal double scales exactly by a power of 2.  GCC's
+   default AT&T syntax: the destination is the last operand. */
 typedef struct {
     float m110[8];                          /* the clamp */
     double c16[4], shift[4], c[4];          /* EXP_F32_C16, EXP_F32_SHIFT, EXP_F32_C */
@@ -251,7 +252,7 @@ static void exp_nonpositive_init_avx2(void)
     "vunpckhps %[" H "], %[" L "], %[" T1 "]\n\t"
 static inline __attribute__((always_inline)) void exp_nonpositive_f32_x16_wide_avx2(
         __m256 z0, __m256 z1, __m256d d[4]) {
-    __m256d v0, v1, v2, v3, s0, s1, s2, s3, s6, s7, s8, s9;
+    __m256d v0, v1, v2, v3, s0, s1, s2, s3, s4, s5, s6, s7;
     v0 = _mm256_castps_pd(z0);
     v1 = _mm256_castps_pd(z1);
     __asm__(
@@ -275,8 +276,8 @@ static inline __attribute__((always_inline)) void exp_nonpositive_f32_x16_wide_a
         "vmovapd " EXP_AVX2_AT(c16) ", %[v3]\n\t"
         "vfmadd213pd " EXP_AVX2_AT(shift) ", %[s3], %[v3]\n\t"
         /* the k's of each pair: (t0[0], t0[1], t1[0], t1[1] | t0[2], t0[3], t1[2], t1[3]) */
-        "vshufps $0x88, %[v1], %[v0], %[s6]\n\t"
-        "vshufps $0x88, %[v3], %[v2], %[s7]\n\t"
+        "vshufps $0x88, %[v1], %[v0], %[s4]\n\t"
+        "vshufps $0x88, %[v3], %[v2], %[s5]\n\t"
         /* kd = t - SHIFT, r = fma(kd, -C, w) */
         "vsubpd " EXP_AVX2_AT(shift) ", %[v0], %[v0]\n\t"
         "vsubpd " EXP_AVX2_AT(shift) ", %[v1], %[v1]\n\t"
@@ -286,15 +287,15 @@ static inline __attribute__((always_inline)) void exp_nonpositive_f32_x16_wide_a
         "vfnmadd132pd " EXP_AVX2_AT(c) ", %[s1], %[v1]\n\t"
         "vfnmadd132pd " EXP_AVX2_AT(c) ", %[s2], %[v2]\n\t"
         "vfnmadd132pd " EXP_AVX2_AT(c) ", %[s3], %[v3]\n\t"     /* r: v0, v1, v2, v3 */
-        EXP_AVX2_LOOKUP("s6", "s0", "s3", "s0", "s1", "s2", "s3")     /* T: s0, s3 */
-        EXP_AVX2_LOOKUP("s7", "s1", "s7", "s1", "s2", "s6", "s8")     /* T: s1, s7 */
-        EXP_AVX2_POLY("v0", "s0", "s8", "s2", "s6")
-        EXP_AVX2_POLY("v1", "s3", "s2", "s9", "s0")
-        EXP_AVX2_POLY("v2", "s1", "s9", "s6", "s8")
-        EXP_AVX2_POLY("v3", "s7", "s0", "s2", "s3")
+        EXP_AVX2_LOOKUP("s4", "s0", "s3", "s0", "s1", "s2", "s3")     /* T: s0, s3 */
+        EXP_AVX2_LOOKUP("s5", "s1", "s5", "s1", "s2", "s4", "s6")     /* T: s1, s5 */
+        EXP_AVX2_POLY("v0", "s0", "s6", "s2", "s4")
+        EXP_AVX2_POLY("v1", "s3", "s2", "s7", "s0")
+        EXP_AVX2_POLY("v2", "s1", "s7", "s4", "s6")
+        EXP_AVX2_POLY("v3", "s5", "s0", "s2", "s3")
         : [v0] "+x"(v0), [v1] "+x"(v1), [v2] "=&x"(v2), [v3] "=&x"(v3), [s0] "=&x"(s0),
-          [s1] "=&x"(s1), [s2] "=&x"(s2), [s3] "=&x"(s3), [s6] "=&x"(s6), [s7] "=&x"(s7),
-          [s8] "=&x"(s8), [s9] "=&x"(s9)
+          [s1] "=&x"(s1), [s2] "=&x"(s2), [s3] "=&x"(s3), [s4] "=&x"(s4), [s5] "=&x"(s5),
+          [s6] "=&x"(s6), [s7] "=&x"(s7)
         : [K] "r"(&EXP_AVX2), "m"(EXP_AVX2), EXP_AVX2_OFFSET(m110), EXP_AVX2_OFFSET(c16),
           EXP_AVX2_OFFSET(shift), EXP_AVX2_OFFSET(c), EXP_AVX2_OFFSET(p6), EXP_AVX2_OFFSET(p2),
           EXP_AVX2_OFFSET(p120), EXP_AVX2_OFFSET(p24), EXP_AVX2_OFFSET(p720),
