@@ -4,7 +4,7 @@ import math
 import mpmath
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 import precision as pr
@@ -594,9 +594,11 @@ def _difference_rounding_bound(x, y, arith):
 
 
 @given(pair=logit_pairs(near=True, spread=8.0))
+@example(pair=(np.zeros((2, 2)), np.array([[0.0, 0.0], [0.0, 6.31476428e-22]])))  # KL 5e-44 -> 0
 def test_categorical_kl_bfloat16_tiny_kl_relative(pair):
     """bfloat16 logits, accum float32: the stated bound (max|x - m| + 2 log2 C + 10) u_f32,
-    doubled, plus one rounding into bfloat16 -- relative, however tiny the KL.  The former path
+    doubled, plus one rounding into bfloat16 (half an ulp of bfloat16: relative however tiny the
+    KL, down to bfloat16's subnormals, where a KL of 5e-44 rounds to 0).  The former path
     (softmax rounded to bfloat16, then kl_divergence) had an absolute error ~ 2^-8: it fails this."""
     x, y = _kl_in(pr.bfloat16, *pair)
     exact = _exact_kl(x, y)
@@ -604,8 +606,11 @@ def test_categorical_kl_bfloat16_tiny_kl_relative(pair):
     got = got.reshape(-1)
     c = x.shape[-1]
     spread = (x.astype(np.float64).max(-1) - x.astype(np.float64).min(-1))
-    rel = 2 * (spread + 2 * math.log2(c) + 10) * pr.float32.u + pr.bfloat16.u
-    absolute = 4 * c * pr.float32.smallest_subnormal + _difference_rounding_bound(x, y, pr.float32)
+    rel = 2 * (spread + 2 * math.log2(c) + 10) * pr.float32.u
+    half_ulp = np.asarray(pr.bfloat16.ulp(pr.bfloat16.round(exact).astype(np.float64)),
+                          dtype=np.float64) / 2
+    absolute = (4 * c * pr.float32.smallest_subnormal + half_ulp
+                + _difference_rounding_bound(x, y, pr.float32))
     assert np.all(np.abs(got - exact) <= rel * exact + absolute)
 
 
