@@ -11,7 +11,8 @@
  * (in the AVX2 and AVX-512 builds by 8 x 8 or 4 x 4 transposes in registers for float32 and
  * float64, by 8 x 8 transposes of 16-bit words for the 16-bit formats in every build; GCC copies
  * strided tiles one element at a time) and every step of the row algorithm becomes a loop over r
- * of constant length R, which GCC turns into vector instructions with the ROW as the vector lane.  Each lane executes exactly
+ * of constant length R, which GCC turns into vector instructions with the ROW as the vector
+ * lane.  Each lane executes exactly
  * the operations of the row code, in the same order, with the same primitives (fp.h's rounding,
  * the kernels' exp of z <= 0, fp.h's log1p once per row): the results are the same bits.
  * In particular the pairwise sum of a row with C <= 128 is one leaf: lane j of the leaf adds
@@ -293,7 +294,8 @@ static inline void losses_block_load_f64(const double* x, ptrdiff_t rs, ptrdiff_
             if (n == 4) {
                 for (int j = 0; j < 4; j++) v[j] = _mm256_loadu_pd(x + (r0 + j) * rs + i0);
             } else {
-                __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+                __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n),
+                                               _mm256_setr_epi64x(0, 1, 2, 3));
                 for (int j = 0; j < 4; j++) v[j] = _mm256_maskload_pd(x + (r0 + j) * rs + i0, m);
             }
             losses_block_t4(v);
