@@ -74,6 +74,43 @@ def test_dask_executor_validates_its_arguments(distributed):
         DaskExecutor(scheduler="tcp://127.0.0.1:1", timeout=0.5).start()
 
 
+def lost_result_cell(item):
+    """A cell for the test below (top-level: the workers import it): 'b' sleeps when computed a
+    second time; 'kill' SIGKILLs its own worker process the first time it runs."""
+    name, directory = item
+    marker = os.path.join(directory, name)
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:              # computed again
+        if name == "b":
+            time.sleep(3.0)
+        return name
+    if name == "kill":
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return name
+
+
+def test_a_result_lost_with_its_worker_is_computed_again(distributed, tmp_path):
+    """A cell that finished on a worker that then dies before the client fetched its result: the
+    scheduler computes it again and the executor waits for it (it used to give up: 'the Dask
+    cluster dropped cell tasks', a flaky failure of the test below). One worker, so 'b' finishes
+    on the worker the 'kill' cell kills; the client holds off fetching while that happens."""
+    from precision.study.cluster import DaskExecutor
+
+    items = [(name, str(tmp_path)) for name in ("a", "b", "kill")]
+    with DaskExecutor(workers=1, dashboard=False) as executor:
+        results = executor.run(lost_result_cell, items)
+        first = next(results)
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "kill").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)                  # the worker dies with b's result; it restarts
+        got = dict([first, *results])
+    assert got == {0: "a", 1: "b", 2: "kill"}
+    assert (tmp_path / "kill").exists()
+
+
 def test_a_killed_worker_loses_nothing_and_the_files_match_a_serial_run(distributed, toy, tmp_path):
     """A worker process is SIGKILLed in the middle of a cell; the cell runs again in another process,
     every cell is written once, and every file is the serial run's, byte for byte."""

@@ -251,9 +251,15 @@ class DaskExecutor:
         position_of = {key: position for position, key in enumerate(keys)}
         self._active = set(keys)
         try:
-            for future in as_completed(futures, loop=self.client.loop):
+            completed = as_completed(futures, loop=self.client.loop)
+            for future in completed:
                 position = position_of[future.key]
                 status = future.status
+                if status in ("lost", "pending"):
+                    # it finished, then its worker died holding the result before it was fetched:
+                    # the scheduler computes it again, so wait for it again
+                    completed.add(future)
+                    continue
                 if status == "finished":
                     value = future.result()
                 elif status == "error":  # the task itself failed: e.g. it killed too many workers
