@@ -148,47 +148,25 @@ static inline double losses_block_select_f64(int c, double x, double y) {
     return fp_bits_f64((fp_f64_bits(x) & m) | (fp_f64_bits(y) & ~m));
 }
 
-/* a[r] = max_i Z[i][r], kf[r] = the first i attaining it (the first under '>'), for float
-   tiles (rows of R floats); returns 1 if a Z[i][r] is NaN or infinite (then the row code does
-   the block).  In the AVX2 and AVX-512 builds written with vector instructions: GCC left the
-   loop scalar in the AVX2 build (a fifth of the float32 block's time on 65536 x 10).  Selects
-   only, and the same float sums nonfinite + (v - v): the same values either way. */
+/* Float and double tiles (rows of R = 16 lanes) in the AVX2 and AVX-512 builds, written with
+   vector instructions, for each T of float (suffix ps, 8 lanes a register) and double (pd, 4):
+     losses_block_max_S     a[r] = max_i Z[i][r], kf[r] = the first i attaining it (the first
+                            under '>'); returns 1 if a Z[i][r] is NaN or infinite (then the row
+                            code does the block).  GCC left this loop scalar in the AVX2 build (a
+                            fifth of the float32 block's time on 65536 x 10).  Selects only, and
+                            the same sums nonfinite + (v - v): the same values either way.
+     losses_block_load_S    Z[i][r] = x[r * rs + i] (i < C, r < R) and back,
+     losses_block_store_S   g[r * gs + i] = Z[i][r], by W x W transposes in registers (W lanes):
+                            GCC copies strided tiles one element at a time (a quarter of the
+                            float32 block's time); here W rows of W classes are W loads, a few
+                            shuffles and W stores.  A row's last C % W classes are read by a
+                            masked load and written by stores of 4, 2 and 1 values: nothing
+                            outside the rows is touched. */
 #if defined(__AVX2__)
 #include <immintrin.h>
-static inline int losses_block_max_f32(const float* Z, ptrdiff_t C, float* a, float* kf) {
-    __m256 a0 = _mm256_loadu_ps(Z), a1 = _mm256_loadu_ps(Z + 8);
-    __m256 k0 = _mm256_setzero_ps(), k1 = k0;
-    __m256 n0 = _mm256_sub_ps(a0, a0), n1 = _mm256_sub_ps(a1, a1);
-    for (ptrdiff_t i = 1; i < C; i++) {
-        __m256 fi = _mm256_set1_ps((float)i);
-        __m256 v0 = _mm256_loadu_ps(Z + i * LOSSES_BLOCK_ROWS);
-        __m256 v1 = _mm256_loadu_ps(Z + i * LOSSES_BLOCK_ROWS + 8);
-        __m256 bigger0 = _mm256_cmp_ps(v0, a0, _CMP_GT_OQ);       /* v > a: false for a NaN */
-        __m256 bigger1 = _mm256_cmp_ps(v1, a1, _CMP_GT_OQ);
-        a0 = _mm256_blendv_ps(a0, v0, bigger0);
-        a1 = _mm256_blendv_ps(a1, v1, bigger1);
-        k0 = _mm256_blendv_ps(k0, fi, bigger0);
-        k1 = _mm256_blendv_ps(k1, fi, bigger1);
-        n0 = _mm256_add_ps(n0, _mm256_sub_ps(v0, v0));
-        n1 = _mm256_add_ps(n1, _mm256_sub_ps(v1, v1));
-    }
-    _mm256_storeu_ps(a, a0);
-    _mm256_storeu_ps(a + 8, a1);
-    _mm256_storeu_ps(kf, k0);
-    _mm256_storeu_ps(kf + 8, k1);
-    const __m256 zero = _mm256_setzero_ps();
-    return _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(n0, zero, _CMP_NEQ_UQ),
-                                           _mm256_cmp_ps(n1, zero, _CMP_NEQ_UQ))) != 0;
-}
-
-/* Tiles of float rows by 8 x 8 transposes in registers: T[i][r] = x[r * rs + i] (i < C,
-   r < R; T: rows of R floats) and back, g[r * gs + i] = T[i][r].  GCC copies these strided
-   tiles one element at a time (a quarter of the float32 block's time on 65536 x 10); here
-   8 rows of 8 classes are 8 loads, 24 shuffles and 8 stores.  A row's last C % 8 classes are
-   read by a masked load and written by 4-, 2- and 1-float stores: nothing outside the rows is
-   touched. */
 #define LOSSES_BLOCK_TRANSPOSES 1
-static inline void losses_block_t8(__m256 v[8]) {
+/* the W x W transposes */
+static inline void losses_block_transpose_ps(__m256 v[8]) {
     __m256 t[8], u[8];
     for (int j = 0; j < 8; j += 2) {
         t[j] = _mm256_unpacklo_ps(v[j], v[j + 1]);
@@ -205,80 +183,7 @@ static inline void losses_block_t8(__m256 v[8]) {
         v[j + 4] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x31);
     }
 }
-static inline void losses_block_load_f32(const float* x, ptrdiff_t rs, ptrdiff_t C, float* T) {
-    for (int r0 = 0; r0 < LOSSES_BLOCK_ROWS; r0 += 8)
-        for (ptrdiff_t i0 = 0; i0 < C; i0 += 8) {
-            ptrdiff_t n = C - i0 < 8 ? C - i0 : 8;
-            __m256 v[8];
-            if (n == 8) {
-                for (int j = 0; j < 8; j++) v[j] = _mm256_loadu_ps(x + (r0 + j) * rs + i0);
-            } else {
-                __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
-                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-                for (int j = 0; j < 8; j++) v[j] = _mm256_maskload_ps(x + (r0 + j) * rs + i0, m);
-            }
-            losses_block_t8(v);
-            for (ptrdiff_t c = 0; c < n; c++)
-                _mm256_storeu_ps(T + (i0 + c) * LOSSES_BLOCK_ROWS + r0, v[c]);
-        }
-}
-static inline void losses_block_store_f32(const float* T, ptrdiff_t C, float* g, ptrdiff_t gs) {
-    for (int r0 = 0; r0 < LOSSES_BLOCK_ROWS; r0 += 8)
-        for (ptrdiff_t i0 = 0; i0 < C; i0 += 8) {
-            ptrdiff_t n = C - i0 < 8 ? C - i0 : 8;
-            __m256 v[8];
-            for (int c = 0; c < 8; c++)
-                v[c] = c < n ? _mm256_loadu_ps(T + (i0 + c) * LOSSES_BLOCK_ROWS + r0)
-                             : _mm256_setzero_ps();
-            losses_block_t8(v);
-            for (int j = 0; j < 8; j++) {
-                float* p = g + (r0 + j) * gs + i0;
-                if (n == 8) {
-                    _mm256_storeu_ps(p, v[j]);
-                    continue;
-                }
-                __m128 w = _mm256_castps256_ps128(v[j]);
-                if (n & 4) {
-                    _mm_storeu_ps(p, w);
-                    w = _mm256_extractf128_ps(v[j], 1);
-                    p += 4;
-                }
-                if (n & 2) {
-                    _mm_storel_pi((__m64*)p, w);
-                    w = _mm_movehl_ps(w, w);
-                    p += 2;
-                }
-                if (n & 1) _mm_store_ss(p, w);
-            }
-        }
-}
-/* the same for double tiles (float64 arithmetic): 4 vectors of 4 lanes, 4 x 4 transposes */
-static inline int losses_block_max_f64(const double* Z, ptrdiff_t C, double* a, double* kf) {
-    __m256d av[4], kv[4], nv[4];
-    for (int q = 0; q < 4; q++) {
-        av[q] = _mm256_loadu_pd(Z + 4 * q);
-        kv[q] = _mm256_setzero_pd();
-        nv[q] = _mm256_sub_pd(av[q], av[q]);
-    }
-    for (ptrdiff_t i = 1; i < C; i++) {
-        __m256d fi = _mm256_set1_pd((double)i);
-        for (int q = 0; q < 4; q++) {
-            __m256d v = _mm256_loadu_pd(Z + i * LOSSES_BLOCK_ROWS + 4 * q);
-            __m256d bigger = _mm256_cmp_pd(v, av[q], _CMP_GT_OQ);
-            av[q] = _mm256_blendv_pd(av[q], v, bigger);
-            kv[q] = _mm256_blendv_pd(kv[q], fi, bigger);
-            nv[q] = _mm256_add_pd(nv[q], _mm256_sub_pd(v, v));
-        }
-    }
-    __m256d special = _mm256_setzero_pd();
-    for (int q = 0; q < 4; q++) {
-        _mm256_storeu_pd(a + 4 * q, av[q]);
-        _mm256_storeu_pd(kf + 4 * q, kv[q]);
-        special = _mm256_or_pd(special, _mm256_cmp_pd(nv[q], _mm256_setzero_pd(), _CMP_NEQ_UQ));
-    }
-    return _mm256_movemask_pd(special) != 0;
-}
-static inline void losses_block_t4(__m256d v[4]) {
+static inline void losses_block_transpose_pd(__m256d v[4]) {
     __m256d t0 = _mm256_unpacklo_pd(v[0], v[1]), t1 = _mm256_unpackhi_pd(v[0], v[1]);
     __m256d t2 = _mm256_unpacklo_pd(v[2], v[3]), t3 = _mm256_unpackhi_pd(v[2], v[3]);
     v[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
@@ -286,48 +191,103 @@ static inline void losses_block_t4(__m256d v[4]) {
     v[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
     v[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
 }
-static inline void losses_block_load_f64(const double* x, ptrdiff_t rs, ptrdiff_t C, double* T) {
-    for (int r0 = 0; r0 < LOSSES_BLOCK_ROWS; r0 += 4)
-        for (ptrdiff_t i0 = 0; i0 < C; i0 += 4) {
-            ptrdiff_t n = C - i0 < 4 ? C - i0 : 4;
-            __m256d v[4];
-            if (n == 4) {
-                for (int j = 0; j < 4; j++) v[j] = _mm256_loadu_pd(x + (r0 + j) * rs + i0);
-            } else {
-                __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n),
-                                               _mm256_setr_epi64x(0, 1, 2, 3));
-                for (int j = 0; j < 4; j++) v[j] = _mm256_maskload_pd(x + (r0 + j) * rs + i0, m);
-            }
-            losses_block_t4(v);
-            for (ptrdiff_t c = 0; c < n; c++)
-                _mm256_storeu_pd(T + (i0 + c) * LOSSES_BLOCK_ROWS + r0, v[c]);
-        }
+/* the mask of the first n lanes (a masked load's) */
+static inline __m256i losses_block_lanes_ps(ptrdiff_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-static inline void losses_block_store_f64(const double* T, ptrdiff_t C, double* g, ptrdiff_t gs) {
-    for (int r0 = 0; r0 < LOSSES_BLOCK_ROWS; r0 += 4)
-        for (ptrdiff_t i0 = 0; i0 < C; i0 += 4) {
-            ptrdiff_t n = C - i0 < 4 ? C - i0 : 4;
-            __m256d v[4];
-            for (int c = 0; c < 4; c++)
-                v[c] = c < n ? _mm256_loadu_pd(T + (i0 + c) * LOSSES_BLOCK_ROWS + r0)
-                             : _mm256_setzero_pd();
-            losses_block_t4(v);
-            for (int j = 0; j < 4; j++) {
-                double* p = g + (r0 + j) * gs + i0;
-                if (n == 4) {
-                    _mm256_storeu_pd(p, v[j]);
-                    continue;
-                }
-                __m128d w = _mm256_castpd256_pd128(v[j]);
-                if (n & 2) {
-                    _mm_storeu_pd(p, w);
-                    w = _mm256_extractf128_pd(v[j], 1);
-                    p += 2;
-                }
-                if (n & 1) _mm_store_sd(p, w);
-            }
-        }
+static inline __m256i losses_block_lanes_pd(ptrdiff_t n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
 }
+/* the first n lanes of v to p */
+static inline void losses_block_store_n_ps(float* p, __m256 v, ptrdiff_t n) {
+    if (n == 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    __m128 w = _mm256_castps256_ps128(v);
+    if (n & 4) {
+        _mm_storeu_ps(p, w);
+        w = _mm256_extractf128_ps(v, 1);
+        p += 4;
+    }
+    if (n & 2) {
+        _mm_storel_pi((__m64*)p, w);
+        w = _mm_movehl_ps(w, w);
+        p += 2;
+    }
+    if (n & 1) _mm_store_ss(p, w);
+}
+static inline void losses_block_store_n_pd(double* p, __m256d v, ptrdiff_t n) {
+    if (n == 4) {
+        _mm256_storeu_pd(p, v);
+        return;
+    }
+    __m128d w = _mm256_castpd256_pd128(v);
+    if (n & 2) {
+        _mm_storeu_pd(p, w);
+        w = _mm256_extractf128_pd(v, 1);
+        p += 2;
+    }
+    if (n & 1) _mm_store_sd(p, w);
+}
+#define LOSSES_BLOCK_DEFINE_TILES(S, T, V, SFX, W)                                                 \
+static inline int losses_block_max_##S(const T* Z, ptrdiff_t C, T* a, T* kf) {                     \
+    enum { N = LOSSES_BLOCK_ROWS / (W) };                                                          \
+    V av[N], kv[N], nv[N];                                                                         \
+    for (int q = 0; q < N; q++) {                                                                  \
+        av[q] = _mm256_loadu_##SFX(Z + (W) * q);                                                   \
+        kv[q] = _mm256_setzero_##SFX();                                                            \
+        nv[q] = _mm256_sub_##SFX(av[q], av[q]);                                                    \
+    }                                                                                              \
+    for (ptrdiff_t i = 1; i < C; i++) {                                                            \
+        V fi = _mm256_set1_##SFX((T)i);                                                            \
+        for (int q = 0; q < N; q++) {                                                              \
+            V v = _mm256_loadu_##SFX(Z + i * LOSSES_BLOCK_ROWS + (W) * q);                         \
+            V bigger = _mm256_cmp_##SFX(v, av[q], _CMP_GT_OQ);      /* false for a NaN */          \
+            av[q] = _mm256_blendv_##SFX(av[q], v, bigger);                                         \
+            kv[q] = _mm256_blendv_##SFX(kv[q], fi, bigger);                                        \
+            nv[q] = _mm256_add_##SFX(nv[q], _mm256_sub_##SFX(v, v));                               \
+        }                                                                                          \
+    }                                                                                              \
+    V special = _mm256_setzero_##SFX();                                                            \
+    for (int q = 0; q < N; q++) {                                                                  \
+        _mm256_storeu_##SFX(a + (W) * q, av[q]);                                                   \
+        _mm256_storeu_##SFX(kf + (W) * q, kv[q]);                                                  \
+        special = _mm256_or_##SFX(special, _mm256_cmp_##SFX(nv[q], _mm256_setzero_##SFX(),         \
+                                                             _CMP_NEQ_UQ));                        \
+    }                                                                                              \
+    return _mm256_movemask_##SFX(special) != 0;                                                    \
+}                                                                                                  \
+static inline void losses_block_load_##S(const T* x, ptrdiff_t rs, ptrdiff_t C, T* Z) {            \
+    for (int r0 = 0; r0 < LOSSES_BLOCK_ROWS; r0 += (W))                                            \
+        for (ptrdiff_t i0 = 0; i0 < C; i0 += (W)) {                                                \
+            ptrdiff_t n = C - i0 < (W) ? C - i0 : (W);                                             \
+            __m256i m = losses_block_lanes_##SFX(n);                                               \
+            V v[W];                                                                                \
+            for (int j = 0; j < (W); j++)                                                          \
+                v[j] = n == (W) ? _mm256_loadu_##SFX(x + (r0 + j) * rs + i0)                       \
+                                : _mm256_maskload_##SFX(x + (r0 + j) * rs + i0, m);                \
+            losses_block_transpose_##SFX(v);                                                       \
+            for (ptrdiff_t c = 0; c < n; c++)                                                      \
+                _mm256_storeu_##SFX(Z + (i0 + c) * LOSSES_BLOCK_ROWS + r0, v[c]);                  \
+        }                                                                                          \
+}                                                                                                  \
+static inline void losses_block_store_##S(const T* Z, ptrdiff_t C, T* g, ptrdiff_t gs) {           \
+    for (int r0 = 0; r0 < LOSSES_BLOCK_ROWS; r0 += (W))                                            \
+        for (ptrdiff_t i0 = 0; i0 < C; i0 += (W)) {                                                \
+            ptrdiff_t n = C - i0 < (W) ? C - i0 : (W);                                             \
+            V v[W];                                                                                \
+            for (int c = 0; c < (W); c++)                                                          \
+                v[c] = c < n ? _mm256_loadu_##SFX(Z + (i0 + c) * LOSSES_BLOCK_ROWS + r0)           \
+                             : _mm256_setzero_##SFX();                                             \
+            losses_block_transpose_##SFX(v);                                                       \
+            for (int j = 0; j < (W); j++)                                                          \
+                losses_block_store_n_##SFX(g + (r0 + j) * gs + i0, v[j], n);                      \
+        }                                                                                          \
+}
+LOSSES_BLOCK_DEFINE_TILES(f32, float, __m256, ps, 8)
+LOSSES_BLOCK_DEFINE_TILES(f64, double, __m256d, pd, 4)
+#undef LOSSES_BLOCK_DEFINE_TILES
 #else
 /* never called (LOSSES_BLOCK_TRANSPOSES is 0): the block code names them in dead branches */
 #define LOSSES_BLOCK_TRANSPOSES 0
