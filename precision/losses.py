@@ -147,6 +147,7 @@ import numpy as np
 
 from . import _checks
 from . import formats as _formats
+from ._kernels import empty_aligned
 from ._kernels import load as _load
 
 __all__ = [
@@ -334,17 +335,6 @@ def _check_probabilities(rows: np.ndarray, fmt, name: str, num_threads: int, tol
     else:
         codes = _check_rows_in_float64(rows, tol)
     _raise_for_codes(codes, rows, fmt, name, tol, tol_name)
-
-
-def _empty_aligned(shape, dtype, align=64):
-    """np.empty(shape, dtype) whose data starts at a multiple of `align` bytes (numpy's own large
-    arrays start 16 bytes past a page): the loss kernels write float64 gradient rows that start so
-    with streaming stores (kernels/losses_soft.h)."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    buf = np.empty(nbytes + align, dtype=np.uint8)
-    start = -buf.ctypes.data % align
-    return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def _batch_divisor(n_rows: int, arith) -> float:
@@ -545,7 +535,7 @@ def softmax_cross_entropy(logits, targets, *, reduction="mean", return_grad=Fals
     batch = _batch_divisor(n, arith) if reduction == "mean" else 1.0
     grad = None
     if return_grad:
-        grad = grad_out if grad_out is not None else _empty_aligned(x.shape, fmt.dtype)
+        grad = grad_out if grad_out is not None else empty_aligned(x.shape, fmt.dtype)
     row_loss = np.empty(n, dtype=_COMPUTE_DTYPE[arith.short])
     codes = np.empty(n, dtype=np.uint8) if fused_check else None
     kernel = getattr(_kernels(), f"softmax_cross_entropy_{fmt.short}_{arith.short}")

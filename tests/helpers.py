@@ -29,6 +29,6 @@ def ulps_apart(a, b, before):
 def buffer_at(shape, dtype, offset):
     """An uninitialised C-contiguous array whose data starts `offset` bytes past a multiple of 64
     (the loss kernels stream float64 gradient rows that start at a multiple of 64)."""
-    from precision.losses import _empty_aligned
+    from precision._kernels import empty_aligned
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    return _empty_aligned((nbytes + offset,), np.uint8)[offset:].view(dtype).reshape(shape)
+    return empty_aligned((nbytes + offset,), np.uint8)[offset:].view(dtype).reshape(shape)

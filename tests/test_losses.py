@@ -313,6 +313,18 @@ def test_gradient_buffers_aligned_or_not_get_the_same_bits(fmt):
             assert same_bits(off, g).all()
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_kernels_scratch_rows_start_at_64_bytes(dtype):
+    """Each thread's scratch row (losses.pyx.tp's _scratch) starts at a multiple of 64 bytes and
+    holds at least the columns asked for: its vectors never straddle a cache line."""
+    for rows, cols in ((1, 1), (2, 7), (3, 1000), (2, 3000)):
+        w = K._scratch(rows, cols, dtype)
+        assert w.dtype == dtype and w.flags.c_contiguous
+        assert w.shape[0] == rows and cols <= w.shape[1] < cols + 64 // w.itemsize
+        assert all(w[r].ctypes.data % 64 == 0 for r in range(rows))
+
+
 def test_float64_exp_row_loops_equal_the_scalar_exp_in_every_build():
     """The float64 exp's row loops (vectorised by GCC, the table lookups element by element)
     and the vector exp of the three-pass rows (losses_soft.h; AVX-512 and AVX2 builds) compute

@@ -66,3 +66,17 @@ def variants(name: str) -> dict:
         except ImportError:
             pass
     return found
+
+
+def empty_aligned(shape, dtype, align: int = 64):
+    """np.empty(shape, dtype) whose data starts at a multiple of `align` bytes (numpy's own large
+    arrays start 16 bytes past a page): the loss kernels' gradients (float64 rows at a multiple of
+    64 bytes are written with streaming stores, kernels/losses_soft.h) and their per-thread
+    scratch rows (losses.pyx.tp's _scratch: vectors that never straddle a cache line)."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(nbytes + align, dtype=np.uint8)
+    start = -buf.ctypes.data % align
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
